@@ -1,0 +1,148 @@
+//! SHA-256 while streaming, with a hard cap on how many bytes may pass.
+//!
+//! Everything molt reads from a repository flows through [`CappedHashReader`] or
+//! [`HashingWriter`], so a package is hashed exactly once, as it is copied, and an endless or
+//! oversized stream is cut at the signed size + 1 byte instead of filling the disk (the pattern of
+//! tough's `io.rs`).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Lowercase hex SHA-256 of a file's contents, read in 64 KiB blocks.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut reader = CappedHashReader::new(File::open(path)?, u64::MAX);
+    io::copy(&mut reader, &mut io::sink())?;
+    Ok(reader.finish().0)
+}
+
+/// Wraps a reader: hashes every byte read and fails once more than `cap` bytes have passed.
+pub struct CappedHashReader<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+    cap: u64,
+}
+
+impl<R: Read> CappedHashReader<R> {
+    pub fn new(inner: R, cap: u64) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+            cap,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// Hex digest and byte count of everything read.
+    pub fn finish(self) -> (String, u64) {
+        (hex::encode(self.hasher.finalize()), self.read)
+    }
+}
+
+/// The error kind a cap violation surfaces as; callers turn it into their own typed error.
+pub fn is_cap_exceeded(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::FileTooLarge
+}
+
+impl<R: Read> Read for CappedHashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.cap {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("stream exceeds its limit of {} bytes", self.cap),
+            ));
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Wraps a writer: hashes and counts every byte written.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    /// Resumes hashing a stream whose first bytes were already hashed into `hasher`.
+    pub fn resume(inner: W, hasher: Sha256, written: u64) -> Self {
+        Self {
+            inner,
+            hasher,
+            written,
+        }
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub fn finish(self) -> (W, String, u64) {
+        (self.inner, hex::encode(self.hasher.finalize()), self.written)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_cuts_the_stream() {
+        let data = vec![7u8; 100];
+        let mut r = CappedHashReader::new(&data[..], 99);
+        let err = io::copy(&mut r, &mut io::sink()).unwrap_err();
+        assert!(is_cap_exceeded(&err));
+        let mut r = CappedHashReader::new(&data[..], 100);
+        io::copy(&mut r, &mut io::sink()).unwrap();
+        assert_eq!(r.finish(), (sha256_hex(&data), 100));
+    }
+
+    #[test]
+    fn writer_hashes_what_passes() {
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"abc").unwrap();
+        let (buf, hex, n) = w.finish();
+        assert_eq!((buf.as_slice(), n), (&b"abc"[..], 3));
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! The signed repository: its manifest model, signatures, trust checks and the publisher.
+
+pub mod manifest;
