@@ -7,4 +7,5 @@ pub mod error;
 pub mod hashing;
 pub mod relpath;
 pub mod repo;
+pub mod tree;
 pub mod version;
