@@ -145,7 +145,17 @@ mod tests {
 
     #[test]
     fn refuses_escapes_and_odd_forms() {
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a/./b", "./a", "a//b", "a/", "a\0b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a/./b",
+            "./a",
+            "a//b",
+            "a/",
+            "a\0b",
+        ] {
             assert!(RelPath::new(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -157,6 +167,9 @@ mod tests {
         assert!(RelPath::new("web").unwrap().starts_with(&a));
         assert!(!RelPath::new("webby").unwrap().starts_with(&a));
         let anc: Vec<_> = RelPath::new("a/b/c").unwrap().ancestors().collect();
-        assert_eq!(anc, [RelPath::new("a").unwrap(), RelPath::new("a/b").unwrap()]);
+        assert_eq!(
+            anc,
+            [RelPath::new("a").unwrap(), RelPath::new("a/b").unwrap()]
+        );
     }
 }

@@ -55,9 +55,14 @@ impl TreeListing {
         while let Some(entry) = it.next() {
             let entry = entry.map_err(|e| ScanError::Read {
                 path: e.path().unwrap_or(root).to_owned(),
-                source: e.into_io_error().unwrap_or_else(|| io::Error::other("walk error")),
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("walk error")),
             })?;
-            let rel = entry.path().strip_prefix(root).expect("walkdir stays under root");
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .expect("walkdir stays under root");
             let rel = RelPath::from_path(rel).map_err(|source| ScanError::UnsafeName {
                 path: entry.path().to_owned(),
                 source,

@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Version(pub semver::Version);
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("invalid version {input:?}: {reason} (expected a semantic version like 1.2.0 or 1.2.0-rc.1)")]
+#[error(
+    "invalid version {input:?}: {reason} (expected a semantic version like 1.2.0 or 1.2.0-rc.1)"
+)]
 pub struct VersionError {
     pub input: String,
     pub reason: String,
