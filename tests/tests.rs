@@ -1,1 +1,13 @@
-fn placeholder() {}
+//! End-to-end tests of the real `molt` binary: one test binary (like ripgrep's), modules by
+//! theme, fixtures in `util.rs`, a real HTTP server on 127.0.0.1 in `server.rs`, hostile
+//! repositories crafted in `craft.rs`.
+
+mod craft;
+mod server;
+mod util;
+
+mod cli;
+mod crash;
+mod http;
+mod lifecycle;
+mod rejections;

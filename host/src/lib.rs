@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod hashing;
+pub mod output;
 pub mod relpath;
 pub mod repo;
 pub mod tree;

@@ -1,1 +1,35 @@
-fn main() {}
+//! The `molt` binary: parse the command line, set up logging, run, map errors to exit codes.
+
+use clap::Parser;
+use molt::cli::Cli;
+use molt::output::Output;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = Cli::parse();
+    let default_level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("molt={default_level},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+
+    let out = Output::new(cli.command.json());
+    let code = match cli.command.run(&out) {
+        Ok(()) => 0,
+        Err(err) => {
+            let code = err.exit_class().code();
+            out.failure(&err.report(), code);
+            code
+        }
+    };
+    molt::failpoint::report_steps();
+    std::process::exit(code);
+}

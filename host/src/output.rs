@@ -1,0 +1,121 @@
+//! What molt tells the operator: human lines (with a progress bar on a terminal) or `--json`
+//! JSON Lines — progress events first, then exactly one final object with `"result"`.
+//!
+//! The JSON shapes are a documented wire format (README, "JSON output"): keys are only ever
+//! added. Human output goes to stderr while work is in progress and the final summary to stdout,
+//! so `molt status | grep` stays clean.
+
+use std::cell::RefCell;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value, json};
+
+pub struct Output {
+    json: bool,
+    tty: bool,
+    bar: RefCell<Option<ProgressBar>>,
+    last_json_progress: RefCell<Option<Instant>>,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Self {
+            json,
+            tty: std::io::stderr().is_terminal(),
+            bar: RefCell::new(None),
+            last_json_progress: RefCell::new(None),
+        }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// A step of the flow: `{"event": name, ...fields}` in JSON mode, `message` otherwise.
+    pub fn event(&self, name: &str, message: &str, fields: Value) {
+        if self.json {
+            let mut obj = Map::new();
+            obj.insert("event".into(), Value::from(name));
+            if let Value::Object(f) = fields {
+                obj.extend(f);
+            }
+            print_json_line(&Value::Object(obj));
+        } else {
+            self.clear_bar();
+            eprintln!("{message}");
+        }
+    }
+
+    /// Byte progress of a download (or any long copy), throttled in JSON mode.
+    pub fn progress(&self, what: &str, done: u64, total: u64) {
+        if self.json {
+            let mut last = self.last_json_progress.borrow_mut();
+            let due = last.is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
+            if due || done == total {
+                *last = Some(Instant::now());
+                print_json_line(&json!({"event": "progress", "what": what, "done": done, "total": total}));
+            }
+        } else if self.tty {
+            let mut bar = self.bar.borrow_mut();
+            let bar = bar.get_or_insert_with(|| {
+                let b = ProgressBar::new(total);
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("static template")
+                    .progress_chars("=> "),
+                );
+                b.set_message(what.to_owned());
+                b
+            });
+            bar.set_position(done);
+        }
+    }
+
+    /// Ends a progress bar, if one is showing.
+    pub fn clear_bar(&self) {
+        if let Some(bar) = self.bar.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// The final object of a successful command; `summary` is the human line.
+    pub fn success(&self, summary: &str, fields: Value) {
+        self.clear_bar();
+        if self.json {
+            let mut obj = Map::new();
+            obj.insert("result".into(), Value::from("ok"));
+            if let Value::Object(f) = fields {
+                obj.extend(f);
+            }
+            print_json_line(&Value::Object(obj));
+        } else if !summary.is_empty() {
+            println!("{summary}");
+        }
+    }
+
+    /// The final object of a failed command.
+    pub fn failure(&self, error: &str, exit_code: i32) {
+        self.clear_bar();
+        if self.json {
+            print_json_line(&json!({"result": "error", "error": error, "exit_code": exit_code}));
+        } else {
+            eprintln!("error: {error}");
+        }
+    }
+
+    /// A whole document (e.g. `molt status --json`), printed as one line.
+    pub fn document(&self, value: &Value) {
+        print_json_line(value);
+    }
+}
+
+fn print_json_line(v: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, v);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
