@@ -4,6 +4,7 @@
 //! `docs/ARCHITECTURE.md` for the map of modules and the flow of an update.
 
 pub mod error;
+pub mod fetch;
 pub mod hashing;
 pub mod relpath;
 pub mod repo;
