@@ -304,3 +304,355 @@ fn header_text(headers: &HeaderMap, name: &str) -> String {
         .unwrap_or("")
         .to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::super::test_server::{Reply, Seen, TestServer};
+    use super::super::{FetchError, FetchOptions, MANIFEST_CAP, Source};
+    use crate::error::ExitClass;
+    use crate::hashing::sha256_hex;
+    use crate::repo::manifest::Package;
+
+    const PKG: &str = "packages/app-1.0.0.tar.gz";
+
+    fn fast() -> FetchOptions {
+        FetchOptions {
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(2),
+            attempts: 3,
+            backoff_base: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(20),
+            retry_after_max: Duration::from_millis(50),
+        }
+    }
+
+    fn source(server: &TestServer) -> Source {
+        Source::parse(&server.base, Path::new("/unused"))
+            .unwrap()
+            .with_options(fast())
+    }
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn package_for(bytes: &[u8]) -> Package {
+        Package {
+            url: PKG.to_owned(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+            unpacked_size: 0,
+        }
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    fn seen(range: Option<String>, if_range: Option<String>) -> Seen {
+        Seen {
+            path: PKG.to_owned(),
+            range,
+            if_range,
+        }
+    }
+
+    #[test]
+    fn downloads_verifies_and_names_the_package_by_hash() {
+        let server = TestServer::start();
+        let bytes = content(200_000);
+        server.put(PKG, &bytes);
+        let downloads = tempfile::tempdir().unwrap();
+        let pkg = package_for(&bytes);
+        let mut last = (0, 0);
+        let path = source(&server)
+            .fetch_package(&pkg, downloads.path(), &mut |done, total| last = (done, total))
+            .unwrap();
+        assert_eq!(path, downloads.path().join(format!("{}.pkg", pkg.sha256)));
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        assert_eq!(last, (200_000, 200_000));
+        assert_eq!(leftovers(downloads.path()), [format!("{}.pkg", pkg.sha256)]);
+        assert_eq!(server.seen(PKG), [seen(None, None)]);
+    }
+
+    #[test]
+    fn a_dropped_connection_is_resumed_with_range_and_if_range() {
+        let server = TestServer::start();
+        let bytes = content(100_000);
+        server.put(PKG, &bytes);
+        server.script(PKG, [Reply::DropAfter(30_000)]);
+        let downloads = tempfile::tempdir().unwrap();
+        let path = source(&server)
+            .fetch_package(&package_for(&bytes), downloads.path(), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        let etag = server.etag(PKG);
+        assert_eq!(
+            server.seen(PKG),
+            [
+                seen(None, None),
+                seen(Some("bytes=30000-".into()), Some(etag))
+            ]
+        );
+        assert_eq!(leftovers(downloads.path()).len(), 1, "part and etag cleaned up");
+    }
+
+    #[test]
+    fn a_part_left_by_an_earlier_run_is_resumed() {
+        let server = TestServer::start();
+        let bytes = content(50_000);
+        server.put(PKG, &bytes);
+        let downloads = tempfile::tempdir().unwrap();
+        let pkg = package_for(&bytes);
+        let part = downloads.path().join(format!("{}.part", pkg.sha256));
+        fs::write(&part, &bytes[..12_345]).unwrap();
+        let path = source(&server)
+            .fetch_package(&pkg, downloads.path(), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(fs::read(path).unwrap(), bytes);
+        assert_eq!(server.seen(PKG), [seen(Some("bytes=12345-".into()), None)]);
+        assert!(!part.exists());
+    }
+
+    #[test]
+    fn a_server_ignoring_range_makes_the_download_start_over() {
+        let server = TestServer::start();
+        let bytes = content(50_000);
+        server.put(PKG, &bytes);
+        server.script(PKG, [Reply::IgnoreRange]);
+        let downloads = tempfile::tempdir().unwrap();
+        let pkg = package_for(&bytes);
+        // A stale prefix that would spoil the hash if it were kept.
+        fs::write(
+            downloads.path().join(format!("{}.part", pkg.sha256)),
+            vec![0xAA; 20_000],
+        )
+        .unwrap();
+        let path = source(&server)
+            .fetch_package(&pkg, downloads.path(), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(fs::read(path).unwrap(), bytes);
+        assert_eq!(server.seen(PKG), [seen(Some("bytes=20000-".into()), None)]);
+    }
+
+    #[test]
+    fn an_endless_stream_is_cut_at_the_signed_size() {
+        let server = TestServer::start();
+        server.script(PKG, [Reply::Endless]);
+        let downloads = tempfile::tempdir().unwrap();
+        let pkg = Package {
+            url: PKG.to_owned(),
+            size: 100_000,
+            sha256: "ab".repeat(32),
+            unpacked_size: 0,
+        };
+        let src = source(&server);
+        let err = src
+            .fetch_package(&pkg, downloads.path(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, FetchError::TooLarge { limit: 100_000, .. }), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        assert!(err.to_string().contains(&src.display_url(PKG)), "{err}");
+        assert!(leftovers(downloads.path()).is_empty());
+        assert_eq!(server.seen(PKG).len(), 1, "a cap violation is not retried");
+    }
+
+    #[test]
+    fn a_wrong_hash_is_refused_and_the_part_deleted() {
+        let server = TestServer::start();
+        let bytes = content(10_000);
+        server.put(PKG, &bytes);
+        let downloads = tempfile::tempdir().unwrap();
+        let mut pkg = package_for(&bytes);
+        pkg.sha256 = sha256_hex(b"something else");
+        let err = source(&server)
+            .fetch_package(&pkg, downloads.path(), &mut |_, _| {})
+            .unwrap_err();
+        match &err {
+            FetchError::HashMismatch {
+                url,
+                expected,
+                actual,
+            } => {
+                assert!(url.ends_with(PKG));
+                assert_eq!(expected, &pkg.sha256);
+                assert_eq!(actual, &sha256_hex(&bytes));
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        assert!(leftovers(downloads.path()).is_empty());
+        assert_eq!(server.seen(PKG).len(), 1, "a hash mismatch is not retried");
+    }
+
+    #[test]
+    fn a_short_file_is_a_size_mismatch_after_retries() {
+        let server = TestServer::start();
+        let bytes = content(10_000);
+        server.put(PKG, &bytes[..9_000]);
+        let downloads = tempfile::tempdir().unwrap();
+        let err = source(&server)
+            .fetch_package(&package_for(&bytes), downloads.path(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FetchError::SizeMismatch {
+                    expected: 10_000,
+                    actual: 9_000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        assert!(leftovers(downloads.path()).is_empty());
+    }
+
+    #[test]
+    fn server_errors_are_retried_until_it_recovers() {
+        let server = TestServer::start();
+        let bytes = content(5_000);
+        server.put(PKG, &bytes);
+        server.script(PKG, [Reply::Status(500, None), Reply::Status(503, Some(0))]);
+        let downloads = tempfile::tempdir().unwrap();
+        let path = source(&server)
+            .fetch_package(&package_for(&bytes), downloads.path(), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(fs::read(path).unwrap(), bytes);
+        assert_eq!(server.seen(PKG).len(), 3);
+    }
+
+    #[test]
+    fn retries_are_bounded() {
+        let server = TestServer::start();
+        server.put(PKG, b"x");
+        server.script(PKG, std::iter::repeat_n(Reply::Status(429, Some(3600)), 5));
+        let downloads = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let err = source(&server)
+            .fetch_package(&package_for(b"x"), downloads.path(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, FetchError::HttpStatus { status: 429, .. }), "{err}");
+        assert_eq!(server.seen(PKG).len(), 3);
+        assert!(started.elapsed() < Duration::from_secs(2), "Retry-After is capped");
+    }
+
+    #[test]
+    fn not_found_is_clear_and_not_retried() {
+        let server = TestServer::start();
+        let downloads = tempfile::tempdir().unwrap();
+        let src = source(&server);
+        let err = src
+            .fetch_package(&package_for(b"abc"), downloads.path(), &mut |_, _| {})
+            .unwrap_err();
+        assert_eq!(err.to_string(), format!("not found: {}", src.display_url(PKG)));
+        assert_eq!(err.exit_class(), ExitClass::Failure);
+        assert_eq!(server.seen(PKG).len(), 1);
+    }
+
+    #[test]
+    fn client_errors_are_not_retried() {
+        let server = TestServer::start();
+        server.put(PKG, b"abc");
+        server.script(PKG, [Reply::Status(403, None)]);
+        let downloads = tempfile::tempdir().unwrap();
+        let err = source(&server)
+            .fetch_package(&package_for(b"abc"), downloads.path(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, FetchError::HttpStatus { status: 403, .. }), "{err}");
+        assert_eq!(server.seen(PKG).len(), 1);
+    }
+
+    #[test]
+    fn a_verified_package_is_reused_and_a_corrupted_one_fetched_again() {
+        let server = TestServer::start();
+        let bytes = content(3_000);
+        server.put(PKG, &bytes);
+        let downloads = tempfile::tempdir().unwrap();
+        let pkg = package_for(&bytes);
+        let src = source(&server);
+        let path = src
+            .fetch_package(&pkg, downloads.path(), &mut |_, _| {})
+            .unwrap();
+        src.fetch_package(&pkg, downloads.path(), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(server.seen(PKG).len(), 1, "reused without a request");
+        let mut spoiled = bytes.clone();
+        spoiled[0] ^= 1;
+        fs::write(&path, &spoiled).unwrap();
+        src.fetch_package(&pkg, downloads.path(), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        assert_eq!(server.seen(PKG).len(), 2);
+    }
+
+    #[test]
+    fn small_files_are_fetched_and_capped() {
+        let server = TestServer::start();
+        server.put("manifest.json", b"{\"format\":1}");
+        let src = source(&server);
+        assert_eq!(
+            src.fetch_small("manifest.json", MANIFEST_CAP).unwrap(),
+            b"{\"format\":1}"
+        );
+        server.put("manifest.json", &content(5_000));
+        let err = src.fetch_small("manifest.json", 4_096).unwrap_err();
+        assert!(matches!(err, FetchError::TooLarge { limit: 4_096, .. }), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        assert_eq!(server.seen("manifest.json").len(), 2, "a cap is not retried");
+    }
+
+    #[test]
+    fn an_endless_small_file_is_cut_while_streaming() {
+        let server = TestServer::start();
+        server.script("manifest.json.sig", [Reply::Endless]);
+        let err = source(&server)
+            .fetch_small("manifest.json.sig", 1 << 20)
+            .unwrap_err();
+        assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_small_fetch_retries_a_dropped_body() {
+        let server = TestServer::start();
+        let bytes = content(2_000);
+        server.put("manifest.json", &bytes);
+        server.script("manifest.json", [Reply::DropAfter(500)]);
+        let got = source(&server)
+            .fetch_small("manifest.json", MANIFEST_CAP)
+            .unwrap();
+        assert_eq!(got, bytes);
+        assert_eq!(server.seen("manifest.json").len(), 2);
+    }
+
+    #[test]
+    fn an_unreachable_server_is_a_connect_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let src = Source::parse(&format!("http://127.0.0.1:{port}/repo"), Path::new("/"))
+            .unwrap()
+            .with_options(fast());
+        let err = src.fetch_small("manifest.json", MANIFEST_CAP).unwrap_err();
+        assert!(matches!(err, FetchError::Connect { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("http://127.0.0.1:{port}/repo/manifest.json")),
+            "{err}"
+        );
+    }
+}
