@@ -24,7 +24,9 @@ pub enum FetchError {
         source: reqwest::Error,
     },
 
-    #[error("refusing repository path {url:?}: {reason}; the manifest must name files below the repository root")]
+    #[error(
+        "refusing repository path {url:?}: {reason}; the manifest must name files below the repository root"
+    )]
     UnsafePackageUrl { url: String, reason: String },
 
     #[error("refusing package {url}: its sha256 {digest:?} is not 64 hex digits")]
@@ -54,7 +56,9 @@ pub enum FetchError {
         source: reqwest::Error,
     },
 
-    #[error("{url} resumed at the wrong place: asked for byte {offset}, got Content-Range {content_range:?}")]
+    #[error(
+        "{url} resumed at the wrong place: asked for byte {offset}, got Content-Range {content_range:?}"
+    )]
     UnexpectedRange {
         url: String,
         offset: u64,

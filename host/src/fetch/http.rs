@@ -4,7 +4,6 @@
 //! bodies, 408/429/5xx) are retried with backoff, everything else ends the fetch at once. A package
 //! attempt resumes from whatever the part file already holds.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,7 +66,7 @@ impl HttpClient {
     /// GETs `url` whole, refusing it past `cap` bytes (checked while streaming).
     pub fn fetch_small(&self, url: &Url, cap: u64) -> Result<Vec<u8>, FetchError> {
         self.runtime
-            .block_on(self.retrying(url, || self.small_attempt(url, cap)))
+            .block_on(self.retrying(url, async || self.small_attempt(url, cap).await))
     }
 
     /// Downloads `url` into the target's part file (resuming it) and verifies it.
@@ -77,10 +76,8 @@ impl HttpClient {
         target: &Target,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<PathBuf, FetchError> {
-        let progress = &std::cell::RefCell::new(progress);
-        let result = self.runtime.block_on(self.retrying(url, move || async move {
-            let mut progress = progress.borrow_mut();
-            self.package_attempt(url, target, &mut **progress).await
+        let result = self.runtime.block_on(self.retrying(url, async || {
+            self.package_attempt(url, target, &mut *progress).await
         }));
         if let Err(FetchError::SizeMismatch { .. }) = &result {
             target.discard();
@@ -88,11 +85,11 @@ impl HttpClient {
         result
     }
 
-    async fn retrying<T, F, Fut>(&self, url: &Url, mut attempt: F) -> Result<T, FetchError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, AttemptError>>,
-    {
+    async fn retrying<T>(
+        &self,
+        url: &Url,
+        mut attempt: impl AsyncFnMut() -> Result<T, AttemptError>,
+    ) -> Result<T, FetchError> {
         let mut number = 1;
         loop {
             let (error, retry_after) = match attempt().await {
@@ -216,8 +213,7 @@ impl HttpClient {
     /// Sends `request`; a response with a non-success status becomes an error.
     async fn send(&self, url: &Url, request: RequestBuilder) -> Result<Response, AttemptError> {
         let shown = redacted(url);
-        let response = match tokio::time::timeout(self.options.idle_timeout, request.send()).await
-        {
+        let response = match tokio::time::timeout(self.options.idle_timeout, request.send()).await {
             Err(_) => {
                 return Err(retry(FetchError::Timeout {
                     url: shown,
@@ -377,7 +373,9 @@ mod tests {
         let pkg = package_for(&bytes);
         let mut last = (0, 0);
         let path = source(&server)
-            .fetch_package(&pkg, downloads.path(), &mut |done, total| last = (done, total))
+            .fetch_package(&pkg, downloads.path(), &mut |done, total| {
+                last = (done, total)
+            })
             .unwrap();
         assert_eq!(path, downloads.path().join(format!("{}.pkg", pkg.sha256)));
         assert_eq!(fs::read(&path).unwrap(), bytes);
@@ -405,7 +403,11 @@ mod tests {
                 seen(Some("bytes=30000-".into()), Some(etag))
             ]
         );
-        assert_eq!(leftovers(downloads.path()).len(), 1, "part and etag cleaned up");
+        assert_eq!(
+            leftovers(downloads.path()).len(),
+            1,
+            "part and etag cleaned up"
+        );
     }
 
     #[test]
@@ -447,6 +449,52 @@ mod tests {
     }
 
     #[test]
+    fn a_206_from_the_wrong_offset_is_not_appended() {
+        let server = TestServer::start();
+        let bytes = content(40_000);
+        server.put(PKG, &bytes);
+        server.script(PKG, [Reply::WrongContentRange]);
+        let downloads = tempfile::tempdir().unwrap();
+        let pkg = package_for(&bytes);
+        fs::write(
+            downloads.path().join(format!("{}.part", pkg.sha256)),
+            &bytes[..10_000],
+        )
+        .unwrap();
+        let path = source(&server)
+            .fetch_package(&pkg, downloads.path(), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(fs::read(path).unwrap(), bytes);
+        assert_eq!(
+            server.seen(PKG),
+            [seen(Some("bytes=10000-".into()), None), seen(None, None)]
+        );
+    }
+
+    #[test]
+    fn a_changed_file_on_the_server_restarts_through_if_range() {
+        let server = TestServer::start();
+        let bytes = content(30_000);
+        server.put(PKG, &bytes);
+        let downloads = tempfile::tempdir().unwrap();
+        let pkg = package_for(&bytes);
+        let part = downloads.path().join(format!("{}.part", pkg.sha256));
+        fs::write(&part, vec![1u8; 5_000]).unwrap();
+        fs::write(part.with_extension("part.etag"), "\"old-version\"").unwrap();
+        let path = source(&server)
+            .fetch_package(&pkg, downloads.path(), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(fs::read(path).unwrap(), bytes);
+        assert_eq!(
+            server.seen(PKG),
+            [seen(
+                Some("bytes=5000-".into()),
+                Some("\"old-version\"".into())
+            )]
+        );
+    }
+
+    #[test]
     fn an_endless_stream_is_cut_at_the_signed_size() {
         let server = TestServer::start();
         server.script(PKG, [Reply::Endless]);
@@ -461,7 +509,10 @@ mod tests {
         let err = src
             .fetch_package(&pkg, downloads.path(), &mut |_, _| {})
             .unwrap_err();
-        assert!(matches!(err, FetchError::TooLarge { limit: 100_000, .. }), "{err}");
+        assert!(
+            matches!(err, FetchError::TooLarge { limit: 100_000, .. }),
+            "{err}"
+        );
         assert_eq!(err.exit_class(), ExitClass::Security);
         assert!(err.to_string().contains(&src.display_url(PKG)), "{err}");
         assert!(leftovers(downloads.path()).is_empty());
@@ -544,9 +595,15 @@ mod tests {
         let err = source(&server)
             .fetch_package(&package_for(b"x"), downloads.path(), &mut |_, _| {})
             .unwrap_err();
-        assert!(matches!(err, FetchError::HttpStatus { status: 429, .. }), "{err}");
+        assert!(
+            matches!(err, FetchError::HttpStatus { status: 429, .. }),
+            "{err}"
+        );
         assert_eq!(server.seen(PKG).len(), 3);
-        assert!(started.elapsed() < Duration::from_secs(2), "Retry-After is capped");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "Retry-After is capped"
+        );
     }
 
     #[test]
@@ -557,7 +614,10 @@ mod tests {
         let err = src
             .fetch_package(&package_for(b"abc"), downloads.path(), &mut |_, _| {})
             .unwrap_err();
-        assert_eq!(err.to_string(), format!("not found: {}", src.display_url(PKG)));
+        assert_eq!(
+            err.to_string(),
+            format!("not found: {}", src.display_url(PKG))
+        );
         assert_eq!(err.exit_class(), ExitClass::Failure);
         assert_eq!(server.seen(PKG).len(), 1);
     }
@@ -571,7 +631,10 @@ mod tests {
         let err = source(&server)
             .fetch_package(&package_for(b"abc"), downloads.path(), &mut |_, _| {})
             .unwrap_err();
-        assert!(matches!(err, FetchError::HttpStatus { status: 403, .. }), "{err}");
+        assert!(
+            matches!(err, FetchError::HttpStatus { status: 403, .. }),
+            "{err}"
+        );
         assert_eq!(server.seen(PKG).len(), 1);
     }
 
@@ -609,9 +672,16 @@ mod tests {
         );
         server.put("manifest.json", &content(5_000));
         let err = src.fetch_small("manifest.json", 4_096).unwrap_err();
-        assert!(matches!(err, FetchError::TooLarge { limit: 4_096, .. }), "{err}");
+        assert!(
+            matches!(err, FetchError::TooLarge { limit: 4_096, .. }),
+            "{err}"
+        );
         assert_eq!(err.exit_class(), ExitClass::Security);
-        assert_eq!(server.seen("manifest.json").len(), 2, "a cap is not retried");
+        assert_eq!(
+            server.seen("manifest.json").len(),
+            2,
+            "a cap is not retried"
+        );
     }
 
     #[test]

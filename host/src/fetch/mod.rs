@@ -193,14 +193,22 @@ fn repo_path(url: &str) -> Result<RelPath, FetchError> {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
-    if url.split('/').next().is_some_and(|first| first.contains(':')) {
-        return Err(refuse("it has a scheme; package URLs are relative to the repository"));
+    if url
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains(':'))
+    {
+        return Err(refuse(
+            "it has a scheme; package URLs are relative to the repository",
+        ));
     }
     if url.contains('\\') {
         return Err(refuse("it contains a backslash"));
     }
     if url.contains(['%', '?', '#']) {
-        return Err(refuse("percent-escapes, queries and fragments are not allowed"));
+        return Err(refuse(
+            "percent-escapes, queries and fragments are not allowed",
+        ));
     }
     if url.chars().any(char::is_control) {
         return Err(refuse("it contains a control character"));
@@ -234,5 +242,144 @@ fn redacted(url: &Url) -> String {
     match shown.set_password(Some("***")) {
         Ok(()) => shown.to_string(),
         Err(()) => format!("{}://{}", url.scheme(), url.host_str().unwrap_or("")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ExitClass;
+
+    fn location(spec: &str) -> Result<Location, FetchError> {
+        Source::parse(spec, Path::new("/etc/molt")).map(|s| s.location().clone())
+    }
+
+    #[test]
+    fn parses_each_kind_of_location() {
+        assert_eq!(
+            location("file:///srv/repo").unwrap(),
+            Location::Local("/srv/repo".into())
+        );
+        assert_eq!(
+            location("/srv/repo").unwrap(),
+            Location::Local("/srv/repo".into())
+        );
+        assert_eq!(
+            location("repo").unwrap(),
+            Location::Local("/etc/molt/repo".into())
+        );
+        for (spec, want) in [
+            ("http://127.0.0.1:8080/demo", "http://127.0.0.1:8080/demo/"),
+            ("http://127.0.0.1:8080/demo/", "http://127.0.0.1:8080/demo/"),
+            (
+                "https://updates.example.com",
+                "https://updates.example.com/",
+            ),
+        ] {
+            assert_eq!(
+                location(spec).unwrap(),
+                Location::Http(Url::parse(want).unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_unusable_locations() {
+        for bad in [
+            "",
+            "ftp://host/repo",
+            "file://host/repo",
+            "http://h/r?x=1",
+            "http://",
+        ] {
+            let err = location(bad).unwrap_err();
+            assert!(
+                matches!(err, FetchError::InvalidSource { .. }),
+                "{bad:?}: {err}"
+            );
+            assert_eq!(err.exit_class(), ExitClass::Usage);
+        }
+    }
+
+    #[test]
+    fn display_url_names_the_full_location() {
+        let http = Source::parse("http://u:secret@h:1/demo", Path::new("/")).unwrap();
+        assert_eq!(
+            http.display_url("packages/a b.tar.gz"),
+            "http://u:***@h:1/demo/packages/a%20b.tar.gz"
+        );
+        let local = Source::parse("/srv/repo", Path::new("/")).unwrap();
+        assert_eq!(
+            local.display_url("manifest.json"),
+            "/srv/repo/manifest.json"
+        );
+    }
+
+    #[test]
+    fn unsafe_package_urls_are_refused_before_any_io() {
+        let downloads = tempfile::tempdir().unwrap();
+        let sources = [
+            Source::parse("http://127.0.0.1:9/repo/", Path::new("/")).unwrap(),
+            Source::parse(&downloads.path().display().to_string(), Path::new("/")).unwrap(),
+        ];
+        for bad in [
+            "../secret.tar.gz",
+            "packages/../../x",
+            "/etc/passwd",
+            "http://evil.example/x.tar.gz",
+            "//evil.example/x",
+            "file:///etc/passwd",
+            "c:x",
+            "packages\\..\\x",
+            "%2e%2e/x",
+            "p/x?y",
+            "",
+        ] {
+            for source in &sources {
+                let package = Package {
+                    url: bad.to_owned(),
+                    size: 1,
+                    sha256: "00".repeat(32),
+                    unpacked_size: 1,
+                };
+                let err = source
+                    .fetch_package(&package, downloads.path(), &mut |_, _| {})
+                    .unwrap_err();
+                assert!(
+                    matches!(err, FetchError::UnsafePackageUrl { .. }),
+                    "{bad:?}: {err}"
+                );
+                assert_eq!(err.exit_class(), ExitClass::Security);
+                assert!(matches!(
+                    source.fetch_small(bad, 10),
+                    Err(FetchError::UnsafePackageUrl { .. })
+                ));
+            }
+        }
+        assert_eq!(std::fs::read_dir(downloads.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_digest_that_is_not_hex_is_refused() {
+        let downloads = tempfile::tempdir().unwrap();
+        let source = Source::parse("/srv/repo", Path::new("/")).unwrap();
+        let package = Package {
+            url: "p.tar.gz".into(),
+            size: 1,
+            sha256: "../../etc/passwd".into(),
+            unpacked_size: 1,
+        };
+        let err = source
+            .fetch_package(&package, downloads.path(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, FetchError::InvalidDigest { .. }), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Security);
+    }
+
+    #[test]
+    fn urls_are_built_segment_by_segment_below_the_base() {
+        let base = Url::parse("http://h/repo/").unwrap();
+        let url = http_url(&base, &RelPath::new("packages/a.tar.gz").unwrap()).unwrap();
+        assert_eq!(url.as_str(), "http://h/repo/packages/a.tar.gz");
     }
 }

@@ -82,7 +82,10 @@ mod tests {
             assert!(o.backoff(40, None) <= Duration::from_secs(5));
         }
         assert!(o.backoff(2, Some(Duration::from_secs(3))) >= Duration::from_secs(3));
-        assert_eq!(o.backoff(2, Some(Duration::from_secs(3600))), o.retry_after_max);
+        assert_eq!(
+            o.backoff(2, Some(Duration::from_secs(3600))),
+            o.retry_after_max
+        );
     }
 
     #[test]
@@ -91,7 +94,10 @@ mod tests {
         assert_eq!(retry_after(&h), None);
         h.insert(RETRY_AFTER, "2".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
-        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), None);
     }
 }

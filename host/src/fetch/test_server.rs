@@ -26,6 +26,8 @@ pub enum Reply {
     IgnoreRange,
     /// Headers for the answer `Serve` would give, then this many body bytes, then a reset.
     DropAfter(usize),
+    /// 206 for the whole file (`Content-Range` from byte 0), whatever `Range` asked for.
+    WrongContentRange,
     /// Only this status (and a `Retry-After` if given), with an empty body.
     Status(u16, Option<u64>),
     /// 200 with a body that never ends.
@@ -198,6 +200,16 @@ async fn handle(State(shared): State<Arc<Mutex<Shared>>>, request: Request) -> R
         return status_only(416);
     }
     let builder = Response::builder().header(header::ETAG, &etag);
+    if let Reply::WrongContentRange = reply {
+        return builder
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(
+                header::CONTENT_RANGE,
+                format!("bytes 0-{}/{}", file.len() - 1, file.len()),
+            )
+            .body(Body::from(file))
+            .unwrap();
+    }
     let (builder, body) = match start {
         Some(s) => (
             builder.status(StatusCode::PARTIAL_CONTENT).header(
