@@ -495,6 +495,27 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_body_times_out_and_resumes() {
+        let server = TestServer::start();
+        let bytes = content(20_000);
+        server.put(PKG, &bytes);
+        server.script(PKG, [Reply::StallAfter(8_000)]);
+        let downloads = tempfile::tempdir().unwrap();
+        let options = FetchOptions {
+            idle_timeout: Duration::from_millis(200),
+            ..fast()
+        };
+        let src = Source::parse(&server.base, Path::new("/"))
+            .unwrap()
+            .with_options(options);
+        let path = src
+            .fetch_package(&package_for(&bytes), downloads.path(), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(fs::read(path).unwrap(), bytes);
+        assert_eq!(server.seen(PKG)[1].range.as_deref(), Some("bytes=8000-"));
+    }
+
+    #[test]
     fn an_endless_stream_is_cut_at_the_signed_size() {
         let server = TestServer::start();
         server.script(PKG, [Reply::Endless]);

@@ -43,7 +43,7 @@ pub fn download(
     let mut source = File::open(path)
         .map_err(read_error)?
         .take(target.size.saturating_add(1));
-    let mut part = PartWriter::resume(target)?.restart()?;
+    let mut part = PartWriter::fresh(target)?;
     progress(0, target.size);
     let mut buf = vec![0u8; 64 * 1024];
     loop {

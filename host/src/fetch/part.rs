@@ -151,6 +151,18 @@ impl<'t> PartWriter<'t> {
         if kept == 0 { part.restart() } else { Ok(part) }
     }
 
+    /// Opens the part empty, for a source that cannot resume.
+    pub fn fresh(target: &'t Target) -> Result<Self, FetchError> {
+        if let Some(dir) = target.part.parent() {
+            fs::create_dir_all(dir).map_err(|e| target.write_error(dir, e))?;
+        }
+        let file = File::create(&target.part).map_err(|e| target.write_error(&target.part, e))?;
+        Ok(Self {
+            target,
+            writer: HashingWriter::new(file),
+        })
+    }
+
     /// Empties the part, for a server that sends the whole file again (or a fresh local copy).
     pub fn restart(self) -> Result<Self, FetchError> {
         let target = self.target;

@@ -28,6 +28,8 @@ pub enum Reply {
     DropAfter(usize),
     /// 206 for the whole file (`Content-Range` from byte 0), whatever `Range` asked for.
     WrongContentRange,
+    /// Like `DropAfter`, but the connection then stays open and silent.
+    StallAfter(usize),
     /// Only this status (and a `Retry-After` if given), with an empty body.
     Status(u16, Option<u64>),
     /// 200 with a body that never ends.
@@ -230,6 +232,19 @@ async fn handle(State(shared): State<Arc<Mutex<Shared>>>, request: Request) -> R
                     None => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Some((Err(std::io::Error::other("dropped on purpose")), None))
+                    }
+                }
+            });
+            builder.body(Body::from_stream(pieces)).unwrap()
+        }
+        Reply::StallAfter(n) => {
+            let prefix = Bytes::from(body[..n.min(body.len())].to_vec());
+            let pieces = stream::unfold(Some(prefix), |state| async move {
+                match state {
+                    Some(prefix) => Some((Ok::<_, std::io::Error>(prefix), None)),
+                    None => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        None
                     }
                 }
             });
