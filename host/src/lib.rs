@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fetch;
 pub mod hashing;
 pub mod output;
 pub mod relpath;

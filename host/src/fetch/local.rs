@@ -1,0 +1,224 @@
+//! Reading a repository that is a directory on this machine (`file://` or a plain path).
+//!
+//! A local package goes through the same part file, cap and hash checks as a downloaded one: a
+//! repository on a shared mount is no more trusted than a web server.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::FetchError;
+use super::part::{PartWriter, Target};
+
+/// Reads `path` whole, refusing it past `cap` bytes.
+pub fn read_small(path: &Path, cap: u64) -> Result<Vec<u8>, FetchError> {
+    let read_error = |source| FetchError::ReadLocal {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > cap {
+        return Err(FetchError::TooLarge {
+            url: path.display().to_string(),
+            limit: cap,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Copies the package at `path` into the target's part file and verifies it.
+pub fn download(
+    path: &Path,
+    target: &Target,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<PathBuf, FetchError> {
+    let read_error = |source| FetchError::ReadLocal {
+        path: path.to_owned(),
+        source,
+    };
+    let mut source = File::open(path)
+        .map_err(read_error)?
+        .take(target.size.saturating_add(1));
+    let mut part = PartWriter::fresh(target)?;
+    progress(0, target.size);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                target.discard();
+                return Err(read_error(e));
+            }
+        };
+        part.append(&buf[..n])?;
+        progress(part.len(), target.size);
+    }
+    part.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::Path;
+
+    use super::super::{FetchError, MANIFEST_CAP, Source};
+    use crate::error::ExitClass;
+    use crate::hashing::sha256_hex;
+    use crate::repo::manifest::Package;
+
+    fn repo_with(path: &str, bytes: &[u8]) -> tempfile::TempDir {
+        let repo = tempfile::tempdir().unwrap();
+        let file = repo.path().join(path);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(file, bytes).unwrap();
+        repo
+    }
+
+    fn package(url: &str, bytes: &[u8]) -> Package {
+        Package {
+            url: url.to_owned(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+            unpacked_size: 0,
+        }
+    }
+
+    fn file_url(dir: &Path) -> String {
+        format!("file://{}", dir.display())
+    }
+
+    #[test]
+    fn file_urls_and_plain_paths_read_the_same_repository() {
+        let bytes = vec![42u8; 70_000];
+        let repo = repo_with("packages/a.tar.gz", &bytes);
+        fs::write(repo.path().join("manifest.json"), b"{}").unwrap();
+        let parent = repo.path().parent().unwrap();
+        let name = repo.path().file_name().unwrap().to_str().unwrap();
+        for spec in [
+            file_url(repo.path()),
+            repo.path().display().to_string(),
+            name.to_owned(),
+        ] {
+            let source = Source::parse(&spec, parent).unwrap();
+            assert_eq!(
+                source.fetch_small("manifest.json", MANIFEST_CAP).unwrap(),
+                b"{}"
+            );
+            let downloads = tempfile::tempdir().unwrap();
+            let mut last = (0, 0);
+            let path = source
+                .fetch_package(
+                    &package("packages/a.tar.gz", &bytes),
+                    downloads.path(),
+                    &mut |d, t| last = (d, t),
+                )
+                .unwrap();
+            assert_eq!(fs::read(&path).unwrap(), bytes);
+            assert_eq!(last, (70_000, 70_000));
+            assert_eq!(fs::read_dir(downloads.path()).unwrap().count(), 1);
+        }
+    }
+
+    #[test]
+    fn a_missing_file_names_its_path() {
+        let repo = tempfile::tempdir().unwrap();
+        let source = Source::parse(&repo.path().display().to_string(), Path::new("/")).unwrap();
+        let err = source.fetch_small("manifest.json", 10).unwrap_err();
+        let missing = repo.path().join("manifest.json");
+        assert!(
+            matches!(&err, FetchError::ReadLocal { path, .. } if *path == missing),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&missing.display().to_string()));
+        let downloads = tempfile::tempdir().unwrap();
+        let err = source
+            .fetch_package(
+                &package("p/x.tar.gz", b"x"),
+                downloads.path(),
+                &mut |_, _| {},
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("p/x.tar.gz"), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Failure);
+    }
+
+    #[test]
+    fn a_local_file_larger_than_signed_is_cut() {
+        let repo = repo_with("p.tar.gz", &[7u8; 5_000]);
+        let source = Source::parse(&file_url(repo.path()), Path::new("/")).unwrap();
+        let downloads = tempfile::tempdir().unwrap();
+        let signed = package("p.tar.gz", &[7u8; 4_999]);
+        let err = source
+            .fetch_package(&signed, downloads.path(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(
+            matches!(err, FetchError::TooLarge { limit: 4_999, .. }),
+            "{err}"
+        );
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        assert_eq!(fs::read_dir(downloads.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_endless_local_file_is_cut() {
+        let source = Source::parse("/dev", Path::new("/")).unwrap();
+        let downloads = tempfile::tempdir().unwrap();
+        let signed = Package {
+            url: "zero".into(),
+            size: 1_000_000,
+            sha256: "00".repeat(32),
+            unpacked_size: 0,
+        };
+        let err = source
+            .fetch_package(&signed, downloads.path(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
+        assert!(matches!(
+            source.fetch_small("zero", MANIFEST_CAP).unwrap_err(),
+            FetchError::TooLarge {
+                limit: MANIFEST_CAP,
+                ..
+            }
+        ));
+        assert_eq!(fs::read_dir(downloads.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_short_or_wrong_local_file_is_refused() {
+        let repo = repo_with("p.tar.gz", b"hello");
+        let source = Source::parse(&file_url(repo.path()), Path::new("/")).unwrap();
+        let downloads = tempfile::tempdir().unwrap();
+        let err = source
+            .fetch_package(
+                &package("p.tar.gz", b"hello!"),
+                downloads.path(),
+                &mut |_, _| {},
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FetchError::SizeMismatch {
+                    expected: 6,
+                    actual: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let mut wrong = package("p.tar.gz", b"hello");
+        wrong.sha256 = sha256_hex(b"jello");
+        let err = source
+            .fetch_package(&wrong, downloads.path(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, FetchError::HashMismatch { .. }), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        assert_eq!(fs::read_dir(downloads.path()).unwrap().count(), 0);
+    }
+}
