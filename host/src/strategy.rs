@@ -1,0 +1,209 @@
+//! The host's side of a strategy decision: what the plugin is told, and the check of what it
+//! answers against the signed manifest.
+//!
+//! A strategy plugin only ever chooses among what the manifest offers. Whatever it answers, the
+//! host resolves the answer to a package that the manifest signed for this arch, refuses a patch
+//! that does not start at the installed version, refuses a downgrade the operator did not allow,
+//! and never lets a plugin override `--force-full` or `--version`.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::Error;
+use crate::config::Config;
+use crate::plugins::{Decision, PatchOffer, ReleaseOffer, StrategyInput};
+use crate::repo::manifest::{Manifest, Operations, Package};
+use crate::state::InstallState;
+use crate::version::Version;
+
+/// What the operator asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub version: Option<Version>,
+    pub force_full: bool,
+}
+
+/// A decision resolved against the manifest: exactly what to download and apply.
+#[derive(Debug, Clone)]
+pub enum Choice {
+    Nothing {
+        reason: String,
+    },
+    Full {
+        from: Option<Version>,
+        to: Version,
+        package: Package,
+    },
+    Patch {
+        from: Version,
+        to: Version,
+        package: Package,
+        operations: Operations,
+    },
+}
+
+impl Choice {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Choice::Nothing { .. } => "none",
+            Choice::Full { .. } => "full",
+            Choice::Patch { .. } => "patch",
+        }
+    }
+
+    pub fn package(&self) -> Option<&Package> {
+        match self {
+            Choice::Nothing { .. } => None,
+            Choice::Full { package, .. } | Choice::Patch { package, .. } => Some(package),
+        }
+    }
+
+    pub fn to(&self) -> Option<&Version> {
+        match self {
+            Choice::Nothing { .. } => None,
+            Choice::Full { to, .. } | Choice::Patch { to, .. } => Some(to),
+        }
+    }
+}
+
+/// Everything the strategy is told: the releases on offer for this arch, this install's
+/// version and history, the operator's request, a stable device id and the time.
+pub fn strategy_input(
+    config: &Config,
+    manifest: &Manifest,
+    state: &InstallState,
+    request: &Request,
+    device_id: String,
+) -> StrategyInput {
+    let releases = manifest
+        .releases
+        .iter()
+        .filter_map(|r| {
+            let a = r.artifacts_for(&config.arch)?;
+            Some(ReleaseOffer {
+                version: r.version.to_string(),
+                channel: r.channel.clone(),
+                notes: r.notes.clone(),
+                published: r.published.format(&Rfc3339).unwrap_or_default(),
+                full_size: a.full.as_ref().map(|f| f.size),
+                patches: a
+                    .patches
+                    .iter()
+                    .map(|p| PatchOffer {
+                        from: p.from.to_string(),
+                        size: p.package.size,
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    StrategyInput {
+        installed_version: state.version.as_ref().map(ToString::to_string),
+        arch: config.arch.clone(),
+        channel: config.channel.clone(),
+        force_full: request.force_full,
+        requested_version: request.version.as_ref().map(ToString::to_string),
+        releases,
+        rolled_back_from: state.rolled_back_from.iter().map(ToString::to_string).collect(),
+        failed_validation: state.failed.iter().map(ToString::to_string).collect(),
+        device_id,
+        now: OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default(),
+    }
+}
+
+/// Resolves `decision` (from `plugin`) against the signed manifest and the operator's rules.
+pub fn resolve(
+    plugin: &str,
+    decision: Decision,
+    manifest: &Manifest,
+    state: &InstallState,
+    config: &Config,
+    request: &Request,
+) -> Result<Choice, Error> {
+    let refuse = |reason: String| Error::Decision {
+        plugin: plugin.to_owned(),
+        reason,
+    };
+    let parse = |v: &str| {
+        Version::parse(v).map_err(|e| refuse(format!("answered an invalid version: {e}")))
+    };
+    let installed = state.version.clone();
+    let (to, patch_from) = match decision {
+        Decision::None(reason) => return Ok(Choice::Nothing { reason }),
+        Decision::Full(v) => (parse(&v)?, None),
+        Decision::Patch { from, to } => (parse(&to)?, Some(parse(&from)?)),
+    };
+    if let Some(wanted) = &request.version
+        && wanted != &to
+    {
+        return Err(refuse(format!(
+            "chose {to}, but the operator asked for --version {wanted}"
+        )));
+    }
+    let release = manifest
+        .release(&to)
+        .ok_or_else(|| refuse(format!("chose {to}, which the signed manifest does not list")))?;
+    let artifacts = release.artifacts_for(&config.arch).ok_or_else(|| {
+        refuse(format!(
+            "chose {to}, which has no artifacts for {} in the signed manifest",
+            config.arch
+        ))
+    })?;
+    if let Some(current) = &installed
+        && &to < current
+        && !config.strategy.allow_downgrade()
+        && request.version.as_ref() != Some(&to)
+    {
+        return Err(refuse(format!(
+            "chose {to}, a downgrade from {current}; set allow_downgrade = true in \
+             [strategy.config] or name the version with --version"
+        )));
+    }
+    match patch_from {
+        None => {
+            if installed.as_ref() == Some(&to) && !request.force_full {
+                return Ok(Choice::Nothing {
+                    reason: format!("{to} is already installed"),
+                });
+            }
+            let package = artifacts.full.clone().ok_or_else(|| {
+                refuse(format!(
+                    "chose a full install of {to}, which has no full package for {}",
+                    config.arch
+                ))
+            })?;
+            Ok(Choice::Full {
+                from: installed,
+                to,
+                package,
+            })
+        }
+        Some(from) => {
+            if request.force_full {
+                return Err(refuse(format!(
+                    "chose a patch {from} → {to}, but --force-full asks for a full package"
+                )));
+            }
+            if installed.as_ref() != Some(&from) {
+                return Err(refuse(format!(
+                    "chose a patch from {from}, but the installed version is {}",
+                    installed.map_or("nothing".to_owned(), |v| v.to_string())
+                )));
+            }
+            let patch = artifacts.patch_from(&from).ok_or_else(|| {
+                refuse(format!(
+                    "chose a patch {from} → {to}, which the signed manifest does not offer for {}",
+                    config.arch
+                ))
+            })?;
+            Ok(Choice::Patch {
+                from,
+                to,
+                package: patch.package.clone(),
+                operations: patch.operations.clone(),
+            })
+        }
+    }
+}

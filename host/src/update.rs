@@ -1,0 +1,305 @@
+//! The flow of `molt check` and `molt apply`.
+//!
+//! 1. Load what the operator configured — trusted keys and plugins — so a missing key or a broken
+//!    plugin is reported before anything is fetched.
+//! 2. Open the install: lock the state dir and recover an interrupted transaction.
+//! 3. Fetch `manifest.json` and its signature (both capped), verify the signatures over the exact
+//!    bytes, then parse and check product, expiry and serial (`repo::trust`).
+//! 4. Ask the strategy plugin, and resolve its answer against the signed manifest (`strategy`).
+//!    `check` and `apply --dry-run` stop here and print the plan.
+//! 5. Download the package (resumable, hashed while written, cut at its signed size).
+//! 6. Extract it into the transaction's stage with caps and the operations' allow-list.
+//! 7. Plan the primitive operations and run the journaled transaction; validators run on the
+//!    new tree before the commit record, and any failure restores the old tree exactly.
+//! 8. Only now persist the manifest's serial as the highest accepted one.
+
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::Error;
+use crate::config::Config;
+use crate::fetch::{MANIFEST_CAP, SIGNATURE_CAP, Source};
+use crate::install::Install;
+use crate::keys::load_verifying_key;
+use crate::output::Output;
+use crate::package::extract::{Allowed, ExtractLimits, extract};
+use crate::plugins::{PluginRuntime, StrategyPlugin, ValidationInput, ValidatorPlugin};
+use crate::repo::manifest::Manifest;
+use crate::repo::trust::{TrustPolicy, verify_manifest};
+use crate::state::TrustState;
+use crate::strategy::{Choice, Request, resolve, strategy_input};
+use crate::txn::{PlanContext, Transaction, plan_full, plan_patch};
+
+/// Most entries a package may hold.
+pub const MAX_PACKAGE_ENTRIES: u64 = 1_000_000;
+
+/// How far to go once the plan is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `molt check`: verify and plan, change nothing (not even the persisted serial).
+    Check,
+    /// `molt apply --dry-run`: the same, reported as an apply.
+    DryRun,
+    /// `molt apply`.
+    Apply,
+}
+
+/// The operator's configuration, loaded and checked: keys parsed, plugins compiled.
+pub struct Prepared {
+    pub keys: Vec<VerifyingKey>,
+    pub runtime: PluginRuntime,
+    pub strategy: StrategyPlugin,
+    pub validators: Vec<ValidatorPlugin>,
+}
+
+/// Loads the trusted keys and every configured plugin (step 1).
+pub fn prepare(config: &Config) -> Result<Prepared, Error> {
+    let keys = config
+        .keys
+        .iter()
+        .map(|k| load_verifying_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let runtime = crate::plugins::runtime_for(config)?;
+    let strategy = runtime.load_strategy(&config.strategy.plugin)?;
+    let validators = config
+        .validators
+        .iter()
+        .map(|v| runtime.load_validator(&v.plugin))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Prepared {
+        keys,
+        runtime,
+        strategy,
+        validators,
+    })
+}
+
+/// Steps 3–8; returns the final JSON fields of the command's result.
+pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Result<Value, Error> {
+    let prepared = prepare(config)?;
+    let install = Install::open(config, out)?;
+    let state = install.state()?;
+    let trust = install.trust()?;
+
+    let source = Source::parse(&config.source_url, &config.base_dir)?;
+    let manifest = fetch_verified_manifest(config, &source, &prepared.keys, &trust)?;
+    out.event(
+        "manifest",
+        &format!(
+            "verified manifest serial {} from {} ({} releases)",
+            manifest.serial,
+            source.display_url("manifest.json"),
+            manifest.releases.len()
+        ),
+        json!({"serial": manifest.serial, "url": source.display_url("manifest.json")}),
+    );
+
+    let input = strategy_input(
+        config,
+        &manifest,
+        &state,
+        request,
+        install.device_id(config)?,
+    );
+    let decision = prepared
+        .strategy
+        .decide(&input, &config.strategy.config_json)?;
+    let choice = resolve(
+        prepared.strategy.name(),
+        decision,
+        &manifest,
+        &state,
+        config,
+        request,
+    )?;
+    let from = state.version.as_ref().map(ToString::to_string);
+    let mut result = json!({
+        "kind": choice.kind(),
+        "from": from,
+        "to": choice.to().map(ToString::to_string),
+        "bytes": choice.package().map_or(0, |p| p.size),
+        "serial": manifest.serial,
+    });
+    out.event(
+        "decision",
+        &describe(&choice, from.as_deref()),
+        result.clone(),
+    );
+
+    if mode != Mode::Apply {
+        result["dry_run"] = json!(true);
+        result["plan"] = plan_json(&choice);
+        return Ok(result);
+    }
+    let Some(package) = choice.package().cloned() else {
+        if let Choice::Nothing { reason } = &choice {
+            result["reason"] = json!(reason);
+        }
+        save_trust(&install, &manifest, trust)?;
+        return Ok(result);
+    };
+
+    let pkg_path = source.fetch_package(
+        &package,
+        &install.state_dir.downloads_dir(),
+        &mut |done, total| out.progress("download", done, total),
+    )?;
+    out.clear_bar();
+
+    let txn = Transaction::begin(&install.state_dir, config.keep_backups)?;
+    let limits = ExtractLimits {
+        max_unpacked_bytes: package.unpacked_size,
+        max_entries: MAX_PACKAGE_ENTRIES,
+    };
+    let allowed = match &choice {
+        Choice::Patch { operations, .. } => Allowed::Operations(operations),
+        _ => Allowed::Any,
+    };
+    let staged = match extract(&pkg_path, &txn.stage_dir(), &limits, allowed) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&pkg_path);
+            txn.abandon()?;
+            return Err(e.into());
+        }
+    };
+    out.event(
+        "extract",
+        &format!(
+            "extracted {} files ({} bytes)",
+            staged.files.len(),
+            staged.total_size()
+        ),
+        json!({"files": staged.files.len(), "bytes": staged.total_size()}),
+    );
+
+    let ctx = PlanContext::new(&install.state_dir, &config.preserve);
+    let planned = match &choice {
+        Choice::Patch { to, operations, .. } => plan_patch(
+            &ctx,
+            &txn.stage_dir(),
+            &staged,
+            operations,
+            &state,
+            to.clone(),
+        ),
+        Choice::Full { to, .. } => plan_full(&ctx, &txn.stage_dir(), &staged, &state, to.clone()),
+        Choice::Nothing { .. } => unreachable!("a package implies a full or patch choice"),
+    };
+    let plan = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            txn.abandon()?;
+            return Err(e.into());
+        }
+    };
+    let new_state = txn.next_state(&plan, &state);
+    let validation = ValidationInput {
+        old_version: from.clone(),
+        new_version: choice.to().map(ToString::to_string).unwrap_or_default(),
+        changed: plan
+            .ops
+            .iter()
+            .filter(|o| o.source.is_some())
+            .map(|o| o.path.to_string())
+            .collect(),
+        removed: plan
+            .ops
+            .iter()
+            .filter(|o| o.source.is_none())
+            .map(|o| o.path.to_string())
+            .collect(),
+    };
+    let outcome = txn.apply(&plan, new_state, |tree: &Path| {
+        run_validators(config, &prepared.validators, &validation, tree, out)
+    })?;
+    let _ = std::fs::remove_file(&pkg_path);
+    save_trust(&install, &manifest, trust)?;
+    result["changes"] = json!(outcome.changes);
+    Ok(result)
+}
+
+fn fetch_verified_manifest(
+    config: &Config,
+    source: &Source,
+    keys: &[VerifyingKey],
+    trust: &TrustState,
+) -> Result<Manifest, Error> {
+    let manifest_bytes = source.fetch_small("manifest.json", MANIFEST_CAP)?;
+    let sig_bytes = source.fetch_small("manifest.json.sig", SIGNATURE_CAP)?;
+    let policy = TrustPolicy {
+        product: config.product.clone(),
+        keys: keys.to_vec(),
+        threshold: config.threshold,
+        min_serial: trust.highest_serial,
+        now: OffsetDateTime::now_utc(),
+    };
+    Ok(verify_manifest(
+        &manifest_bytes,
+        &sig_bytes,
+        &policy,
+        &source.display_url("manifest.json"),
+    )?)
+}
+
+/// Persists the manifest's serial as the highest accepted (only ever raises it).
+fn save_trust(install: &Install, manifest: &Manifest, mut trust: TrustState) -> Result<(), Error> {
+    if manifest.serial > trust.highest_serial {
+        trust.highest_serial = manifest.serial;
+        install.state_dir.save_trust(&trust)?;
+    }
+    Ok(())
+}
+
+fn run_validators(
+    config: &Config,
+    validators: &[ValidatorPlugin],
+    input: &ValidationInput,
+    tree: &Path,
+    out: &Output,
+) -> Result<(), String> {
+    for (plugin, cfg) in validators.iter().zip(&config.validators) {
+        match plugin.validate(input, &cfg.config_json, tree) {
+            Ok(()) => out.event(
+                "validated",
+                &format!("validator {} passed", plugin.name()),
+                json!({"plugin": plugin.name()}),
+            ),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+fn describe(choice: &Choice, from: Option<&str>) -> String {
+    let from = from.unwrap_or("nothing");
+    match choice {
+        Choice::Nothing { reason } => format!("no update: {reason}"),
+        Choice::Full { to, package, .. } => {
+            format!("full install {from} → {to} ({} bytes to fetch)", package.size)
+        }
+        Choice::Patch { to, package, .. } => {
+            format!("patch {from} → {to} ({} bytes to fetch)", package.size)
+        }
+    }
+}
+
+fn plan_json(choice: &Choice) -> Value {
+    match choice {
+        Choice::Nothing { reason } => json!({"reason": reason}),
+        Choice::Full { package, .. } => json!({
+            "url": package.url, "size": package.size, "unpacked_size": package.unpacked_size,
+        }),
+        Choice::Patch {
+            package,
+            operations,
+            ..
+        } => json!({
+            "url": package.url, "size": package.size, "unpacked_size": package.unpacked_size,
+            "operations": operations,
+        }),
+    }
+}
