@@ -72,6 +72,11 @@ pub enum ArchiveError {
     )]
     NotARegularFile { path: PathBuf },
     #[error(
+        "{path} is no longer a directory; publish from a tree nobody is changing while it is \
+         packaged"
+    )]
+    NotADirectory { path: PathBuf },
+    #[error(
         "{path} changed while it was packaged (listed with {expected} bytes, found {found}); \
          publish from a tree nobody is changing while it is packaged"
     )]
@@ -238,11 +243,7 @@ fn append_directory<W: Write>(
         source,
     })?;
     if !meta.is_dir() {
-        return Err(ArchiveError::FileChanged {
-            path: full,
-            expected: 0,
-            found: "something other than a directory".to_owned(),
-        });
+        return Err(ArchiveError::NotADirectory { path: full });
     }
     let mut header = fixed_header(EntryType::Directory, meta.permissions().mode(), 0);
     builder

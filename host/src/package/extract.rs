@@ -2,8 +2,9 @@
 //!
 //! molt runs as root, so the extractor trusts nothing in the archive, even after its hash and
 //! signature were checked: tar extractors that honour links, devices, sparse headers or `..`
-//! have all shipped escapes (see `docs/` notes on tar-rs advisories). We therefore iterate the
-//! tar crate's entries ourselves and
+//! have all shipped escapes (the tar crate's own `unpack_in` is "best effort": RUSTSEC-2018-0002,
+//! RUSTSEC-2021-0080, RUSTSEC-2026-0067). We therefore iterate the tar crate's entries ourselves
+//! and
 //! - accept only regular files and directories, at paths parsed into [`RelPath`] (the path the
 //!   tar crate resolves, i.e. after PAX `path` and GNU long-name overrides);
 //! - refuse duplicates and file/directory clashes, entries the signed operations do not allow,
@@ -324,10 +325,7 @@ pub fn extract(
         ..
     } = stager;
 
-    if let Some(ops) = match allowed {
-        Allowed::Operations(ops) => Some(ops),
-        Allowed::Any => None,
-    } {
+    if let Allowed::Operations(ops) = allowed {
         check_complete(package, ops, &listing)?;
     }
     for (dir, mode) in &explicit_dirs {
