@@ -8,6 +8,7 @@ pub mod error;
 pub mod fetch;
 pub mod hashing;
 pub mod output;
+pub mod package;
 pub mod relpath;
 pub mod repo;
 pub mod tree;
