@@ -4,13 +4,13 @@
 //! Every command that touches an install starts here, so "finish recovery first" is enforced in
 //! one place instead of being remembered by each subcommand.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::Error;
 use crate::config::Config;
 use crate::output::Output;
 use crate::state::{InstallState, LockGuard, StateDir, TrustState};
-use crate::txn;
+use crate::txn::{self, RecoveredTxn};
 
 pub struct Install {
     pub state_dir: StateDir,
@@ -18,28 +18,30 @@ pub struct Install {
 }
 
 impl Install {
-    /// Creates the state dir if needed, takes the lock and recovers interrupted transactions.
+    /// Creates the state dir if needed, takes the lock, recovers interrupted transactions and
+    /// reports each one as a `recovered` event.
     pub fn open(config: &Config, out: &Output) -> Result<Install, Error> {
+        let (install, recovered) = Self::open_quietly(config)?;
+        for t in &recovered {
+            out.event("recovered", &format!("molt: {t}"), recovered_json(t));
+        }
+        Ok(install)
+    }
+
+    /// Like [`Install::open`], but hands the recovered transactions to the caller.
+    pub fn open_quietly(config: &Config) -> Result<(Install, Vec<RecoveredTxn>), Error> {
         let state_dir = StateDir::open(&config.state_dir, &config.install_dir)?;
         let lock = state_dir.lock()?;
-        if let Some(report) = txn::recover(&state_dir)? {
-            for t in &report.transactions {
-                out.event(
-                    "recovered",
-                    &format!("molt: {t}"),
-                    json!({
-                        "id": t.id,
-                        "from": t.from.as_ref().map(ToString::to_string),
-                        "to": t.to.as_ref().map(ToString::to_string),
-                        "action": format!("{:?}", t.action).to_lowercase(),
-                    }),
-                );
-            }
-        }
-        Ok(Install {
-            state_dir,
-            _lock: lock,
-        })
+        let recovered = txn::recover(&state_dir)?
+            .map(|r| r.transactions)
+            .unwrap_or_default();
+        Ok((
+            Install {
+                state_dir,
+                _lock: lock,
+            },
+            recovered,
+        ))
     }
 
     pub fn state(&self) -> Result<InstallState, Error> {
@@ -75,4 +77,15 @@ impl Install {
             }
         }
     }
+}
+
+/// One recovered transaction as JSON (`recovered` events, `molt status --json`).
+pub fn recovered_json(t: &RecoveredTxn) -> Value {
+    json!({
+        "id": t.id,
+        "from": t.from.as_ref().map(ToString::to_string),
+        "to": t.to.as_ref().map(ToString::to_string),
+        "action": format!("{:?}", t.action).to_lowercase(),
+        "message": t.to_string(),
+    })
 }

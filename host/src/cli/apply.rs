@@ -1,0 +1,61 @@
+//! `molt apply`: bring the install to the release the strategy chooses (see `update`).
+
+use clap::Args;
+
+use super::ConfigArgs;
+use crate::Error;
+use crate::config::Config;
+use crate::output::Output;
+use crate::strategy::Request;
+use crate::update::{Mode, run as update};
+use crate::version::Version;
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub common: ConfigArgs,
+    /// Verify and print the plan (operations, bytes to fetch); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Install the full package even when a patch exists.
+    #[arg(long)]
+    pub force_full: bool,
+    /// Install exactly this version (it may be one this install rolled back from).
+    #[arg(long)]
+    pub version: Option<String>,
+}
+
+pub fn run(args: &ApplyArgs, out: &Output) -> Result<(), Error> {
+    let config = Config::load(&args.common.config)?;
+    let request = Request {
+        version: args.version.as_deref().map(Version::parse).transpose()?,
+        force_full: args.force_full,
+    };
+    let mode = if args.dry_run { Mode::DryRun } else { Mode::Apply };
+    let result = update(&config, &request, mode, out)?;
+    out.success(&summary(&result, mode), result);
+    Ok(())
+}
+
+/// The human line for a `check`/`apply` result.
+pub fn summary(result: &serde_json::Value, mode: Mode) -> String {
+    let s = |k: &str| result[k].as_str().unwrap_or("nothing").to_owned();
+    match (result["kind"].as_str(), mode) {
+        (Some("none"), _) => format!(
+            "up to date ({}){}",
+            s("from"),
+            result["reason"]
+                .as_str()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
+        (Some(kind), Mode::Apply) => format!("updated {} → {} ({kind})", s("from"), s("to")),
+        (Some(kind), _) => format!(
+            "would apply {kind} {} → {} ({} bytes to fetch); nothing was changed",
+            s("from"),
+            s("to"),
+            result["bytes"]
+        ),
+        (None, _) => String::new(),
+    }
+}

@@ -1,0 +1,31 @@
+//! `molt check`: verify the repository, ask the strategy, print the plan; change nothing.
+
+use super::ConfigArgs;
+use super::apply::summary;
+use crate::Error;
+use crate::config::Config;
+use crate::output::Output;
+use crate::strategy::Request;
+use crate::update::{Mode, run as update};
+use crate::version::Version;
+
+pub fn run(
+    common: &ConfigArgs,
+    version: Option<&str>,
+    force_full: bool,
+    out: &Output,
+) -> Result<(), Error> {
+    let config = Config::load(&common.config)?;
+    let request = Request {
+        version: version.map(Version::parse).transpose()?,
+        force_full,
+    };
+    let result = update(&config, &request, Mode::Check, out)?;
+    if !out.is_json()
+        && let Some(ops) = result["plan"].get("operations")
+    {
+        eprintln!("operations: {}", serde_json::to_string_pretty(ops).unwrap_or_default());
+    }
+    out.success(&summary(&result, Mode::Check), result);
+    Ok(())
+}

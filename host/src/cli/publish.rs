@@ -1,0 +1,82 @@
+//! `molt publish`: add a release to a repository (see `repo::publish`).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::Error;
+use crate::output::Output;
+use crate::repo::publish::{PublishRequest, publish};
+use crate::version::Version;
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The repository directory (created if absent).
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The publisher's secret key (PKCS#8 PEM).
+    #[arg(long)]
+    pub key: PathBuf,
+    #[arg(long)]
+    pub product: String,
+    #[arg(long)]
+    pub version: String,
+    /// The release tree to publish.
+    #[arg(long)]
+    pub tree: PathBuf,
+    /// Architecture (default: this machine's); `amd64`/`arm64` are accepted.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Channel (default: stable).
+    #[arg(long)]
+    pub channel: Option<String>,
+    #[arg(long)]
+    pub notes: Option<String>,
+    /// Days until the manifest expires (default: 90).
+    #[arg(long)]
+    pub expires_days: Option<u32>,
+}
+
+pub fn run(args: &PublishArgs, out: &Output) -> Result<(), Error> {
+    let request = PublishRequest {
+        repo: args.repo.clone(),
+        key: args.key.clone(),
+        product: args.product.clone(),
+        version: Version::parse(&args.version)?,
+        tree: args.tree.clone(),
+        arch: args.arch.clone(),
+        channel: args.channel.clone(),
+        notes: args.notes.clone(),
+        expires_days: args.expires_days,
+        now: OffsetDateTime::now_utc(),
+    };
+    let report = publish(&request)?;
+    let mut lines = vec![format!(
+        "published {} {} ({}, {}) as manifest serial {}: full package {} ({} bytes)",
+        args.product,
+        report.version,
+        report.arch,
+        report.channel,
+        report.serial,
+        report.full.url,
+        report.full.size
+    )];
+    for p in &report.patches {
+        lines.push(format!(
+            "  patch {} → {}: {} ({} bytes)",
+            p.from, p.to, p.package.url, p.package.size
+        ));
+    }
+    out.success(
+        &lines.join("\n"),
+        json!({
+            "serial": report.serial,
+            "version": report.version,
+            "full": report.full,
+            "patches": report.patches.iter().map(|p| json!({"from": p.from, "url": p.package.url, "size": p.package.size})).collect::<Vec<_>>(),
+        }),
+    );
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! `molt rollback`: undo the newest kept update from its backup, as a journaled transaction.
+
+use serde_json::json;
+
+use super::ConfigArgs;
+use crate::Error;
+use crate::config::Config;
+use crate::install::Install;
+use crate::output::Output;
+use crate::txn::rollback_last;
+
+pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
+    let config = Config::load(&common.config)?;
+    let install = Install::open(&config, out)?;
+    let done = rollback_last(&install.state_dir, config.keep_backups)?;
+    let show = |v: &Option<crate::version::Version>| {
+        v.as_ref().map_or("nothing".to_owned(), ToString::to_string)
+    };
+    out.success(
+        &format!("rolled back {} → {}", show(&done.from), show(&done.to)),
+        json!({
+            "kind": "rollback",
+            "from": done.from.as_ref().map(ToString::to_string),
+            "to": done.to.as_ref().map(ToString::to_string),
+            "undone": done.consumed,
+        }),
+    );
+    Ok(())
+}
