@@ -1,3 +1,5 @@
 //! The signed repository: its manifest model, signatures, trust checks and the publisher.
 
 pub mod manifest;
+pub mod signature;
+pub mod trust;
