@@ -6,6 +6,7 @@
 pub mod error;
 pub mod hashing;
 pub mod keys;
+pub mod package;
 pub mod relpath;
 pub mod repo;
 pub mod tree;

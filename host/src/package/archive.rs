@@ -1,0 +1,498 @@
+//! Deterministic tar.gz writer for packages (used by the publisher).
+//!
+//! The same tree always gives a byte-identical package, so a re-publish is reproducible and a
+//! package's hash says only what it holds: entries are sorted by path (a directory before its
+//! contents), every header has mtime 0, owner 0:0 with empty user/group names and a mode masked
+//! to `0o777`; paths too long for a header use GNU long-name entries (as the tar crate writes
+//! them); the gzip header carries no file name and mtime 0.
+//!
+//! File contents are streamed, never read whole, and each file must still have the size the
+//! listing recorded while it is copied. The package is written to a temp file beside `out`,
+//! fsynced, renamed into place, and the directory is fsynced, so `out` is either the complete
+//! package or absent.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use flate2::{Compression, GzBuilder};
+use tar::{EntryType, Header};
+
+use crate::error::ExitClass;
+use crate::hashing::HashingWriter;
+use crate::relpath::RelPath;
+use crate::repo::manifest::PathSet;
+use crate::tree::{FileRecord, TreeListing};
+
+/// Buffer between the compressor and the package file.
+const OUTPUT_BUFFER: usize = 256 * 1024;
+
+/// Which part of a release tree goes into a package.
+#[derive(Debug, Clone, Copy)]
+pub enum PackageEntries<'a> {
+    /// Every file and directory of the listing: a full package.
+    FullTree,
+    /// A patch package: exactly the files in `replace.files`, each directory in
+    /// `replace.directories` with its full contents, and the directory entries of their
+    /// ancestors.
+    Replace(&'a PathSet),
+}
+
+/// What the manifest records about a written package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageInfo {
+    /// Size of the compressed package in bytes.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the compressed package.
+    pub sha256: String,
+    /// Sum of the sizes of the package's regular files.
+    pub unpacked_size: u64,
+}
+
+/// Why a package could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(
+        "{path} is named in the patch's replace.files but is not a regular file of the release \
+         tree; the patch operations and the tree listing disagree"
+    )]
+    ReplacedFileMissing { path: RelPath },
+    #[error(
+        "{path} is named in the patch's replace.directories but is not a directory of the \
+         release tree; the patch operations and the tree listing disagree"
+    )]
+    ReplacedDirectoryMissing { path: RelPath },
+    #[error("failed to read {path} from the release tree: {source}")]
+    ReadTree { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} is no longer a regular file; publish from a tree nobody is changing while it is \
+         packaged"
+    )]
+    NotARegularFile { path: PathBuf },
+    #[error(
+        "{path} changed while it was packaged (listed with {expected} bytes, found {found}); \
+         publish from a tree nobody is changing while it is packaged"
+    )]
+    FileChanged {
+        path: PathBuf,
+        expected: u64,
+        found: String,
+    },
+    #[error("failed to write package {path}: {source}")]
+    WritePackage { path: PathBuf, source: io::Error },
+}
+
+impl ArchiveError {
+    pub fn exit_class(&self) -> ExitClass {
+        ExitClass::Failure
+    }
+}
+
+/// One entry to archive: a directory, or a regular file with its listed record.
+type Selection<'a> = BTreeMap<&'a RelPath, Option<&'a FileRecord>>;
+
+/// Writes the package for `entries` of the tree at `root` (described by `listing`) to `out`,
+/// atomically, and returns its size, SHA-256 and unpacked size.
+pub fn write_package(
+    out: &Path,
+    root: &Path,
+    listing: &TreeListing,
+    entries: PackageEntries<'_>,
+) -> Result<PackageInfo, ArchiveError> {
+    let selection = select(listing, entries)?;
+    let write_err = |source| ArchiveError::WritePackage {
+        path: out.to_owned(),
+        source,
+    };
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".molt-package-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(write_err)?;
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(write_err)?;
+    let output = HashingWriter::new(BufWriter::with_capacity(
+        OUTPUT_BUFFER,
+        temp.as_file().try_clone().map_err(write_err)?,
+    ));
+    let encoder = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(output, Compression::default());
+    let mut builder = tar::Builder::new(encoder);
+
+    let mut unpacked_size = 0u64;
+    for (path, record) in &selection {
+        match record {
+            None => append_directory(&mut builder, root, path, out)?,
+            Some(record) => {
+                append_file(&mut builder, root, path, record, out)?;
+                unpacked_size += record.size;
+            }
+        }
+    }
+
+    let encoder = builder.into_inner().map_err(write_err)?;
+    let output = encoder.finish().map_err(write_err)?;
+    let (buffered, sha256, size) = output.finish();
+    let file = buffered
+        .into_inner()
+        .map_err(|e| write_err(e.into_error()))?;
+    file.sync_all().map_err(write_err)?;
+    temp.persist(out).map_err(|e| write_err(e.error))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_err)?;
+    tracing::debug!(package = %out.display(), size, unpacked_size, entries = selection.len(), "wrote package");
+    Ok(PackageInfo {
+        size,
+        sha256,
+        unpacked_size,
+    })
+}
+
+/// The sorted entries of the package: BTreeMap order puts every directory before its contents,
+/// because a path sorts before any longer path it prefixes.
+fn select<'a>(
+    listing: &'a TreeListing,
+    entries: PackageEntries<'a>,
+) -> Result<Selection<'a>, ArchiveError> {
+    let mut selection = Selection::new();
+    let set = match entries {
+        PackageEntries::FullTree => {
+            selection.extend(listing.dirs.iter().map(|d| (d, None)));
+            selection.extend(listing.files.iter().map(|(p, r)| (p, Some(r))));
+            return Ok(selection);
+        }
+        PackageEntries::Replace(set) => set,
+    };
+    for file in &set.files {
+        let (path, record) = listing
+            .files
+            .get_key_value(file)
+            .ok_or_else(|| ArchiveError::ReplacedFileMissing { path: file.clone() })?;
+        selection.insert(path, Some(record));
+    }
+    for dir in &set.directories {
+        let path = listing
+            .dirs
+            .get(dir)
+            .ok_or_else(|| ArchiveError::ReplacedDirectoryMissing { path: dir.clone() })?;
+        selection.insert(path, None);
+        selection.extend(
+            listing
+                .dirs
+                .iter()
+                .filter(|d| d.starts_with(dir))
+                .map(|d| (d, None)),
+        );
+        selection.extend(
+            listing
+                .files
+                .iter()
+                .filter(|(p, _)| p.starts_with(dir))
+                .map(|(p, r)| (p, Some(r))),
+        );
+    }
+    for named in set.iter() {
+        for ancestor in named.ancestors() {
+            let path = listing.dirs.get(&ancestor).ok_or_else(|| {
+                ArchiveError::ReplacedDirectoryMissing {
+                    path: ancestor.clone(),
+                }
+            })?;
+            selection.entry(path).or_insert(None);
+        }
+    }
+    Ok(selection)
+}
+
+/// A header with every field that could vary between machines or runs fixed.
+fn fixed_header(entry_type: EntryType, mode: u32, size: u64) -> Header {
+    let mut header = Header::new_gnu();
+    header.set_entry_type(entry_type);
+    header.set_mode(mode & 0o777);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(size);
+    header
+}
+
+fn append_directory<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    path: &RelPath,
+    out: &Path,
+) -> Result<(), ArchiveError> {
+    let full = path.under(root);
+    let meta = fs::symlink_metadata(&full).map_err(|source| ArchiveError::ReadTree {
+        path: full.clone(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(ArchiveError::FileChanged {
+            path: full,
+            expected: 0,
+            found: "something other than a directory".to_owned(),
+        });
+    }
+    let mut header = fixed_header(EntryType::Directory, meta.permissions().mode(), 0);
+    builder
+        .append_data(&mut header, path.as_str(), io::empty())
+        .map_err(|source| ArchiveError::WritePackage {
+            path: out.to_owned(),
+            source,
+        })
+}
+
+fn append_file<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    path: &RelPath,
+    record: &FileRecord,
+    out: &Path,
+) -> Result<(), ArchiveError> {
+    let full = path.under(root);
+    let read_err = |source| ArchiveError::ReadTree {
+        path: full.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&full)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(ArchiveError::NotARegularFile { path: full });
+    }
+    if meta.len() != record.size {
+        return Err(ArchiveError::FileChanged {
+            path: full,
+            expected: record.size,
+            found: format!("{} bytes", meta.len()),
+        });
+    }
+    let mut header = fixed_header(EntryType::Regular, record.mode, record.size);
+    let mut contents = ExactReader {
+        inner: (&file).take(record.size),
+        remaining: record.size,
+    };
+    if let Err(source) = builder.append_data(&mut header, path.as_str(), &mut contents) {
+        if contents.remaining > 0 && source.kind() == io::ErrorKind::UnexpectedEof {
+            return Err(ArchiveError::FileChanged {
+                path: full,
+                expected: record.size,
+                found: format!("{} bytes", record.size - contents.remaining),
+            });
+        }
+        return Err(ArchiveError::WritePackage {
+            path: out.to_owned(),
+            source,
+        });
+    }
+    let mut probe = [0u8; 1];
+    if (&file).read(&mut probe).map_err(read_err)? != 0 {
+        return Err(ArchiveError::FileChanged {
+            path: full,
+            expected: record.size,
+            found: "more bytes".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Yields exactly the bytes the header announced, failing if the file ends early (the tar
+/// crate would otherwise pad a short file silently into a corrupt archive).
+struct ExactReader<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.remaining > 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being archived",
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    fn sample_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::create_dir_all(root.join("web/static")).unwrap();
+        fs::create_dir_all(root.join("conf")).unwrap();
+        fs::write(root.join("bin/app"), b"#!/bin/sh\necho hi\n").unwrap();
+        fs::set_permissions(root.join("bin/app"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(root.join("web/index.html"), b"<html></html>").unwrap();
+        fs::write(root.join("web/static/x.css"), b"body{}").unwrap();
+        fs::write(root.join("conf/app.yml"), b"a: 1\n").unwrap();
+        fs::write(root.join("conf/other.yml"), b"b: 2\n").unwrap();
+        let long = "d".repeat(120);
+        fs::create_dir_all(root.join(&long)).unwrap();
+        fs::write(root.join(&long).join("f".repeat(150)), b"long").unwrap();
+        dir
+    }
+
+    fn entry_names(package: &Path) -> Vec<(String, EntryType, u64, u32)> {
+        let decoder = flate2::read::GzDecoder::new(File::open(package).unwrap());
+        let mut archive = tar::Archive::new(decoder);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                assert_eq!(
+                    (h.mtime().unwrap(), h.uid().unwrap(), h.gid().unwrap()),
+                    (0, 0, 0)
+                );
+                assert_eq!(h.username_bytes(), Some(&b""[..]));
+                (
+                    e.path().unwrap().to_str().unwrap().to_owned(),
+                    h.entry_type(),
+                    e.size(),
+                    h.mode().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn full_package_is_sorted_normalized_and_deterministic() {
+        let tree = sample_tree();
+        let listing = TreeListing::scan(tree.path(), &[]).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let a = out.path().join("a.tar.gz");
+        let b = out.path().join("b.tar.gz");
+        let info_a = write_package(&a, tree.path(), &listing, PackageEntries::FullTree).unwrap();
+        // A different mtime on a file must not change the package.
+        let later = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        File::options()
+            .write(true)
+            .open(tree.path().join("conf/app.yml"))
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let info_b = write_package(&b, tree.path(), &listing, PackageEntries::FullTree).unwrap();
+        assert_eq!(info_a, info_b);
+        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+        assert_eq!(info_a.size, fs::metadata(&a).unwrap().len());
+        assert_eq!(info_a.sha256, crate::hashing::sha256_file(&a).unwrap());
+        assert_eq!(info_a.unpacked_size, listing.total_size());
+        // gzip header: no FNAME flag, mtime 0.
+        let bytes = fs::read(&a).unwrap();
+        assert_eq!(bytes[3] & 0x08, 0);
+        assert_eq!(&bytes[4..8], &[0, 0, 0, 0]);
+
+        let names = entry_names(&a);
+        let paths: Vec<&str> = names.iter().map(|n| n.0.trim_end_matches('/')).collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths, sorted);
+        assert_eq!(paths.len(), listing.files.len() + listing.dirs.len());
+        let app = names.iter().find(|n| n.0 == "bin/app").unwrap();
+        assert_eq!((app.1, app.3), (EntryType::Regular, 0o755));
+        let long = format!("{}/{}", "d".repeat(120), "f".repeat(150));
+        assert!(names.iter().any(|n| n.0 == long));
+        // No stray temp files are left beside the package.
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn patch_package_holds_exactly_the_replaced_paths_and_their_parents() {
+        let tree = sample_tree();
+        let listing = TreeListing::scan(tree.path(), &[]).unwrap();
+        let set = PathSet {
+            files: vec![rel("conf/app.yml")],
+            directories: vec![rel("web")],
+        };
+        let out = tempfile::tempdir().unwrap();
+        let pkg = out.path().join("p.tar.gz");
+        let info =
+            write_package(&pkg, tree.path(), &listing, PackageEntries::Replace(&set)).unwrap();
+        let names: Vec<String> = entry_names(&pkg)
+            .into_iter()
+            .map(|n| n.0.trim_end_matches('/').to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "conf",
+                "conf/app.yml",
+                "web",
+                "web/index.html",
+                "web/static",
+                "web/static/x.css"
+            ]
+        );
+        assert_eq!(info.unpacked_size, 5 + 13 + 6);
+    }
+
+    #[test]
+    fn refuses_paths_missing_from_the_listing() {
+        let tree = sample_tree();
+        let listing = TreeListing::scan(tree.path(), &[]).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let pkg = out.path().join("p.tar.gz");
+        let set = PathSet {
+            files: vec![rel("bin/nope")],
+            directories: vec![],
+        };
+        let err =
+            write_package(&pkg, tree.path(), &listing, PackageEntries::Replace(&set)).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::ReplacedFileMissing { .. }),
+            "{err}"
+        );
+        let set = PathSet {
+            files: vec![],
+            directories: vec![rel("bin/app")],
+        };
+        let err =
+            write_package(&pkg, tree.path(), &listing, PackageEntries::Replace(&set)).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::ReplacedDirectoryMissing { .. }),
+            "{err}"
+        );
+        assert!(!pkg.exists());
+    }
+
+    #[test]
+    fn refuses_a_file_that_changed_size_after_the_scan() {
+        let tree = sample_tree();
+        let listing = TreeListing::scan(tree.path(), &[]).unwrap();
+        fs::write(tree.path().join("conf/app.yml"), b"a: 12345\n").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let pkg = out.path().join("full.tar.gz");
+        let err = write_package(&pkg, tree.path(), &listing, PackageEntries::FullTree).unwrap_err();
+        assert!(matches!(err, ArchiveError::FileChanged { .. }), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Failure);
+        assert!(!pkg.exists());
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+}
