@@ -3,3 +3,4 @@
 pub mod manifest;
 pub mod signature;
 pub mod trust;
+pub mod diff;
