@@ -5,3 +5,4 @@
 //! stage directory, refusing anything an updater running as root must never unpack (apply).
 
 pub mod archive;
+pub mod extract;

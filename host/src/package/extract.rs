@@ -1,0 +1,1405 @@
+//! Safe extraction of a package into a stage directory (used by apply).
+//!
+//! molt runs as root, so the extractor trusts nothing in the archive, even after its hash and
+//! signature were checked: tar extractors that honour links, devices, sparse headers or `..`
+//! have all shipped escapes (see `docs/` notes on tar-rs advisories). We therefore iterate the
+//! tar crate's entries ourselves and
+//! - accept only regular files and directories, at paths parsed into [`RelPath`] (the path the
+//!   tar crate resolves, i.e. after PAX `path` and GNU long-name overrides);
+//! - refuse duplicates and file/directory clashes, entries the signed operations do not allow,
+//!   more than `max_entries` entries and more than `max_unpacked_bytes` bytes (counted on the
+//!   decoded data itself, so a decompression bomb stops at the cap + 1 byte);
+//! - cap the decoded tar metadata too (headers, long names, PAX records), so an oversized long
+//!   name cannot fill memory before we ever see its entry;
+//! - create every file with `O_CREAT | O_EXCL | O_NOFOLLOW` inside a stage directory that must
+//!   be empty and that only molt writes, with modes masked to `0o777` (never setuid, setgid or
+//!   sticky), hashing each file while writing it.
+//!
+//! Directory modes are applied after the last entry, so a read-only directory in the package
+//! does not stop its own contents from being written.
+//!
+//! Durability: no per-file fsync; after the last entry one `syncfs(2)` on the stage's file
+//! system flushes everything that was written (much cheaper than 10,000 fsyncs and just as
+//! durable, since the stage lives on the install's file system).
+//!
+//! On error the stage holds whatever was written so far; the caller discards the stage.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use tar::EntryType;
+
+use crate::error::ExitClass;
+use crate::hashing::HashingWriter;
+use crate::relpath::{RelPath, RelPathError};
+use crate::repo::manifest::Operations;
+use crate::tree::{FileRecord, TreeListing};
+
+/// Entry cap used when the caller has no better figure.
+pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+/// Read and copy buffer size: large, so a 1 GiB package moves in few system calls.
+const IO_BUFFER: usize = 256 * 1024;
+/// Decoded bytes allowed for one entry's metadata: its header plus GNU long-name and PAX
+/// entries (a [`RelPath`] is at most 4096 bytes).
+const METADATA_ALLOWANCE: u64 = 64 * 1024;
+/// Decoded bytes allowed after the last entry: end-of-archive blocks and record padding.
+const TRAILER_ALLOWANCE: u64 = 1024 * 1024;
+
+/// Caps on what one package may unpack to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractLimits {
+    /// The manifest's `unpacked_size`: the sum of all regular file sizes.
+    pub max_unpacked_bytes: u64,
+    /// The most entries (files and directories) the package may hold.
+    pub max_entries: u64,
+}
+
+impl ExtractLimits {
+    /// Limits for a package whose manifest says `unpacked_size`, with the default entry cap.
+    pub fn for_unpacked_size(unpacked_size: u64) -> Self {
+        Self {
+            max_unpacked_bytes: unpacked_size,
+            max_entries: DEFAULT_MAX_ENTRIES,
+        }
+    }
+}
+
+/// Which entries a package may contain.
+#[derive(Debug, Clone, Copy)]
+pub enum Allowed<'a> {
+    /// Any regular file or directory (a full package).
+    Any,
+    /// Only what the patch's signed operations name (see [`extract`]).
+    Operations(&'a Operations),
+}
+
+/// Why a package could not be extracted.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("stage directory {stage} cannot be used: {reason}")]
+    StageNotUsable { stage: PathBuf, reason: String },
+    #[error("failed to open package {package}: {source}")]
+    OpenPackage { package: PathBuf, source: io::Error },
+    #[error("package {package} is corrupt or truncated: {source}")]
+    CorruptPackage { package: PathBuf, source: io::Error },
+    #[error(
+        "package {package}: entry {entry:?} is a {kind}; packages may hold only regular files \
+         and directories"
+    )]
+    UnsupportedEntryType {
+        package: PathBuf,
+        entry: String,
+        kind: String,
+    },
+    #[error("package {package}: entry with an {source}")]
+    UnsafeEntryPath {
+        package: PathBuf,
+        source: RelPathError,
+    },
+    #[error("package {package}: entry {entry} clashes with an earlier entry ({clash})")]
+    DuplicateEntry {
+        package: PathBuf,
+        entry: RelPath,
+        clash: &'static str,
+    },
+    #[error("package {package}: entry {entry} is not permitted by the patch's signed operations")]
+    EntryNotAllowed { package: PathBuf, entry: RelPath },
+    #[error("package {package} holds more than {max} entries")]
+    TooManyEntries { package: PathBuf, max: u64 },
+    #[error(
+        "package {package}: entry {entry} takes the unpacked size past the signed {max} bytes \
+         (a decompression bomb or a wrong manifest)"
+    )]
+    UnpackedSizeExceeded {
+        package: PathBuf,
+        entry: RelPath,
+        max: u64,
+    },
+    #[error(
+        "package {package}: tar metadata (headers, long names, PAX records) or trailing data \
+         exceeds what its entries need"
+    )]
+    MetadataTooLarge { package: PathBuf },
+    #[error("package {package}: directory entry {entry} carries {size} bytes of data")]
+    DirectoryWithData {
+        package: PathBuf,
+        entry: RelPath,
+        size: u64,
+    },
+    #[error(
+        "package {package} does not match its signed operations: {path} is missing as a \
+         {expected}"
+    )]
+    IncompletePackage {
+        package: PathBuf,
+        path: RelPath,
+        expected: &'static str,
+    },
+    #[error("the patch's signed operations are inconsistent: {path} {reason}")]
+    InvalidOperations { path: RelPath, reason: &'static str },
+    #[error("failed to write {path} into the stage: {source}")]
+    WriteStage { path: PathBuf, source: io::Error },
+    #[error("failed to flush the stage {stage} to disk: {source}")]
+    SyncStage { stage: PathBuf, source: io::Error },
+}
+
+impl ExtractError {
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            Self::StageNotUsable { .. }
+            | Self::OpenPackage { .. }
+            | Self::WriteStage { .. }
+            | Self::SyncStage { .. } => ExitClass::Failure,
+            Self::CorruptPackage { .. }
+            | Self::UnsupportedEntryType { .. }
+            | Self::UnsafeEntryPath { .. }
+            | Self::DuplicateEntry { .. }
+            | Self::EntryNotAllowed { .. }
+            | Self::TooManyEntries { .. }
+            | Self::UnpackedSizeExceeded { .. }
+            | Self::MetadataTooLarge { .. }
+            | Self::DirectoryWithData { .. }
+            | Self::IncompletePackage { .. }
+            | Self::InvalidOperations { .. } => ExitClass::Security,
+        }
+    }
+}
+
+/// Checks that a patch's operations are consistent: no path is both replaced and deleted (nor
+/// lies inside a path of the other kind), no replaced path lies inside a replaced directory or
+/// below a replaced file.
+pub fn validate_operations(ops: &Operations) -> Result<(), ExtractError> {
+    let replaced: HashSet<&RelPath> = ops.replace.iter().collect();
+    let replaced_files: HashSet<&RelPath> = ops.replace.files.iter().collect();
+    let replaced_dirs: HashSet<&RelPath> = ops.replace.directories.iter().collect();
+    let deleted: HashSet<&RelPath> = ops.delete.iter().collect();
+    let invalid = |path: &RelPath, reason| {
+        Err(ExtractError::InvalidOperations {
+            path: path.clone(),
+            reason,
+        })
+    };
+    for path in ops.replace.iter() {
+        if at_or_under(path, &deleted) {
+            return invalid(
+                path,
+                "is replaced but also deleted (itself or a directory holding it)",
+            );
+        }
+        if path.ancestors().any(|a| replaced_files.contains(&a)) {
+            return invalid(path, "is replaced but lies below a replaced file");
+        }
+        if path.ancestors().any(|a| replaced_dirs.contains(&a)) {
+            return invalid(
+                path,
+                "is replaced but already lies inside a replaced directory",
+            );
+        }
+    }
+    for file in &ops.replace.files {
+        if replaced_dirs.contains(file) {
+            return invalid(file, "is replaced both as a file and as a directory");
+        }
+    }
+    for path in ops.delete.iter() {
+        if path.ancestors().any(|a| replaced.contains(&a)) {
+            return invalid(
+                path,
+                "is deleted but lies inside a replaced path, which the package already defines",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// True if `path` or one of its ancestors is in `set`.
+fn at_or_under(path: &RelPath, set: &HashSet<&RelPath>) -> bool {
+    set.contains(path) || path.ancestors().any(|a| set.contains(&a))
+}
+
+/// Which entry paths the signed operations permit.
+struct Permitted<'a> {
+    files: HashSet<&'a RelPath>,
+    dirs: HashSet<&'a RelPath>,
+    ancestors: HashSet<RelPath>,
+    deleted: HashSet<&'a RelPath>,
+}
+
+impl<'a> Permitted<'a> {
+    fn new(ops: &'a Operations) -> Self {
+        Self {
+            files: ops.replace.files.iter().collect(),
+            dirs: ops.replace.directories.iter().collect(),
+            ancestors: ops.replace.iter().flat_map(|p| p.ancestors()).collect(),
+            deleted: ops.delete.iter().collect(),
+        }
+    }
+
+    /// A replaced file as a regular file; a replaced directory, or anything inside one; a
+    /// directory holding a replaced path. Never anything at or under a deleted path.
+    fn permits(&self, path: &RelPath, is_dir: bool) -> bool {
+        if at_or_under(path, &self.deleted) {
+            return false;
+        }
+        if self.dirs.contains(path) {
+            return is_dir;
+        }
+        if path.ancestors().any(|a| self.dirs.contains(&a)) {
+            return true;
+        }
+        if self.files.contains(path) {
+            return !is_dir;
+        }
+        is_dir && self.ancestors.contains(path)
+    }
+}
+
+/// Extracts `package` into the empty directory `stage`, enforcing `limits` and `allowed`, and
+/// returns what was written (files with SHA-256, size and mode; directories including implicit
+/// parents).
+pub fn extract(
+    package: &Path,
+    stage: &Path,
+    limits: &ExtractLimits,
+    allowed: Allowed<'_>,
+) -> Result<TreeListing, ExtractError> {
+    let permitted = match allowed {
+        Allowed::Any => None,
+        Allowed::Operations(ops) => {
+            validate_operations(ops)?;
+            Some(Permitted::new(ops))
+        }
+    };
+    check_stage(stage)?;
+    let file = File::open(package).map_err(|source| ExtractError::OpenPackage {
+        package: package.to_owned(),
+        source,
+    })?;
+    let allowance = Rc::new(Cell::new(METADATA_ALLOWANCE));
+    let decoded = BudgetReader {
+        inner: flate2::bufread::GzDecoder::new(BufReader::with_capacity(IO_BUFFER, file)),
+        consumed: 0,
+        allowance: Rc::clone(&allowance),
+    };
+    let mut archive = tar::Archive::new(decoded);
+    let mut stager = Stager {
+        package,
+        stage,
+        limits,
+        permitted: permitted.as_ref(),
+        listing: TreeListing::default(),
+        explicit_dirs: BTreeMap::new(),
+        entries: 0,
+        remaining: limits.max_unpacked_bytes,
+        buffer: vec![0u8; IO_BUFFER],
+    };
+    let stream_err = |e| stream_error(package, e);
+    for entry in archive.entries().map_err(stream_err)? {
+        let entry = entry.map_err(stream_err)?;
+        stager.stage_entry(entry, &allowance)?;
+    }
+    allowance.set(allowance.get().saturating_add(TRAILER_ALLOWANCE));
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(stream_err)?;
+    let mut raw = rest.inner.into_inner();
+    if !raw.fill_buf().map_err(stream_err)?.is_empty() {
+        return Err(ExtractError::CorruptPackage {
+            package: package.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                "trailing data after the gzip stream",
+            ),
+        });
+    }
+    let Stager {
+        listing,
+        explicit_dirs,
+        entries,
+        ..
+    } = stager;
+
+    if let Some(ops) = match allowed {
+        Allowed::Operations(ops) => Some(ops),
+        Allowed::Any => None,
+    } {
+        check_complete(package, ops, &listing)?;
+    }
+    for (dir, mode) in &explicit_dirs {
+        let full = dir.under(stage);
+        fs::set_permissions(&full, fs::Permissions::from_mode(*mode))
+            .map_err(|source| ExtractError::WriteStage { path: full, source })?;
+    }
+    sync_filesystem(stage)?;
+    tracing::debug!(
+        package = %package.display(),
+        entries,
+        files = listing.files.len(),
+        bytes = listing.total_size(),
+        "extracted package"
+    );
+    Ok(listing)
+}
+
+/// The stage must be a real directory (not a symlink) and empty.
+fn check_stage(stage: &Path) -> Result<(), ExtractError> {
+    let unusable = |reason: String| ExtractError::StageNotUsable {
+        stage: stage.to_owned(),
+        reason,
+    };
+    let meta = fs::symlink_metadata(stage).map_err(|e| unusable(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(unusable("not a directory".to_owned()));
+    }
+    let mut listing = fs::read_dir(stage).map_err(|e| unusable(e.to_string()))?;
+    if listing.next().is_some() {
+        return Err(unusable("not empty".to_owned()));
+    }
+    Ok(())
+}
+
+fn check_complete(
+    package: &Path,
+    ops: &Operations,
+    listing: &TreeListing,
+) -> Result<(), ExtractError> {
+    let missing = |path: &RelPath, expected| ExtractError::IncompletePackage {
+        package: package.to_owned(),
+        path: path.clone(),
+        expected,
+    };
+    if let Some(file) = ops
+        .replace
+        .files
+        .iter()
+        .find(|f| !listing.files.contains_key(*f))
+    {
+        return Err(missing(file, "regular file"));
+    }
+    if let Some(dir) = ops
+        .replace
+        .directories
+        .iter()
+        .find(|d| !listing.dirs.contains(*d))
+    {
+        return Err(missing(dir, "directory"));
+    }
+    Ok(())
+}
+
+fn sync_filesystem(stage: &Path) -> Result<(), ExtractError> {
+    let sync_err = |source| ExtractError::SyncStage {
+        stage: stage.to_owned(),
+        source,
+    };
+    let dir = File::open(stage).map_err(sync_err)?;
+    // SAFETY: `dir` is an open file descriptor for the duration of the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(sync_err(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A read error from the decoded stream: the metadata budget, or a corrupt/truncated archive.
+fn stream_error(package: &Path, source: io::Error) -> ExtractError {
+    if source.kind() == io::ErrorKind::FileTooLarge {
+        ExtractError::MetadataTooLarge {
+            package: package.to_owned(),
+        }
+    } else {
+        ExtractError::CorruptPackage {
+            package: package.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Human name of an entry type molt refuses.
+fn entry_kind(entry_type: EntryType) -> String {
+    match entry_type {
+        EntryType::Link => "hard link".to_owned(),
+        EntryType::Symlink => "symbolic link".to_owned(),
+        EntryType::Char => "character device".to_owned(),
+        EntryType::Block => "block device".to_owned(),
+        EntryType::Fifo => "FIFO".to_owned(),
+        EntryType::Continuous => "contiguous file".to_owned(),
+        EntryType::GNUSparse => "GNU sparse file".to_owned(),
+        EntryType::XGlobalHeader => "PAX global header".to_owned(),
+        other => format!("entry of type {:?}", char::from(other.as_byte())),
+    }
+}
+
+/// Counts decoded bytes and fails (as `FileTooLarge`) once more than the shared allowance has
+/// passed. The extractor raises the allowance by each accepted entry's padded data size plus
+/// [`METADATA_ALLOWANCE`], so only bytes that belong to accepted entries are ever decoded.
+struct BudgetReader<R> {
+    inner: R,
+    consumed: u64,
+    allowance: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for BudgetReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.allowance.get().saturating_sub(self.consumed);
+        let want = buf
+            .len()
+            .min(usize::try_from(left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.consumed += n as u64;
+        if self.consumed > self.allowance.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "decoded tar stream exceeds its allowance",
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// The state of one extraction.
+struct Stager<'a> {
+    package: &'a Path,
+    stage: &'a Path,
+    limits: &'a ExtractLimits,
+    permitted: Option<&'a Permitted<'a>>,
+    listing: TreeListing,
+    /// Directories the archive named itself, with their modes (applied at the end).
+    explicit_dirs: BTreeMap<RelPath, u32>,
+    entries: u64,
+    remaining: u64,
+    buffer: Vec<u8>,
+}
+
+impl Stager<'_> {
+    fn stage_entry<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<'_, R>,
+        allowance: &Cell<u64>,
+    ) -> Result<(), ExtractError> {
+        let package = self.package;
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(ExtractError::TooManyEntries {
+                package: package.to_owned(),
+                max: self.limits.max_entries,
+            });
+        }
+        let entry_type = entry.header().entry_type();
+        let is_dir = match entry_type {
+            EntryType::Regular => false,
+            EntryType::Directory => true,
+            other => {
+                return Err(ExtractError::UnsupportedEntryType {
+                    package: package.to_owned(),
+                    entry: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                    kind: entry_kind(other),
+                });
+            }
+        };
+        if has_pax_sparse_records(&mut entry).map_err(|e| stream_error(package, e))? {
+            return Err(ExtractError::UnsupportedEntryType {
+                package: package.to_owned(),
+                entry: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                kind: "PAX sparse file".to_owned(),
+            });
+        }
+        let path = entry_path(&entry, is_dir).map_err(|source| ExtractError::UnsafeEntryPath {
+            package: package.to_owned(),
+            source,
+        })?;
+        self.check_clash(&path, is_dir)?;
+        if let Some(permitted) = self.permitted
+            && !permitted.permits(&path, is_dir)
+        {
+            return Err(ExtractError::EntryNotAllowed {
+                package: package.to_owned(),
+                entry: path,
+            });
+        }
+        let size = entry.size();
+        if size > self.remaining {
+            return Err(ExtractError::UnpackedSizeExceeded {
+                package: package.to_owned(),
+                entry: path,
+                max: self.limits.max_unpacked_bytes,
+            });
+        }
+        if is_dir && size != 0 {
+            return Err(ExtractError::DirectoryWithData {
+                package: package.to_owned(),
+                entry: path,
+                size,
+            });
+        }
+        let mode = entry
+            .header()
+            .mode()
+            .map_err(|e| stream_error(package, e))?
+            & 0o777;
+        let padded = size.div_ceil(512).saturating_mul(512);
+        allowance.set(
+            allowance
+                .get()
+                .saturating_add(padded)
+                .saturating_add(METADATA_ALLOWANCE),
+        );
+        self.create_parents(&path)?;
+        if is_dir {
+            if !self.listing.dirs.contains(&path) {
+                self.create_dir(&path)?;
+            }
+            self.explicit_dirs.insert(path, mode);
+            return Ok(());
+        }
+        let record = self.write_file(&mut entry, &path, size, mode)?;
+        self.remaining -= record.size;
+        self.listing.files.insert(path, record);
+        Ok(())
+    }
+
+    /// Refuses a path already staged as a file, a directory named twice, a file where a
+    /// directory was, and anything below a file.
+    fn check_clash(&self, path: &RelPath, is_dir: bool) -> Result<(), ExtractError> {
+        let clash = if self.listing.files.contains_key(path) {
+            Some("the same path was already a file")
+        } else if is_dir && self.explicit_dirs.contains_key(path) {
+            Some("the same directory appears twice")
+        } else if !is_dir && self.listing.dirs.contains(path) {
+            Some("the path was already a directory")
+        } else if path
+            .ancestors()
+            .any(|a| self.listing.files.contains_key(&a))
+        {
+            Some("a parent path was already a file")
+        } else {
+            None
+        };
+        match clash {
+            Some(clash) => Err(ExtractError::DuplicateEntry {
+                package: self.package.to_owned(),
+                entry: path.clone(),
+                clash,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn create_parents(&mut self, path: &RelPath) -> Result<(), ExtractError> {
+        for ancestor in path.ancestors() {
+            if !self.listing.dirs.contains(&ancestor) {
+                self.create_dir(&ancestor)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a directory that must not exist yet (mode 0o755 until the archive says
+    /// otherwise).
+    fn create_dir(&mut self, path: &RelPath) -> Result<(), ExtractError> {
+        let full = path.under(self.stage);
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&full)
+            .and_then(|()| fs::set_permissions(&full, fs::Permissions::from_mode(0o755)))
+            .map_err(|source| ExtractError::WriteStage { path: full, source })?;
+        self.listing.dirs.insert(path.clone());
+        Ok(())
+    }
+
+    /// Streams one regular file into a new file, counting the bytes that actually arrive.
+    fn write_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &RelPath,
+        size: u64,
+        mode: u32,
+    ) -> Result<FileRecord, ExtractError> {
+        let full = path.under(self.stage);
+        let write_err = |source| ExtractError::WriteStage {
+            path: full.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&full)
+            .map_err(write_err)?;
+        let mut out = HashingWriter::new(file);
+        let mut data = entry.take(self.remaining.saturating_add(1));
+        let mut copied = 0u64;
+        loop {
+            let n = match data.read(&mut self.buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(stream_error(self.package, e)),
+            };
+            copied += n as u64;
+            if copied > self.remaining {
+                return Err(ExtractError::UnpackedSizeExceeded {
+                    package: self.package.to_owned(),
+                    entry: path.clone(),
+                    max: self.limits.max_unpacked_bytes,
+                });
+            }
+            out.write_all(&self.buffer[..n]).map_err(write_err)?;
+        }
+        if copied != size {
+            return Err(ExtractError::CorruptPackage {
+                package: self.package.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("entry {path} ends after {copied} of its {size} bytes"),
+                ),
+            });
+        }
+        let (file, sha256, written) = out.finish();
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(write_err)?;
+        Ok(FileRecord {
+            sha256,
+            size: written,
+            mode,
+        })
+    }
+}
+
+/// The entry's path as the tar crate resolves it (PAX `path`, GNU long name, or the header),
+/// with the one trailing `/` that marks a directory removed.
+fn entry_path<R: Read>(entry: &tar::Entry<'_, R>, is_dir: bool) -> Result<RelPath, RelPathError> {
+    let path = entry.path().map_err(|e| RelPathError {
+        path: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+        reason: if e.kind() == io::ErrorKind::InvalidData {
+            "not a valid path"
+        } else {
+            "unreadable path"
+        },
+    })?;
+    match path.to_str() {
+        Some(s) if is_dir => RelPath::from_path(Path::new(s.strip_suffix('/').unwrap_or(s))),
+        _ => RelPath::from_path(&path),
+    }
+}
+
+/// True if the entry's PAX records describe a sparse file (the tar crate would write the raw
+/// sparse map as file contents).
+fn has_pax_sparse_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<bool> {
+    Ok(match entry.pax_extensions()? {
+        Some(records) => records
+            .filter_map(Result::ok)
+            .any(|r| r.key_bytes().starts_with(b"GNU.sparse.")),
+        None => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use tar::Header;
+
+    use super::*;
+    use crate::package::archive::{PackageEntries, write_package};
+    use crate::repo::manifest::PathSet;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    /// A work dir holding `stage/` (empty), `outside/` (empty) and later the package.
+    struct Env {
+        work: tempfile::TempDir,
+    }
+
+    impl Env {
+        fn new() -> Self {
+            let work = tempfile::tempdir().unwrap();
+            fs::create_dir(work.path().join("stage")).unwrap();
+            fs::create_dir(work.path().join("outside")).unwrap();
+            Env { work }
+        }
+        fn stage(&self) -> PathBuf {
+            self.work.path().join("stage")
+        }
+        fn package(&self) -> PathBuf {
+            self.work.path().join("pkg.tar.gz")
+        }
+        fn outside(&self) -> PathBuf {
+            self.work.path().join("outside")
+        }
+        /// Everything in the work dir that is not inside the stage.
+        fn outside_stage(&self) -> BTreeSet<PathBuf> {
+            walkdir::WalkDir::new(self.work.path())
+                .into_iter()
+                .map(|e| e.unwrap().path().to_owned())
+                .filter(|p| !p.starts_with(self.stage()) || *p == self.stage())
+                .collect()
+        }
+        fn write_gz(&self, tar_bytes: &[u8]) {
+            let mut gz = GzEncoder::new(File::create(self.package()).unwrap(), Compression::fast());
+            gz.write_all(tar_bytes).unwrap();
+            gz.finish().unwrap();
+        }
+        fn extract(&self, max: u64, allowed: Allowed<'_>) -> Result<TreeListing, ExtractError> {
+            extract(
+                &self.package(),
+                &self.stage(),
+                &ExtractLimits::for_unpacked_size(max),
+                allowed,
+            )
+        }
+        /// Extracts a hostile archive and checks it was refused without touching anything
+        /// outside the stage.
+        fn refuse(&self, tar_bytes: &[u8], max: u64, allowed: Allowed<'_>) -> ExtractError {
+            self.write_gz(tar_bytes);
+            let before = self.outside_stage();
+            let err = self.extract(max, allowed).unwrap_err();
+            assert_eq!(
+                self.outside_stage(),
+                before,
+                "wrote outside the stage: {err}"
+            );
+            assert_eq!(fs::read_dir(self.outside()).unwrap().count(), 0);
+            err
+        }
+    }
+
+    /// A GNU header with a raw name (bypassing the tar crate's own path checks).
+    fn raw_header(name: &[u8], kind: EntryType, size: u64) -> Header {
+        let mut h = Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        h
+    }
+
+    fn link_header(name: &[u8], kind: EntryType, target: &[u8]) -> Header {
+        let mut h = raw_header(name, kind, 0);
+        h.as_old_mut().linkname[..target.len()].copy_from_slice(target);
+        h.set_cksum();
+        h
+    }
+
+    fn pax_record(key: &str, value: &str) -> Vec<u8> {
+        let body = format!(" {key}={value}\n");
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        format!("{len}{body}").into_bytes()
+    }
+
+    struct RawTar(tar::Builder<Vec<u8>>);
+
+    impl RawTar {
+        fn new() -> Self {
+            RawTar(tar::Builder::new(Vec::new()))
+        }
+        fn add(mut self, header: Header, data: &[u8]) -> Self {
+            self.0.append(&header, data).unwrap();
+            self
+        }
+        fn file(self, name: &str, data: &[u8]) -> Self {
+            self.add(
+                raw_header(name.as_bytes(), EntryType::Regular, data.len() as u64),
+                data,
+            )
+        }
+        fn dir(self, name: &str) -> Self {
+            self.add(raw_header(name.as_bytes(), EntryType::Directory, 0), b"")
+        }
+        fn bytes(self) -> Vec<u8> {
+            self.0.into_inner().unwrap()
+        }
+    }
+
+    fn is_security(err: &ExtractError) -> bool {
+        err.exit_class() == ExitClass::Security
+    }
+
+    fn sample_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["bin", "web/static", "conf", "empty", "private"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::write(root.join("bin/app"), b"#!/bin/sh\necho hi\n").unwrap();
+        fs::set_permissions(root.join("bin/app"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(root.join("web/index.html"), b"<html></html>").unwrap();
+        fs::write(root.join("web/static/x.css"), vec![b'x'; 300_000]).unwrap();
+        fs::write(root.join("conf/app.yml"), b"a: 1\n").unwrap();
+        fs::write(root.join("conf/other.yml"), b"").unwrap();
+        fs::write(root.join("private/key"), b"secret").unwrap();
+        fs::set_permissions(root.join("private/key"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o750)).unwrap();
+        let long = "d".repeat(120);
+        fs::create_dir_all(root.join(&long)).unwrap();
+        fs::write(root.join(&long).join("f".repeat(150)), b"long").unwrap();
+        dir
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn full_package_round_trips_to_the_scanned_tree() {
+        let tree = sample_tree();
+        let scanned = TreeListing::scan(tree.path(), &[]).unwrap();
+        let env = Env::new();
+        let info = write_package(
+            &env.package(),
+            tree.path(),
+            &scanned,
+            PackageEntries::FullTree,
+        )
+        .unwrap();
+        let limits = ExtractLimits::for_unpacked_size(info.unpacked_size);
+        let staged = extract(&env.package(), &env.stage(), &limits, Allowed::Any).unwrap();
+        assert_eq!(staged, scanned);
+        assert_eq!(TreeListing::scan(&env.stage(), &[]).unwrap(), scanned);
+        assert_eq!(mode_of(&env.stage().join("bin/app")), 0o755);
+        assert_eq!(mode_of(&env.stage().join("private/key")), 0o600);
+        assert_eq!(mode_of(&env.stage().join("private")), 0o750);
+        assert_eq!(
+            fs::read(env.stage().join("web/static/x.css")).unwrap(),
+            vec![b'x'; 300_000]
+        );
+    }
+
+    #[test]
+    fn patch_package_round_trips_under_its_operations() {
+        let tree = sample_tree();
+        let scanned = TreeListing::scan(tree.path(), &[]).unwrap();
+        let ops = Operations {
+            replace: PathSet {
+                files: vec![rel("conf/app.yml"), rel("bin/app")],
+                directories: vec![rel("web")],
+            },
+            delete: PathSet {
+                files: vec![rel("conf/legacy.yml")],
+                directories: vec![rel("plugins/legacy")],
+            },
+        };
+        let env = Env::new();
+        let info = write_package(
+            &env.package(),
+            tree.path(),
+            &scanned,
+            PackageEntries::Replace(&ops.replace),
+        )
+        .unwrap();
+        let staged = env
+            .extract(info.unpacked_size, Allowed::Operations(&ops))
+            .unwrap();
+        let files: Vec<&str> = staged.files.keys().map(RelPath::as_str).collect();
+        assert_eq!(
+            files,
+            [
+                "bin/app",
+                "conf/app.yml",
+                "web/index.html",
+                "web/static/x.css"
+            ]
+        );
+        let dirs: Vec<&str> = staged.dirs.iter().map(RelPath::as_str).collect();
+        assert_eq!(dirs, ["bin", "conf", "web", "web/static"]);
+        for (path, record) in &staged.files {
+            assert_eq!(record, &scanned.files[path]);
+        }
+    }
+
+    #[test]
+    fn implicit_parents_are_created_and_listed_and_modes_are_masked() {
+        let mut h = raw_header(b"a/b/tool", EntryType::Regular, 3);
+        h.set_mode(0o6755);
+        h.set_cksum();
+        let mut d = raw_header(b"s/", EntryType::Directory, 0);
+        d.set_mode(0o1777);
+        d.set_cksum();
+        let env = Env::new();
+        env.write_gz(&RawTar::new().add(h, b"abc").add(d, b"").bytes());
+        let staged = env.extract(3, Allowed::Any).unwrap();
+        assert_eq!(
+            staged.dirs.iter().map(RelPath::as_str).collect::<Vec<_>>(),
+            ["a", "a/b", "s"]
+        );
+        assert_eq!(staged.files[&rel("a/b/tool")].mode, 0o755);
+        assert_eq!(mode_of(&env.stage().join("a/b/tool")), 0o755);
+        assert_eq!(mode_of(&env.stage().join("a/b")), 0o755);
+        assert_eq!(mode_of(&env.stage().join("s")), 0o777);
+    }
+
+    #[test]
+    fn refuses_parent_components_and_absolute_paths() {
+        for name in ["../outside/x", "a/../../outside/x", "./x", "a//b"] {
+            let env = Env::new();
+            let err = env.refuse(
+                &RawTar::new().file(name, b"pwned").bytes(),
+                100,
+                Allowed::Any,
+            );
+            assert!(
+                matches!(err, ExtractError::UnsafeEntryPath { .. }),
+                "{name}: {err}"
+            );
+            assert!(is_security(&err));
+            assert!(err.to_string().contains("pkg.tar.gz"), "{err}");
+        }
+        let env = Env::new();
+        let absolute = env.outside().join("abs");
+        let tar = RawTar::new()
+            .file(absolute.to_str().unwrap(), b"pwned")
+            .bytes();
+        let err = env.refuse(&tar, 100, Allowed::Any);
+        assert!(matches!(err, ExtractError::UnsafeEntryPath { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_pax_path_override_with_parent_components() {
+        let records = pax_record("path", "../outside/pax");
+        let tar = RawTar::new()
+            .add(
+                raw_header(b"PaxHeaders/x", EntryType::XHeader, records.len() as u64),
+                &records,
+            )
+            .file("innocent", b"pwned")
+            .bytes();
+        let env = Env::new();
+        let err = env.refuse(&tar, 100, Allowed::Any);
+        match err {
+            ExtractError::UnsafeEntryPath { source, .. } => {
+                assert_eq!(source.path, "../outside/pax")
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn refuses_a_gnu_long_name_with_parent_components() {
+        let mut name = format!("{}/../../outside/long", "a".repeat(120)).into_bytes();
+        name.push(0);
+        let tar = RawTar::new()
+            .add(
+                raw_header(b"././@LongLink", EntryType::GNULongName, name.len() as u64),
+                &name,
+            )
+            .file("innocent", b"pwned")
+            .bytes();
+        let env = Env::new();
+        let err = env.refuse(&tar, 100, Allowed::Any);
+        assert!(matches!(err, ExtractError::UnsafeEntryPath { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_symlink_and_a_file_through_it() {
+        let env = Env::new();
+        let target = env.outside();
+        let tar = RawTar::new()
+            .add(
+                link_header(
+                    b"link",
+                    EntryType::Symlink,
+                    target.to_str().unwrap().as_bytes(),
+                ),
+                b"",
+            )
+            .file("link/pwned", b"pwned")
+            .bytes();
+        let err = env.refuse(&tar, 100, Allowed::Any);
+        match &err {
+            ExtractError::UnsupportedEntryType { entry, kind, .. } => {
+                assert_eq!((entry.as_str(), kind.as_str()), ("link", "symbolic link"))
+            }
+            other => panic!("{other}"),
+        }
+        assert!(!env.stage().join("link").exists());
+    }
+
+    #[test]
+    fn refuses_hard_links_devices_fifos_and_unknown_types() {
+        let cases = [
+            (
+                link_header(b"hl", EntryType::Link, b"/etc/passwd"),
+                "hard link",
+            ),
+            (raw_header(b"fifo", EntryType::Fifo, 0), "FIFO"),
+            (raw_header(b"tty", EntryType::Char, 0), "character device"),
+            (raw_header(b"sda", EntryType::Block, 0), "block device"),
+            (
+                raw_header(b"c", EntryType::Continuous, 0),
+                "contiguous file",
+            ),
+            (
+                raw_header(b"g", EntryType::XGlobalHeader, 0),
+                "PAX global header",
+            ),
+            (
+                raw_header(b"z", EntryType::new(b'Z'), 0),
+                "entry of type 'Z'",
+            ),
+        ];
+        for (header, expected) in cases {
+            let env = Env::new();
+            let err = env.refuse(&RawTar::new().add(header, b"").bytes(), 100, Allowed::Any);
+            match &err {
+                ExtractError::UnsupportedEntryType { kind, .. } => assert_eq!(kind, expected),
+                other => panic!("{expected}: {other}"),
+            }
+            assert!(is_security(&err));
+            assert_eq!(fs::read_dir(env.stage()).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn refuses_sparse_entries() {
+        // A GNU sparse entry: 512 bytes in the archive that claim to be a 1 TiB file.
+        let mut h = raw_header(b"sparse", EntryType::GNUSparse, 512);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.sparse[0].set_offset(1 << 40);
+        gnu.sparse[0].set_length(512);
+        gnu.set_real_size((1 << 40) + 512);
+        h.set_cksum();
+        let env = Env::new();
+        let err = env.refuse(
+            &RawTar::new().add(h, &[7u8; 512]).bytes(),
+            1 << 50,
+            Allowed::Any,
+        );
+        match &err {
+            ExtractError::UnsupportedEntryType { kind, .. } => assert_eq!(kind, "GNU sparse file"),
+            other => panic!("{other}"),
+        }
+        // A PAX-format sparse file is a "regular" entry whose records carry a sparse map.
+        let records = pax_record("GNU.sparse.map", "0,4");
+        let tar = RawTar::new()
+            .add(
+                raw_header(b"PaxHeaders/s", EntryType::XHeader, records.len() as u64),
+                &records,
+            )
+            .file("paxsparse", b"data")
+            .bytes();
+        let env = Env::new();
+        let err = env.refuse(&tar, 100, Allowed::Any);
+        match &err {
+            ExtractError::UnsupportedEntryType { kind, .. } => assert_eq!(kind, "PAX sparse file"),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn refuses_duplicates_and_file_directory_clashes() {
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "same file twice",
+                RawTar::new().file("a", b"1").file("a", b"2").bytes(),
+            ),
+            ("dir twice", RawTar::new().dir("d/").dir("d").bytes()),
+            (
+                "file over dir",
+                RawTar::new().dir("d").file("d", b"1").bytes(),
+            ),
+            (
+                "file over implicit dir",
+                RawTar::new().file("d/x", b"1").file("d", b"1").bytes(),
+            ),
+            (
+                "dir over file",
+                RawTar::new().file("a", b"1").dir("a").bytes(),
+            ),
+            (
+                "file under file",
+                RawTar::new().file("a", b"1").file("a/b", b"2").bytes(),
+            ),
+        ];
+        for (what, tar) in cases {
+            let env = Env::new();
+            let err = env.refuse(&tar, 100, Allowed::Any);
+            assert!(
+                matches!(err, ExtractError::DuplicateEntry { .. }),
+                "{what}: {err}"
+            );
+            assert!(is_security(&err));
+        }
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_unpacked_cap() {
+        // 64 MiB of zeros compress to ~64 KiB; the signed unpacked size says 1 MiB.
+        let size = 64 << 20;
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append(
+                &raw_header(b"bomb", EntryType::Regular, size),
+                io::repeat(0).take(size),
+            )
+            .unwrap();
+        let env = Env::new();
+        let err = env.refuse(&builder.into_inner().unwrap(), 1 << 20, Allowed::Any);
+        assert!(
+            matches!(err, ExtractError::UnpackedSizeExceeded { .. }),
+            "{err}"
+        );
+        assert!(!env.stage().join("bomb").exists());
+
+        // Many entries that each fit but together exceed the cap: staging stops at the cap.
+        let chunk = vec![0u8; 300 << 10];
+        let mut tar = RawTar::new();
+        for i in 0..10 {
+            tar = tar.file(&format!("part{i}"), &chunk);
+        }
+        let env = Env::new();
+        let err = env.refuse(&tar.bytes(), 1 << 20, Allowed::Any);
+        assert!(
+            matches!(err, ExtractError::UnpackedSizeExceeded { .. }),
+            "{err}"
+        );
+        let staged: u64 = fs::read_dir(env.stage())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(staged <= 1 << 20, "staged {staged} bytes");
+        // Exactly at the cap is fine.
+        let env = Env::new();
+        env.write_gz(&RawTar::new().file("a", &chunk).bytes());
+        env.extract(chunk.len() as u64, Allowed::Any).unwrap();
+    }
+
+    #[test]
+    fn refuses_oversized_metadata_before_buffering_it() {
+        let name = vec![b'a'; 8 << 20];
+        let tar = RawTar::new()
+            .add(
+                raw_header(b"././@LongLink", EntryType::GNULongName, name.len() as u64),
+                &name,
+            )
+            .file("x", b"1")
+            .bytes();
+        let env = Env::new();
+        let err = env.refuse(&tar, 100, Allowed::Any);
+        assert!(
+            matches!(err, ExtractError::MetadataTooLarge { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_directories_with_data() {
+        let env = Env::new();
+        let tar = RawTar::new()
+            .add(raw_header(b"d/", EntryType::Directory, 4), b"data")
+            .bytes();
+        let err = env.refuse(&tar, 100, Allowed::Any);
+        assert!(
+            matches!(err, ExtractError::DirectoryWithData { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_more_entries_than_the_cap() {
+        let mut tar = RawTar::new();
+        for i in 0..6 {
+            tar = tar.file(&format!("f{i}"), b"");
+        }
+        let env = Env::new();
+        env.write_gz(&tar.bytes());
+        let limits = ExtractLimits {
+            max_unpacked_bytes: 0,
+            max_entries: 5,
+        };
+        let err = extract(&env.package(), &env.stage(), &limits, Allowed::Any).unwrap_err();
+        assert!(
+            matches!(err, ExtractError::TooManyEntries { max: 5, .. }),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(env.stage()).unwrap().count(), 5);
+    }
+
+    fn patch_ops() -> Operations {
+        Operations {
+            replace: PathSet {
+                files: vec![rel("bin/app")],
+                directories: vec![rel("web")],
+            },
+            delete: PathSet {
+                files: vec![],
+                directories: vec![rel("old")],
+            },
+        }
+    }
+
+    #[test]
+    fn refuses_entries_outside_the_operations() {
+        let ops = patch_ops();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "unnamed file",
+                RawTar::new()
+                    .file("bin/app", b"1")
+                    .file("bin/other", b"2")
+                    .bytes(),
+            ),
+            ("top-level file", RawTar::new().file("evil", b"1").bytes()),
+            (
+                "under a deleted dir",
+                RawTar::new().file("old/x", b"1").bytes(),
+            ),
+            ("deleted dir itself", RawTar::new().dir("old").bytes()),
+            (
+                "replaced file as a dir",
+                RawTar::new().dir("bin/app").bytes(),
+            ),
+            (
+                "replaced dir as a file",
+                RawTar::new().file("web", b"1").bytes(),
+            ),
+            (
+                "ancestor as a file",
+                RawTar::new().file("bin", b"1").bytes(),
+            ),
+        ];
+        for (what, tar) in cases {
+            let env = Env::new();
+            let err = env.refuse(&tar, 100, Allowed::Operations(&ops));
+            assert!(
+                matches!(err, ExtractError::EntryNotAllowed { .. }),
+                "{what}: {err}"
+            );
+            assert!(is_security(&err));
+        }
+    }
+
+    #[test]
+    fn refuses_a_package_missing_a_replaced_path() {
+        let ops = patch_ops();
+        let env = Env::new();
+        let tar = RawTar::new().dir("web").bytes();
+        let err = env.refuse(&tar, 100, Allowed::Operations(&ops));
+        assert!(
+            matches!(&err, ExtractError::IncompletePackage { path, expected: "regular file", .. } if path.as_str() == "bin/app"),
+            "{err}"
+        );
+        let env = Env::new();
+        let tar = RawTar::new().file("bin/app", b"1").bytes();
+        let err = env.refuse(&tar, 100, Allowed::Operations(&ops));
+        assert!(
+            matches!(
+                &err,
+                ExtractError::IncompletePackage {
+                    expected: "directory",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A replaced directory may arrive only implicitly, through its contents.
+        let env = Env::new();
+        env.write_gz(
+            &RawTar::new()
+                .file("bin/app", b"1")
+                .file("web/i", b"2")
+                .bytes(),
+        );
+        env.extract(2, Allowed::Operations(&ops)).unwrap();
+    }
+
+    #[test]
+    fn validate_operations_refuses_overlaps() {
+        let ops = |rf: &[&str], rd: &[&str], df: &[&str], dd: &[&str]| Operations {
+            replace: PathSet {
+                files: rf.iter().map(|s| rel(s)).collect(),
+                directories: rd.iter().map(|s| rel(s)).collect(),
+            },
+            delete: PathSet {
+                files: df.iter().map(|s| rel(s)).collect(),
+                directories: dd.iter().map(|s| rel(s)).collect(),
+            },
+        };
+        let bad = [
+            ops(&["a"], &[], &["a"], &[]),
+            ops(&[], &["d"], &[], &["d"]),
+            ops(&["d/x"], &[], &[], &["d"]),
+            ops(&["d/x"], &["d"], &[], &[]),
+            ops(&[], &["d", "d/e"], &[], &[]),
+            ops(&["a", "a/b"], &[], &[], &[]),
+            ops(&["a"], &["a"], &[], &[]),
+            ops(&[], &["d"], &["d/old"], &[]),
+        ];
+        for o in &bad {
+            let err = validate_operations(o).unwrap_err();
+            assert!(
+                matches!(err, ExtractError::InvalidOperations { .. }),
+                "{o:?}"
+            );
+            assert!(is_security(&err));
+            let env = Env::new();
+            env.refuse(&RawTar::new().bytes(), 0, Allowed::Operations(o));
+        }
+        validate_operations(&ops(&["a/x", "b"], &["d", "e/f"], &["a/y", "g"], &["e/g"])).unwrap();
+    }
+
+    #[test]
+    fn refuses_truncated_and_corrupt_packages() {
+        let tar = RawTar::new().file("a", &vec![9u8; 100_000]).bytes();
+        let env = Env::new();
+        env.write_gz(&tar);
+        let full = fs::read(env.package()).unwrap();
+        for cut in [10, full.len() / 2, full.len() - 4] {
+            let env = Env::new();
+            fs::write(env.package(), &full[..cut]).unwrap();
+            let err = env.extract(100_000, Allowed::Any).unwrap_err();
+            assert!(
+                matches!(err, ExtractError::CorruptPackage { .. }),
+                "cut {cut}: {err}"
+            );
+            assert!(err.to_string().contains("pkg.tar.gz"));
+        }
+        let mut flipped = full.clone();
+        let last = flipped.len() - 6;
+        flipped[last] ^= 0xff;
+        let env = Env::new();
+        fs::write(env.package(), &flipped).unwrap();
+        let err = env.extract(100_000, Allowed::Any).unwrap_err();
+        assert!(matches!(err, ExtractError::CorruptPackage { .. }), "{err}");
+
+        let mut trailing = full.clone();
+        trailing.extend_from_slice(b"junk");
+        let env = Env::new();
+        fs::write(env.package(), &trailing).unwrap();
+        let err = env.extract(100_000, Allowed::Any).unwrap_err();
+        assert!(matches!(err, ExtractError::CorruptPackage { .. }), "{err}");
+
+        // A tar stream cut inside an entry, wrapped in a valid gzip stream.
+        let env = Env::new();
+        let err = env.refuse(&tar[..512 + 50_000], 100_000, Allowed::Any);
+        assert!(matches!(err, ExtractError::CorruptPackage { .. }), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_stage_that_is_not_empty_or_not_a_directory() {
+        let env = Env::new();
+        env.write_gz(&RawTar::new().file("a", b"1").bytes());
+        fs::write(env.stage().join("leftover"), b"").unwrap();
+        let err = env.extract(1, Allowed::Any).unwrap_err();
+        assert!(matches!(err, ExtractError::StageNotUsable { .. }), "{err}");
+        let link = env.work.path().join("stage-link");
+        std::os::unix::fs::symlink(env.outside(), &link).unwrap();
+        let limits = ExtractLimits::for_unpacked_size(1);
+        let err = extract(&env.package(), &link, &limits, Allowed::Any).unwrap_err();
+        assert!(matches!(err, ExtractError::StageNotUsable { .. }), "{err}");
+        assert_eq!(fs::read_dir(env.outside()).unwrap().count(), 0);
+    }
+}
