@@ -4,3 +4,4 @@ pub mod manifest;
 pub mod signature;
 pub mod trust;
 pub mod diff;
+pub mod publish;
