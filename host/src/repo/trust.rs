@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::ExitClass;
+use crate::package::extract::{ExtractError, validate_operations};
 use crate::relpath::RelPath;
 use crate::repo::manifest::{FORMAT, Manifest, Operations, Package};
 use crate::repo::signature;
@@ -274,11 +275,10 @@ fn check_package(package: &Package) -> Result<(), String> {
     Ok(())
 }
 
-/// The patch-operation rules of the repository contract: no duplicate, no path both replaced
-/// and deleted (also not one below the other), nothing replaced below a replaced directory.
-///
-/// The package module applies the same rules to what it stages; this copy guards the manifest
-/// before any download starts.
+/// The patch-operation rules of the repository contract, checked before any download starts:
+/// no path listed twice, plus `package::extract::validate_operations` (no path both replaced and
+/// deleted, nor one inside the other; nothing replaced inside a replaced directory or below a
+/// replaced file), the same rules the extractor enforces on what it stages.
 fn check_operations(ops: &Operations) -> Result<(), String> {
     let mut all = BTreeSet::new();
     for path in ops.replace.iter().chain(ops.delete.iter()) {
@@ -286,25 +286,10 @@ fn check_operations(ops: &Operations) -> Result<(), String> {
             return Err(format!("{path} is listed more than once"));
         }
     }
-    for replaced in ops.replace.iter() {
-        if let Some(deleted) = ops
-            .delete
-            .iter()
-            .find(|d| replaced.starts_with(d) || d.starts_with(replaced))
-        {
-            return Err(format!(
-                "{replaced} is replaced and {deleted} is deleted: a path may not be both"
-            ));
-        }
-    }
-    for dir in &ops.replace.directories {
-        if let Some(inner) = ops.replace.iter().find(|p| *p != dir && p.starts_with(dir)) {
-            return Err(format!(
-                "{inner} is replaced but lies inside the replaced directory {dir}"
-            ));
-        }
-    }
-    Ok(())
+    validate_operations(ops).map_err(|e| match e {
+        ExtractError::InvalidOperations { path, reason } => format!("{path} {reason}"),
+        other => other.to_string(),
+    })
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -570,14 +555,21 @@ mod tests {
                     v["releases"][1]["artifacts"]["x86_64"]["patches"][0]["operations"]["delete"]
                         ["files"][0] = "web/old.css".into()
                 }),
-                "may not be both",
+                "inside a replaced path",
+            ),
+            (
+                Box::new(|v| {
+                    v["releases"][1]["artifacts"]["x86_64"]["patches"][0]["operations"]["delete"]
+                        ["directories"][0] = "bin".into()
+                }),
+                "also deleted",
             ),
             (
                 Box::new(|v| {
                     v["releases"][1]["artifacts"]["x86_64"]["patches"][0]["operations"]["replace"]
                         ["files"][0] = "web/index.html".into()
                 }),
-                "inside the replaced directory web",
+                "inside a replaced directory",
             ),
             (
                 Box::new(|v| {
