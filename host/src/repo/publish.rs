@@ -11,7 +11,10 @@
 //! - Packages are deterministic (see `package::archive`): the same tree gives the same bytes, so
 //!   re-publishing a version with an unchanged tree changes nothing but the manifest. If the tree
 //!   did change, the version's entry is replaced and every patch *from* that version to a later
-//!   release is rebuilt, since the old one was made from the old tree.
+//!   release is rebuilt, since the old one was made from the old tree. Those package files are
+//!   rewritten in place before the new manifest is renamed in: until then a client fetching them
+//!   gets a hash mismatch against the old manifest and refuses them (nothing changes); its next
+//!   run sees the new manifest.
 //! - A version lower than the newest may be published; patches are only made *from* earlier
 //!   versions *to* the one being published.
 //! - Re-signing replaces `manifest.json.sig` with this key's single signature: signatures by other
