@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod hashing;
+pub mod keys;
 pub mod output;
 pub mod package;
 pub mod relpath;

@@ -1,0 +1,1172 @@
+//! `molt publish`: add a release to a repository directory and re-sign its manifest.
+//!
+//! One publish writes the full package of the new release, a patch package from every earlier
+//! release of the same product, architecture and channel (the earlier tree is rebuilt by
+//! extracting its full package, so a repository needs nothing but its own files), and a new
+//! manifest with `serial + 1`, signed with the publisher's key.
+//!
+//! Rules worth knowing:
+//! - A publisher extends only a manifest its own key signed: an existing `manifest.json` must
+//!   verify against the public half of `--key`, and its product must match.
+//! - Packages are deterministic (see `package::archive`): the same tree gives the same bytes, so
+//!   re-publishing a version with an unchanged tree changes nothing but the manifest. If the tree
+//!   did change, the version's entry is replaced and every patch *from* that version to a later
+//!   release is rebuilt, since the old one was made from the old tree. Those package files are
+//!   rewritten in place before the new manifest is renamed in: until then a client fetching them
+//!   gets a hash mismatch against the old manifest and refuses them (nothing changes); its next
+//!   run sees the new manifest.
+//! - A version lower than the newest may be published; patches are only made *from* earlier
+//!   versions *to* the one being published.
+//! - Re-signing replaces `manifest.json.sig` with this key's single signature: signatures by other
+//!   keys over the previous manifest would not verify over the new bytes anyway.
+//! - The signature goes to a temp file first, then the manifest; the manifest is renamed into
+//!   place, then the signature. Between the two renames a client sees the new manifest with the
+//!   old signature: it refuses it (signature check, nothing is changed) and succeeds on its next
+//!   run. The reverse order would be refused the same way; no order exposes an unsigned manifest
+//!   as valid.
+//! - Old package files are left in place (clients may be downloading them).
+//! - An advisory lock (`.molt-publish.lock` in the repository) keeps two publishes apart.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use time::{Duration, OffsetDateTime};
+
+use crate::error::ExitClass;
+use crate::hashing::CappedHashReader;
+use crate::keys::{self, KeyError, key_id};
+use crate::package::archive::{ArchiveError, PackageEntries, PackageInfo, write_package};
+use crate::package::extract::{self, Allowed, ExtractError, ExtractLimits};
+use crate::repo::diff::diff_trees;
+use crate::repo::manifest::{Artifacts, FORMAT, Manifest, Operations, Package, Patch, Release};
+use crate::repo::signature::{self, SignatureFile};
+use crate::repo::trust::{TrustError, check_structure};
+use crate::tree::{ScanError, TreeListing};
+use crate::version::{Version, host_arch, normalize_arch};
+
+/// The manifest file name inside a repository.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The signature file name inside a repository.
+pub const SIGNATURE_FILE: &str = "manifest.json.sig";
+/// Where packages are written, relative to the repository.
+pub const PACKAGES_DIR: &str = "packages";
+/// How long a manifest stays valid when `--expires-days` is not given.
+pub const DEFAULT_EXPIRES_DAYS: u32 = 90;
+/// The default release channel.
+pub const DEFAULT_CHANNEL: &str = "stable";
+
+const LOCK_FILE: &str = ".molt-publish.lock";
+/// Largest manifest or signature file the publisher reads back (as the client caps it).
+const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+const MAX_SIGNATURE_BYTES: u64 = 1024 * 1024;
+
+/// Everything `molt publish` is asked to do.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub repo: PathBuf,
+    /// The publisher's secret key (PKCS#8 PEM).
+    pub key: PathBuf,
+    pub product: String,
+    pub version: Version,
+    /// The release tree to publish.
+    pub tree: PathBuf,
+    /// Default: this machine's architecture. Aliases (`amd64`, `arm64`) are normalized.
+    pub arch: Option<String>,
+    /// Default: [`DEFAULT_CHANNEL`].
+    pub channel: Option<String>,
+    /// Release notes; re-publishing without notes keeps the earlier ones.
+    pub notes: Option<String>,
+    /// Default: [`DEFAULT_EXPIRES_DAYS`].
+    pub expires_days: Option<u32>,
+    /// The publish time (`published`, and the start of `expires`); seconds precision is kept.
+    pub now: OffsetDateTime,
+}
+
+impl PublishRequest {
+    /// A request with the defaults for every optional field and `now` = the current time.
+    pub fn new(repo: &Path, key: &Path, product: &str, version: Version, tree: &Path) -> Self {
+        Self {
+            repo: repo.to_owned(),
+            key: key.to_owned(),
+            product: product.to_owned(),
+            version,
+            tree: tree.to_owned(),
+            arch: None,
+            channel: None,
+            notes: None,
+            expires_days: None,
+            now: OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+/// A package written by this publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenPatch {
+    pub from: Version,
+    pub to: Version,
+    pub package: Package,
+    pub operations: Operations,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone)]
+pub struct PublishReport {
+    pub manifest: PathBuf,
+    pub serial: u64,
+    pub version: Version,
+    pub arch: String,
+    pub channel: String,
+    pub key_id: String,
+    pub full: Package,
+    /// Patches to the published version, and patches from it that were rebuilt because its tree
+    /// changed.
+    pub patches: Vec<WrittenPatch>,
+}
+
+/// Why a publish failed. Nothing visible to clients changes unless the final renames happen.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("invalid publish request: {reason}")]
+    InvalidRequest { reason: String },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("the release tree {path} is not a directory")]
+    TreeNotADirectory { path: PathBuf },
+    #[error("cannot publish the tree: {0}")]
+    ScanTree(#[source] ScanError),
+    #[error("failed to create the repository directory {path}: {source}")]
+    CreateRepo { path: PathBuf, source: io::Error },
+    #[error("another publish holds the lock {path}; wait for it to finish")]
+    Locked { path: PathBuf },
+    #[error("failed to read {path}: {source}")]
+    ReadRepo { path: PathBuf, source: io::Error },
+    #[error("{path} is larger than {max} bytes; this is not a molt manifest")]
+    RepoFileTooLarge { path: PathBuf, max: u64 },
+    #[error(
+        "{manifest} exists but {signature} does not: refusing to extend a manifest nobody signed; restore the signature or publish into a new repository"
+    )]
+    UnsignedManifest {
+        manifest: PathBuf,
+        signature: PathBuf,
+    },
+    #[error(
+        "refusing to extend {path}: it is not signed by the key {key_id} given with --key ({source}); publish with the repository's key"
+    )]
+    ForeignManifest {
+        path: PathBuf,
+        key_id: String,
+        source: Box<TrustError>,
+    },
+    #[error("{path} is signed by this key but is not a valid format-{FORMAT} manifest: {reason}")]
+    ParseManifest { path: PathBuf, reason: String },
+    #[error(
+        "{path} is the repository of product {found:?}, not {expected:?}; check --repo and --product"
+    )]
+    ProductMismatch {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("failed to write package {package}: {source}")]
+    WritePackage {
+        package: PathBuf,
+        source: ArchiveError,
+    },
+    #[error(
+        "package {path} of release {version} does not match the manifest ({reason}); it cannot be used to build patches — re-publish {version} from its tree"
+    )]
+    PackageMismatch {
+        path: PathBuf,
+        version: Version,
+        reason: String,
+    },
+    #[error("failed to rebuild the tree of release {version} from {path}: {source}")]
+    RebuildTree {
+        path: PathBuf,
+        version: Version,
+        source: Box<ExtractError>,
+    },
+    #[error("the manifest this publish would sign is invalid (a publisher bug): {0}")]
+    InvalidResult(#[source] Box<TrustError>),
+    #[error("failed to serialize the manifest: {reason}")]
+    SerializeManifest { reason: String },
+    #[error("failed to write {path}: {source}")]
+    WriteRepo { path: PathBuf, source: io::Error },
+}
+
+impl PublishError {
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            PublishError::InvalidRequest { .. }
+            | PublishError::TreeNotADirectory { .. }
+            | PublishError::ScanTree(_)
+            | PublishError::ProductMismatch { .. } => ExitClass::Usage,
+            PublishError::Key(e) => e.exit_class(),
+            PublishError::UnsignedManifest { .. }
+            | PublishError::ForeignManifest { .. }
+            | PublishError::PackageMismatch { .. } => ExitClass::Security,
+            PublishError::WritePackage { source, .. } => source.exit_class(),
+            PublishError::RebuildTree { source, .. } => source.exit_class(),
+            PublishError::CreateRepo { .. }
+            | PublishError::Locked { .. }
+            | PublishError::ReadRepo { .. }
+            | PublishError::RepoFileTooLarge { .. }
+            | PublishError::ParseManifest { .. }
+            | PublishError::InvalidResult(_)
+            | PublishError::SerializeManifest { .. }
+            | PublishError::WriteRepo { .. } => ExitClass::Failure,
+        }
+    }
+}
+
+/// The validated, defaulted request.
+struct Plan<'a> {
+    req: &'a PublishRequest,
+    arch: String,
+    channel: String,
+    now: OffsetDateTime,
+    expires: OffsetDateTime,
+}
+
+/// Publishes `req.tree` as `req.version` into `req.repo` (see the module docs).
+pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
+    let plan = plan(req)?;
+    let key = keys::load_signing_key(&req.key)?;
+    let tree_is_dir = fs::metadata(&req.tree).is_ok_and(|m| m.is_dir());
+    if !tree_is_dir {
+        return Err(PublishError::TreeNotADirectory {
+            path: req.tree.clone(),
+        });
+    }
+    let packages_dir = req.repo.join(PACKAGES_DIR);
+    fs::create_dir_all(&packages_dir).map_err(|source| PublishError::CreateRepo {
+        path: packages_dir.clone(),
+        source,
+    })?;
+    let _lock = lock_repo(&req.repo)?;
+
+    let previous = load_own_manifest(&req.repo, &key, &req.product)?;
+    let listing = TreeListing::scan(&req.tree, &[]).map_err(PublishError::ScanTree)?;
+
+    let full_name = format!("{}-{}-{}.tar.gz", req.product, req.version, plan.arch);
+    let full = write(
+        &req.repo,
+        &full_name,
+        &req.tree,
+        &listing,
+        PackageEntries::FullTree,
+    )?;
+    tracing::info!(package = %full.url, size = full.size, "wrote the full package");
+
+    let mut manifest = previous.clone().unwrap_or_else(|| Manifest {
+        format: FORMAT,
+        product: req.product.clone(),
+        serial: 0,
+        expires: plan.expires,
+        releases: Vec::new(),
+        extra: Default::default(),
+    });
+
+    let same_line = |r: &Release| r.channel == plan.channel;
+    let earlier: Vec<(Version, Package)> = manifest
+        .releases
+        .iter()
+        .filter(|r| same_line(r) && r.version < req.version)
+        .filter_map(|r| {
+            let full = r.artifacts_for(&plan.arch)?.full.clone()?;
+            Some((r.version.clone(), full))
+        })
+        .collect();
+    let mut patches_to_new = Vec::new();
+    for (from, from_full) in &earlier {
+        let written = with_rebuilt_tree(&req.repo, from, from_full, |_, old| {
+            make_patch(&plan, from, &req.version, old, &req.tree, &listing)
+        })?;
+        patches_to_new.push(written);
+    }
+    let mut report_patches = patches_to_new.clone();
+
+    // If this version was published before from a different tree, patches from it are stale.
+    let tree_changed = manifest
+        .releases
+        .iter()
+        .find(|r| same_line(r) && r.version == req.version)
+        .and_then(|r| r.artifacts_for(&plan.arch))
+        .and_then(|a| a.full.as_ref())
+        .is_some_and(|old| old.sha256 != full.sha256);
+    if tree_changed {
+        rebuild_patches_from(&plan, &mut manifest, &listing, &mut report_patches)?;
+    }
+
+    let artifacts = Artifacts {
+        full: Some(full.clone()),
+        patches: patches_to_new
+            .into_iter()
+            .map(|w| Patch {
+                from: w.from,
+                package: w.package,
+                operations: w.operations,
+            })
+            .collect(),
+        extra: Default::default(),
+    };
+    upsert_release(&plan, &mut manifest, artifacts);
+    manifest.serial = previous.as_ref().map_or(1, |m| m.serial + 1);
+    manifest.expires = plan.expires;
+    check_structure(&manifest, &req.repo.display().to_string())
+        .map_err(|e| PublishError::InvalidResult(Box::new(e)))?;
+
+    let manifest_path = write_signed_manifest(&req.repo, &manifest, &key)?;
+    tracing::info!(
+        manifest = %manifest_path.display(),
+        serial = manifest.serial,
+        version = %req.version,
+        patches = report_patches.len(),
+        "published"
+    );
+    Ok(PublishReport {
+        manifest: manifest_path,
+        serial: manifest.serial,
+        version: req.version.clone(),
+        arch: plan.arch,
+        channel: plan.channel,
+        key_id: key_id(&key.verifying_key()),
+        full,
+        patches: report_patches,
+    })
+}
+
+fn plan(req: &PublishRequest) -> Result<Plan<'_>, PublishError> {
+    let invalid = |reason: String| Err(PublishError::InvalidRequest { reason });
+    let arch = normalize_arch(req.arch.as_deref().unwrap_or(host_arch()));
+    let channel = req
+        .channel
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CHANNEL.to_owned());
+    for (what, value) in [
+        ("product", &req.product),
+        ("arch", &arch),
+        ("channel", &channel),
+    ] {
+        if !is_plain_name(value) {
+            return invalid(format!(
+                "{what} {value:?} must be a plain name of letters, digits, `.`, `_` and `-` (it becomes part of file names)"
+            ));
+        }
+    }
+    let days = req.expires_days.unwrap_or(DEFAULT_EXPIRES_DAYS);
+    if !(1..=3650).contains(&days) {
+        return invalid(format!("--expires-days {days} must be between 1 and 3650"));
+    }
+    let now = req.now.replace_nanosecond(0).unwrap_or(req.now);
+    Ok(Plan {
+        req,
+        arch,
+        channel,
+        now,
+        expires: now + Duration::days(i64::from(days)),
+    })
+}
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Holds the repository's publish lock until dropped.
+struct RepoLock {
+    _file: File,
+}
+
+fn lock_repo(repo: &Path) -> Result<RepoLock, PublishError> {
+    let path = repo.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| PublishError::WriteRepo {
+            path: path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return Err(if err.kind() == io::ErrorKind::WouldBlock {
+            PublishError::Locked { path }
+        } else {
+            PublishError::WriteRepo { path, source: err }
+        });
+    }
+    Ok(RepoLock { _file: file })
+}
+
+/// The existing manifest, if any, after proving this key signed it and it is for `product`.
+fn load_own_manifest(
+    repo: &Path,
+    key: &SigningKey,
+    product: &str,
+) -> Result<Option<Manifest>, PublishError> {
+    let manifest_path = repo.join(MANIFEST_FILE);
+    let signature_path = repo.join(SIGNATURE_FILE);
+    let Some(bytes) = read_capped(&manifest_path, MAX_MANIFEST_BYTES)? else {
+        return Ok(None);
+    };
+    let Some(sig) = read_capped(&signature_path, MAX_SIGNATURE_BYTES)? else {
+        return Err(PublishError::UnsignedManifest {
+            manifest: manifest_path,
+            signature: signature_path,
+        });
+    };
+    let own = key.verifying_key();
+    let source = manifest_path.display().to_string();
+    signature::verify(&bytes, &sig, &[own], 1, &source).map_err(|source| {
+        PublishError::ForeignManifest {
+            path: manifest_path.clone(),
+            key_id: key_id(&own),
+            source: Box::new(source),
+        }
+    })?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| PublishError::ParseManifest {
+            path: manifest_path.clone(),
+            reason: e.to_string(),
+        })?;
+    if manifest.format != FORMAT {
+        return Err(PublishError::ParseManifest {
+            path: manifest_path,
+            reason: format!(
+                "format {} (this molt writes format {FORMAT})",
+                manifest.format
+            ),
+        });
+    }
+    if manifest.product != product {
+        return Err(PublishError::ProductMismatch {
+            path: manifest_path,
+            found: manifest.product,
+            expected: product.to_owned(),
+        });
+    }
+    Ok(Some(manifest))
+}
+
+/// The file's bytes, `None` if it does not exist, an error beyond `max` bytes.
+fn read_capped(path: &Path, max: u64) -> Result<Option<Vec<u8>>, PublishError> {
+    let read_err = |source| PublishError::ReadRepo {
+        path: path.to_owned(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > max {
+        return Err(PublishError::RepoFileTooLarge {
+            path: path.to_owned(),
+            max,
+        });
+    }
+    Ok(Some(bytes))
+}
+
+/// Writes `packages/<name>` from `root` and returns its manifest entry.
+fn write(
+    repo: &Path,
+    name: &str,
+    root: &Path,
+    listing: &TreeListing,
+    entries: PackageEntries<'_>,
+) -> Result<Package, PublishError> {
+    let url = format!("{PACKAGES_DIR}/{name}");
+    let out = repo.join(&url);
+    let PackageInfo {
+        size,
+        sha256,
+        unpacked_size,
+    } = write_package(&out, root, listing, entries).map_err(|source| {
+        PublishError::WritePackage {
+            package: out.clone(),
+            source,
+        }
+    })?;
+    Ok(Package {
+        url,
+        size,
+        sha256,
+        unpacked_size,
+    })
+}
+
+/// Diffs `old` against the tree at `new_root` and writes the patch package from it.
+fn make_patch(
+    plan: &Plan<'_>,
+    from: &Version,
+    to: &Version,
+    old: &TreeListing,
+    new_root: &Path,
+    new: &TreeListing,
+) -> Result<WrittenPatch, PublishError> {
+    let operations = diff_trees(old, new);
+    let name = format!("{}-{from}-to-{to}-{}.tar.gz", plan.req.product, plan.arch);
+    let package = write(
+        &plan.req.repo,
+        &name,
+        new_root,
+        new,
+        PackageEntries::Replace(&operations.replace),
+    )?;
+    tracing::info!(
+        package = %package.url,
+        size = package.size,
+        replace = operations.replace.files.len() + operations.replace.directories.len(),
+        delete = operations.delete.files.len() + operations.delete.directories.len(),
+        "wrote a patch package"
+    );
+    Ok(WrittenPatch {
+        from: from.clone(),
+        to: to.clone(),
+        package,
+        operations,
+    })
+}
+
+/// Extracts the full package of `version` into a temp dir inside the repository, after checking
+/// it still is the package the manifest names, and runs `work` on the rebuilt tree.
+fn with_rebuilt_tree<T>(
+    repo: &Path,
+    version: &Version,
+    full: &Package,
+    work: impl FnOnce(&Path, &TreeListing) -> Result<T, PublishError>,
+) -> Result<T, PublishError> {
+    let path = repo.join(&full.url);
+    check_package_file(&path, version, full)?;
+    let temp = tempfile::Builder::new()
+        .prefix(".molt-publish-")
+        .tempdir_in(repo)
+        .map_err(|source| PublishError::WriteRepo {
+            path: repo.to_owned(),
+            source,
+        })?;
+    let stage = temp.path().join("tree");
+    fs::create_dir(&stage).map_err(|source| PublishError::WriteRepo {
+        path: stage.clone(),
+        source,
+    })?;
+    let listing = extract::extract(
+        &path,
+        &stage,
+        &ExtractLimits::for_unpacked_size(full.unpacked_size),
+        Allowed::Any,
+    )
+    .map_err(|source| PublishError::RebuildTree {
+        path: path.clone(),
+        version: version.clone(),
+        source: Box::new(source),
+    })?;
+    let result = work(&stage, &listing);
+    make_removable(&stage, &listing);
+    result
+}
+
+/// Read-only directories in a rebuilt tree would stop the temp dir from being removed.
+fn make_removable(stage: &Path, listing: &TreeListing) {
+    for dir in &listing.dirs {
+        let _ = fs::set_permissions(dir.under(stage), fs::Permissions::from_mode(0o700));
+    }
+}
+
+/// Streams the package file through SHA-256 and compares size and hash with the manifest.
+fn check_package_file(path: &Path, version: &Version, full: &Package) -> Result<(), PublishError> {
+    let file = File::open(path).map_err(|source| PublishError::ReadRepo {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut reader = CappedHashReader::new(file, full.size);
+    let copied = io::copy(&mut reader, &mut io::sink());
+    let mismatch = |reason: String| PublishError::PackageMismatch {
+        path: path.to_owned(),
+        version: version.clone(),
+        reason,
+    };
+    match copied {
+        Ok(_) => {}
+        Err(e) if crate::hashing::is_cap_exceeded(&e) => {
+            return Err(mismatch(format!(
+                "larger than the signed {} bytes",
+                full.size
+            )));
+        }
+        Err(source) => {
+            return Err(PublishError::ReadRepo {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    }
+    let (sha256, size) = reader.finish();
+    if size != full.size || sha256 != full.sha256 {
+        return Err(mismatch(format!(
+            "{size} bytes with sha256 {sha256}; the manifest says {} bytes with sha256 {}",
+            full.size, full.sha256
+        )));
+    }
+    Ok(())
+}
+
+/// Rebuilds every patch from the re-published version to a later release of the same line.
+fn rebuild_patches_from(
+    plan: &Plan<'_>,
+    manifest: &mut Manifest,
+    new_listing: &TreeListing,
+    report: &mut Vec<WrittenPatch>,
+) -> Result<(), PublishError> {
+    let from = &plan.req.version;
+    for release in &mut manifest.releases {
+        if release.channel != plan.channel || release.version <= *from {
+            continue;
+        }
+        let wanted = plan.arch.clone();
+        let Some(artifacts) = release
+            .artifacts
+            .iter_mut()
+            .find(|(k, _)| normalize_arch(k) == wanted)
+            .map(|(_, a)| a)
+        else {
+            continue;
+        };
+        let Some(index) = artifacts.patches.iter().position(|p| &p.from == from) else {
+            continue;
+        };
+        let Some(later_full) = artifacts.full.clone() else {
+            // Without the later tree the patch cannot be rebuilt; a stale one must not stay.
+            tracing::warn!(to = %release.version, "dropping a stale patch that cannot be rebuilt");
+            artifacts.patches.remove(index);
+            continue;
+        };
+        let to = release.version.clone();
+        let written = with_rebuilt_tree(&plan.req.repo, &to, &later_full, |root, later| {
+            make_patch(plan, from, &to, new_listing, root, later)
+        })?;
+        artifacts.patches[index] = Patch {
+            from: from.clone(),
+            package: written.package.clone(),
+            operations: written.operations.clone(),
+        };
+        report.push(written);
+    }
+    Ok(())
+}
+
+/// Puts the release entry in place: an existing entry of the same version and channel keeps its
+/// other architectures (and its notes if none are given); otherwise a new entry is appended.
+fn upsert_release(plan: &Plan<'_>, manifest: &mut Manifest, artifacts: Artifacts) {
+    let req = plan.req;
+    let existing = manifest
+        .releases
+        .iter_mut()
+        .find(|r| r.channel == plan.channel && r.version == req.version);
+    match existing {
+        Some(release) => {
+            release.published = plan.now;
+            if let Some(notes) = &req.notes {
+                release.notes = notes.clone();
+            }
+            release
+                .artifacts
+                .retain(|k, _| normalize_arch(k) != plan.arch);
+            release.artifacts.insert(plan.arch.clone(), artifacts);
+        }
+        None => manifest.releases.push(Release {
+            version: req.version.clone(),
+            channel: plan.channel.clone(),
+            published: plan.now,
+            notes: req.notes.clone().unwrap_or_default(),
+            artifacts: [(plan.arch.clone(), artifacts)].into_iter().collect(),
+            extra: Default::default(),
+        }),
+    }
+}
+
+/// Serializes and signs `manifest`, then writes both files durably (see the module docs for the
+/// order). Returns the manifest's path.
+fn write_signed_manifest(
+    repo: &Path,
+    manifest: &Manifest,
+    key: &SigningKey,
+) -> Result<PathBuf, PublishError> {
+    let mut bytes =
+        serde_json::to_vec_pretty(manifest).map_err(|e| PublishError::SerializeManifest {
+            reason: e.to_string(),
+        })?;
+    bytes.push(b'\n');
+    let signature_bytes = SignatureFile {
+        signatures: vec![signature::sign(&bytes, key)],
+    }
+    .to_bytes();
+
+    let manifest_path = repo.join(MANIFEST_FILE);
+    let signature_path = repo.join(SIGNATURE_FILE);
+    let signature_temp = durable_temp(repo, &signature_path, &signature_bytes)?;
+    let manifest_temp = durable_temp(repo, &manifest_path, &bytes)?;
+    manifest_temp
+        .persist(&manifest_path)
+        .map_err(|e| PublishError::WriteRepo {
+            path: manifest_path.clone(),
+            source: e.error,
+        })?;
+    signature_temp
+        .persist(&signature_path)
+        .map_err(|e| PublishError::WriteRepo {
+            path: signature_path.clone(),
+            source: e.error,
+        })?;
+    File::open(repo)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| PublishError::WriteRepo {
+            path: repo.to_owned(),
+            source,
+        })?;
+    Ok(manifest_path)
+}
+
+/// A fsynced temp file holding `bytes`, beside `target`, readable by everyone.
+fn durable_temp(
+    dir: &Path,
+    target: &Path,
+    bytes: &[u8],
+) -> Result<tempfile::NamedTempFile, PublishError> {
+    let write_err = |source| PublishError::WriteRepo {
+        path: target.to_owned(),
+        source,
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".molt-manifest-")
+        .tempfile_in(dir)
+        .map_err(write_err)?;
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(write_err)?;
+    temp.write_all(bytes).map_err(write_err)?;
+    temp.as_file().sync_all().map_err(write_err)?;
+    Ok(temp)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::hashing::sha256_file;
+    use crate::relpath::RelPath;
+    use crate::repo::trust::{TrustPolicy, verify_manifest};
+
+    const NOW: OffsetDateTime = datetime!(2026-12-01 10:00:00.123 UTC);
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        repo: PathBuf,
+        key: PathBuf,
+        public: PathBuf,
+        trees: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = keys::generate_keypair(&dir.path().join("keys"), "release").unwrap();
+        Fixture {
+            repo: dir.path().join("repo"),
+            trees: dir.path().join("trees"),
+            key,
+            public,
+            _dir: dir,
+        }
+    }
+
+    /// Writes a tree from `path=content[:mode]` entries; a trailing `/` makes a directory.
+    fn make_tree(f: &Fixture, name: &str, entries: &[&str]) -> PathBuf {
+        let root = f.trees.join(name);
+        fs::create_dir_all(&root).unwrap();
+        for entry in entries {
+            if let Some(dir) = entry.strip_suffix('/') {
+                fs::create_dir_all(root.join(dir)).unwrap();
+                continue;
+            }
+            let (path, content) = entry.split_once('=').unwrap();
+            let (content, mode) = content
+                .rsplit_once(':')
+                .and_then(|(c, m)| u32::from_str_radix(m, 8).ok().map(|m| (c, m)))
+                .unwrap_or((content, 0o644));
+            let full = root.join(path);
+            fs::create_dir_all(full.parent().unwrap()).unwrap();
+            fs::write(&full, content).unwrap();
+            fs::set_permissions(&full, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        root
+    }
+
+    fn request(f: &Fixture, version: &str, tree: &Path) -> PublishRequest {
+        let mut req = PublishRequest::new(
+            &f.repo,
+            &f.key,
+            "demo-app",
+            Version::parse(version).unwrap(),
+            tree,
+        );
+        req.arch = Some("amd64".into());
+        req.notes = Some(format!("release {}", req.version));
+        req.now = NOW;
+        req
+    }
+
+    fn verified(f: &Fixture) -> Manifest {
+        let bytes = fs::read(f.repo.join(MANIFEST_FILE)).unwrap();
+        let sig = fs::read(f.repo.join(SIGNATURE_FILE)).unwrap();
+        let policy = TrustPolicy {
+            product: "demo-app".into(),
+            keys: vec![keys::load_verifying_key(&f.public).unwrap()],
+            threshold: 1,
+            min_serial: 0,
+            now: NOW,
+        };
+        verify_manifest(&bytes, &sig, &policy, "test-repo").unwrap()
+    }
+
+    fn paths(v: &[RelPath]) -> Vec<&str> {
+        v.iter().map(RelPath::as_str).collect()
+    }
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    fn assert_matches_file(f: &Fixture, package: &Package) {
+        let path = f.repo.join(&package.url);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            package.size,
+            "{}",
+            package.url
+        );
+        assert_eq!(
+            sha256_file(&path).unwrap(),
+            package.sha256,
+            "{}",
+            package.url
+        );
+    }
+
+    /// Extracts a patch package as a client would and checks every shipped file against the
+    /// new tree.
+    fn assert_patch_ships_new_content(f: &Fixture, patch: &Patch, new_tree: &Path) {
+        let stage = tempfile::tempdir().unwrap();
+        let listing = extract::extract(
+            &f.repo.join(&patch.package.url),
+            stage.path(),
+            &ExtractLimits::for_unpacked_size(patch.package.unpacked_size),
+            Allowed::Operations(&patch.operations),
+        )
+        .unwrap();
+        let new = TreeListing::scan(new_tree, &[]).unwrap();
+        assert_eq!(listing.total_size(), patch.package.unpacked_size);
+        for (path, record) in &listing.files {
+            assert_eq!(Some(record), new.files.get(path), "{path}");
+        }
+        for dir in &patch.operations.replace.directories {
+            let shipped: BTreeMap<_, _> = listing
+                .files
+                .iter()
+                .filter(|(p, _)| p.starts_with(dir))
+                .collect();
+            let wanted: BTreeMap<_, _> = new
+                .files
+                .iter()
+                .filter(|(p, _)| p.starts_with(dir))
+                .collect();
+            assert_eq!(shipped, wanted, "directory {dir}");
+        }
+    }
+
+    const V1: &[&str] = &[
+        "bin/app=app v1:755",
+        "bin/run.sh=run:644",
+        "conf/app.yml=a: 1",
+        "conf/legacy.yml=legacy",
+        "web/a.css=a1",
+        "web/b.css=b1",
+        "plugins/legacy/x.so=x",
+        "plugins/keep.so=k",
+    ];
+    const V2: &[&str] = &[
+        "bin/app=app v2:755",
+        "bin/run.sh=run:755",
+        "conf/app.yml=a: 1",
+        "conf/new.yml=new",
+        "web/a.css=a2",
+        "web/c.css=c2",
+        "plugins/keep.so=k",
+        "logs/",
+    ];
+    const V3: &[&str] = &[
+        "bin/app=app v3:755",
+        "bin/run.sh=run:755",
+        "conf/app.yml=a: 2",
+        "conf/new.yml=new",
+        "web/a.css=a2",
+        "web/c.css=c2",
+        "plugins/keep.so=k",
+        "logs/",
+        "docs/guide/intro.md=hello",
+    ];
+
+    #[test]
+    fn publishes_three_releases_with_patches_that_rebuild_each_tree() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        let t2 = make_tree(&f, "2", V2);
+        let t3 = make_tree(&f, "3", V3);
+
+        let r1 = publish(&request(&f, "1.0.0", &t1)).unwrap();
+        assert_eq!((r1.serial, r1.patches.len()), (1, 0));
+        assert_eq!(r1.arch, "x86_64");
+        assert_eq!(r1.full.url, "packages/demo-app-1.0.0-x86_64.tar.gz");
+        let r2 = publish(&request(&f, "1.1.0", &t2)).unwrap();
+        assert_eq!(r2.serial, 2);
+        let r3 = publish(&request(&f, "v1.2.0", &t3)).unwrap();
+        assert_eq!(r3.serial, 3);
+
+        let m = verified(&f);
+        assert_eq!((m.serial, m.product.as_str()), (3, "demo-app"));
+        assert_eq!(m.expires, datetime!(2027-03-01 10:00:00 UTC));
+        let versions: Vec<String> = m.releases.iter().map(|r| r.version.to_string()).collect();
+        assert_eq!(versions, ["1.0.0", "1.1.0", "1.2.0"]);
+        for r in &m.releases {
+            assert_eq!(r.channel, "stable");
+            assert_eq!(r.published, datetime!(2026-12-01 10:00:00 UTC));
+            assert_eq!(r.notes, format!("release {}", r.version));
+            assert_eq!(r.artifacts.keys().collect::<Vec<_>>(), ["x86_64"]);
+            let a = &r.artifacts["x86_64"];
+            assert_matches_file(&f, a.full.as_ref().unwrap());
+            for p in &a.patches {
+                assert_matches_file(&f, &p.package);
+            }
+        }
+        let full1 = m.releases[0].artifacts["x86_64"].full.as_ref().unwrap();
+        assert_eq!(
+            full1.unpacked_size,
+            TreeListing::scan(&t1, &[]).unwrap().total_size()
+        );
+
+        let a2 = &m.releases[1].artifacts["x86_64"];
+        assert_eq!(a2.patches.len(), 1);
+        let p12 = &a2.patches[0];
+        assert_eq!(p12.from, v("1.0.0"));
+        assert_eq!(
+            p12.package.url,
+            "packages/demo-app-1.0.0-to-1.1.0-x86_64.tar.gz"
+        );
+        let ops = &p12.operations;
+        assert_eq!(
+            paths(&ops.replace.files),
+            ["bin/app", "bin/run.sh", "conf/new.yml"]
+        );
+        assert_eq!(paths(&ops.replace.directories), ["logs", "web"]);
+        assert_eq!(paths(&ops.delete.files), ["conf/legacy.yml"]);
+        assert_eq!(paths(&ops.delete.directories), ["plugins/legacy"]);
+        assert_patch_ships_new_content(&f, p12, &t2);
+
+        let a3 = &m.releases[2].artifacts["x86_64"];
+        let froms: Vec<String> = a3.patches.iter().map(|p| p.from.to_string()).collect();
+        assert_eq!(froms, ["1.0.0", "1.1.0"]);
+        let p23 = a3.patch_from(&v("1.1.0")).unwrap();
+        assert_eq!(
+            paths(&p23.operations.replace.files),
+            ["bin/app", "conf/app.yml"]
+        );
+        assert_eq!(paths(&p23.operations.replace.directories), ["docs"]);
+        assert!(p23.operations.delete.is_empty());
+        assert_patch_ships_new_content(&f, p23, &t3);
+        assert_patch_ships_new_content(&f, a3.patch_from(&v("1.0.0")).unwrap(), &t3);
+
+        // No temp files or rebuilt trees are left in the repository.
+        let mut names: Vec<String> = fs::read_dir(&f.repo)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [LOCK_FILE, MANIFEST_FILE, SIGNATURE_FILE, PACKAGES_DIR]
+        );
+    }
+
+    #[test]
+    fn republishing_identical_input_gives_identical_packages() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        let t2 = make_tree(&f, "2", V2);
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        let first = publish(&request(&f, "1.1.0", &t2)).unwrap();
+        let bytes_before: Vec<Vec<u8>> = std::iter::once(&first.full)
+            .chain(first.patches.iter().map(|p| &p.package))
+            .map(|p| fs::read(f.repo.join(&p.url)).unwrap())
+            .collect();
+
+        let again = publish(&request(&f, "1.1.0", &t2)).unwrap();
+        assert_eq!(again.serial, 3);
+        assert_eq!(again.full, first.full);
+        assert_eq!(again.patches, first.patches);
+        let bytes_after: Vec<Vec<u8>> = std::iter::once(&again.full)
+            .chain(again.patches.iter().map(|p| &p.package))
+            .map(|p| fs::read(f.repo.join(&p.url)).unwrap())
+            .collect();
+        assert_eq!(bytes_before, bytes_after);
+        let m = verified(&f);
+        assert_eq!(m.releases.len(), 2);
+    }
+
+    #[test]
+    fn republishing_a_changed_tree_rebuilds_the_patches_from_it() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        let t2 = make_tree(&f, "2", V2);
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        publish(&request(&f, "1.1.0", &t2)).unwrap();
+        let t1b = make_tree(&f, "1b", &[V1, &["extra.txt=x"]].concat());
+        let report = publish(&request(&f, "1.0.0", &t1b)).unwrap();
+        assert_eq!(report.patches.len(), 1);
+        assert_eq!(
+            (
+                report.patches[0].from.to_string(),
+                report.patches[0].to.to_string()
+            ),
+            ("1.0.0".into(), "1.1.0".into())
+        );
+
+        let m = verified(&f);
+        let p = m.releases[1].artifacts["x86_64"]
+            .patch_from(&v("1.0.0"))
+            .unwrap();
+        assert_eq!(
+            paths(&p.operations.delete.files),
+            ["conf/legacy.yml", "extra.txt"]
+        );
+        assert_matches_file(&f, &p.package);
+        assert_patch_ships_new_content(&f, p, &t2);
+    }
+
+    #[test]
+    fn a_lower_version_gets_patches_only_from_earlier_ones() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        let t2 = make_tree(&f, "2", V2);
+        let t3 = make_tree(&f, "3", V3);
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        publish(&request(&f, "2.0.0", &t3)).unwrap();
+        let mut req = request(&f, "1.5.0", &t2);
+        req.channel = Some("stable".into());
+        let report = publish(&req).unwrap();
+        let froms: Vec<String> = report.patches.iter().map(|p| p.from.to_string()).collect();
+        assert_eq!(froms, ["1.0.0"]);
+        let m = verified(&f);
+        assert_eq!(m.releases[1].artifacts["x86_64"].patches.len(), 1);
+
+        // Another channel is another line: no patches across channels.
+        let mut beta = request(&f, "3.0.0", &t1);
+        beta.channel = Some("beta".into());
+        assert!(publish(&beta).unwrap().patches.is_empty());
+    }
+
+    #[test]
+    fn refuses_a_repository_signed_by_another_key() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        let before = fs::read(f.repo.join(MANIFEST_FILE)).unwrap();
+        let (other, _) = keys::generate_keypair(&f.trees.join("other"), "other").unwrap();
+        let mut req = request(&f, "1.1.0", &t1);
+        req.key = other;
+        let err = publish(&req).unwrap_err();
+        assert!(matches!(err, PublishError::ForeignManifest { .. }), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        assert!(err.to_string().contains("not signed by the key"), "{err}");
+        assert_eq!(fs::read(f.repo.join(MANIFEST_FILE)).unwrap(), before);
+        assert!(
+            !f.repo
+                .join("packages/demo-app-1.1.0-x86_64.tar.gz")
+                .exists()
+        );
+    }
+
+    #[test]
+    fn refuses_an_unsigned_manifest_another_product_and_bad_requests() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+
+        let mut other = request(&f, "1.1.0", &t1);
+        other.product = "other-app".into();
+        let err = publish(&other).unwrap_err();
+        assert!(matches!(err, PublishError::ProductMismatch { .. }), "{err}");
+
+        let mut bad = request(&f, "1.1.0", &t1);
+        bad.channel = Some("../x".into());
+        assert_eq!(publish(&bad).unwrap_err().exit_class(), ExitClass::Usage);
+        let mut bad = request(&f, "1.1.0", &t1);
+        bad.expires_days = Some(0);
+        assert_eq!(publish(&bad).unwrap_err().exit_class(), ExitClass::Usage);
+        let bad = request(&f, "1.1.0", &f.trees.join("missing"));
+        assert!(matches!(
+            publish(&bad).unwrap_err(),
+            PublishError::TreeNotADirectory { .. }
+        ));
+
+        fs::remove_file(f.repo.join(SIGNATURE_FILE)).unwrap();
+        let err = publish(&request(&f, "1.1.0", &t1)).unwrap_err();
+        assert!(
+            matches!(err, PublishError::UnsignedManifest { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_to_build_patches_from_a_tampered_package() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        let r1 = publish(&request(&f, "1.0.0", &t1)).unwrap();
+        let path = f.repo.join(&r1.full.url);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        let err = publish(&request(&f, "1.1.0", &t1)).unwrap_err();
+        assert!(matches!(err, PublishError::PackageMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_in_the_tree_is_refused() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        std::os::unix::fs::symlink("/etc/passwd", t1.join("link")).unwrap();
+        let err = publish(&request(&f, "1.0.0", &t1)).unwrap_err();
+        assert!(matches!(err, PublishError::ScanTree(_)), "{err}");
+        assert!(!f.repo.join(MANIFEST_FILE).exists());
+    }
+}

@@ -1,0 +1,597 @@
+//! Deciding whether a fetched manifest may be believed: verify before parse.
+//!
+//! The order is fixed and matters: the signature over the exact fetched bytes first (nothing of an
+//! unsigned manifest is even parsed), then the JSON, then the checks that stop replay and freeze
+//! attacks (format, product, expiry, serial not lower than the last accepted one), then the
+//! structural rules a client relies on when it plans an update (unique versions per channel, sane
+//! architecture keys, package URLs inside the repository, well-formed patch operations).
+//!
+//! Nothing here persists anything: the caller records the new serial only after every check passed.
+
+use std::collections::BTreeSet;
+
+use ed25519_dalek::VerifyingKey;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::ExitClass;
+use crate::package::extract::{ExtractError, validate_operations};
+use crate::relpath::RelPath;
+use crate::repo::manifest::{FORMAT, Manifest, Operations, Package};
+use crate::repo::signature;
+use crate::version::normalize_arch;
+
+/// What a client trusts: the configured product, its keys, and what it accepted before.
+#[derive(Debug, Clone)]
+pub struct TrustPolicy {
+    pub product: String,
+    pub keys: Vec<VerifyingKey>,
+    /// How many distinct trusted keys must have signed (at least 1).
+    pub threshold: usize,
+    /// The highest serial accepted so far (0 when none); a lower one is a rollback.
+    pub min_serial: u64,
+    pub now: OffsetDateTime,
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error(
+        "signature threshold {threshold} cannot be met by {distinct_keys} distinct trusted keys; set [source].threshold between 1 and the number of keys in [source].keys"
+    )]
+    InvalidThreshold {
+        threshold: usize,
+        distinct_keys: usize,
+    },
+    #[error(
+        "manifest signature file for {url} is not valid JSON of the form {{\"signatures\": [{{\"keyid\", \"sig\"}}]}}: {reason}"
+    )]
+    MalformedSignatureFile { url: String, reason: String },
+    #[error(
+        "manifest signature check failed for {url}: {valid} of {threshold} required trusted keys signed it ({detail}); is the repository signed with a key in [source].keys?"
+    )]
+    SignatureThresholdNotMet {
+        url: String,
+        valid: usize,
+        threshold: usize,
+        detail: String,
+    },
+    #[error("manifest from {url} is signed but is not a valid format-1 manifest: {reason}")]
+    ParseManifest { url: String, reason: String },
+    #[error(
+        "manifest from {url} has format {found}; this molt understands format {supported} only (upgrade molt)"
+    )]
+    UnsupportedFormat {
+        url: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "manifest from {url} is for product {found:?}, but this install is {expected:?}; check [source].url and product in the config"
+    )]
+    WrongProduct {
+        url: String,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "manifest from {url} expired at {expires} (now {now}): refusing a possibly frozen repository; the publisher must re-sign it"
+    )]
+    Expired {
+        url: String,
+        expires: String,
+        now: String,
+    },
+    #[error(
+        "manifest serial {serial} from {url} is lower than the last accepted serial {last_accepted}: refusing a rollback"
+    )]
+    SerialRollback {
+        url: String,
+        serial: u64,
+        last_accepted: u64,
+    },
+    #[error("manifest from {url} lists release {version} on channel {channel:?} more than once")]
+    DuplicateRelease {
+        url: String,
+        version: String,
+        channel: String,
+    },
+    #[error("manifest from {url}, release {version}: {reason}")]
+    InvalidRelease {
+        url: String,
+        version: String,
+        reason: String,
+    },
+    #[error(
+        "manifest from {url}, release {version} ({arch}), patch from {from}: invalid operations: {reason}"
+    )]
+    InvalidOperations {
+        url: String,
+        version: String,
+        arch: String,
+        from: String,
+        reason: String,
+    },
+}
+
+impl TrustError {
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            TrustError::InvalidThreshold { .. } => ExitClass::Usage,
+            _ => ExitClass::Security,
+        }
+    }
+}
+
+/// Verifies `manifest_bytes` against `sig_bytes` and `policy` and returns the parsed manifest.
+pub fn verify_manifest(
+    manifest_bytes: &[u8],
+    sig_bytes: &[u8],
+    policy: &TrustPolicy,
+    source_url: &str,
+) -> Result<Manifest, TrustError> {
+    signature::verify(
+        manifest_bytes,
+        sig_bytes,
+        &policy.keys,
+        policy.threshold,
+        source_url,
+    )?;
+    let url = || source_url.to_owned();
+    let manifest: Manifest =
+        serde_json::from_slice(manifest_bytes).map_err(|e| TrustError::ParseManifest {
+            url: url(),
+            reason: e.to_string(),
+        })?;
+    if manifest.format != FORMAT {
+        return Err(TrustError::UnsupportedFormat {
+            url: url(),
+            found: manifest.format,
+            supported: FORMAT,
+        });
+    }
+    if manifest.product != policy.product {
+        return Err(TrustError::WrongProduct {
+            url: url(),
+            found: manifest.product,
+            expected: policy.product.clone(),
+        });
+    }
+    if manifest.expires <= policy.now {
+        return Err(TrustError::Expired {
+            url: url(),
+            expires: rfc3339(manifest.expires),
+            now: rfc3339(policy.now),
+        });
+    }
+    if manifest.serial < policy.min_serial {
+        return Err(TrustError::SerialRollback {
+            url: url(),
+            serial: manifest.serial,
+            last_accepted: policy.min_serial,
+        });
+    }
+    check_structure(&manifest, source_url)?;
+    Ok(manifest)
+}
+
+/// The structural rules every consumer of a manifest relies on.
+pub fn check_structure(manifest: &Manifest, url: &str) -> Result<(), TrustError> {
+    let mut seen = BTreeSet::new();
+    for release in &manifest.releases {
+        let version = release.version.to_string();
+        let invalid = |reason: String| TrustError::InvalidRelease {
+            url: url.to_owned(),
+            version: version.clone(),
+            reason,
+        };
+        if !seen.insert((release.channel.clone(), release.version.clone())) {
+            return Err(TrustError::DuplicateRelease {
+                url: url.to_owned(),
+                version,
+                channel: release.channel.clone(),
+            });
+        }
+        if !is_plain_name(&release.channel) {
+            return Err(invalid(format!(
+                "channel {:?} is not a plain name (letters, digits, `.`, `_`, `-`)",
+                release.channel
+            )));
+        }
+        let mut arches = BTreeSet::new();
+        for (arch, artifacts) in &release.artifacts {
+            if !is_plain_name(arch) {
+                return Err(invalid(format!(
+                    "architecture key {arch:?} is not a plain name"
+                )));
+            }
+            if !arches.insert(normalize_arch(arch)) {
+                return Err(invalid(format!(
+                    "architecture {arch:?} is listed twice (under an alias)"
+                )));
+            }
+            if let Some(full) = &artifacts.full {
+                check_package(full).map_err(|r| invalid(format!("{arch} full package: {r}")))?;
+            }
+            let mut froms = BTreeSet::new();
+            for patch in &artifacts.patches {
+                let from = patch.from.to_string();
+                let invalid_ops = |reason: String| TrustError::InvalidOperations {
+                    url: url.to_owned(),
+                    version: version.clone(),
+                    arch: arch.clone(),
+                    from: from.clone(),
+                    reason,
+                };
+                if patch.from == release.version {
+                    return Err(invalid_ops(
+                        "a patch cannot start at its own release".into(),
+                    ));
+                }
+                if !froms.insert(patch.from.clone()) {
+                    return Err(invalid_ops("listed twice for the same release".into()));
+                }
+                check_package(&patch.package).map_err(&invalid_ops)?;
+                check_operations(&patch.operations).map_err(&invalid_ops)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A package must sit inside the repository and carry a well-formed hash.
+fn check_package(package: &Package) -> Result<(), String> {
+    RelPath::new(&package.url).map_err(|e| {
+        format!(
+            "package url {:?} must be a relative path inside the repository: {}",
+            package.url, e.reason
+        )
+    })?;
+    if package.url.contains(['?', '#', '\\', ':']) {
+        return Err(format!(
+            "package url {:?} must be a plain relative path (no `?`, `#`, `\\` or `:`)",
+            package.url
+        ));
+    }
+    let well_formed = package.sha256.len() == 64
+        && package
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !well_formed {
+        return Err(format!(
+            "package {} has sha256 {:?}; expected 64 lowercase hex digits",
+            package.url, package.sha256
+        ));
+    }
+    Ok(())
+}
+
+/// The patch-operation rules of the repository contract, checked before any download starts:
+/// no path listed twice, plus `package::extract::validate_operations` (no path both replaced and
+/// deleted, nor one inside the other; nothing replaced inside a replaced directory or below a
+/// replaced file), the same rules the extractor enforces on what it stages.
+fn check_operations(ops: &Operations) -> Result<(), String> {
+    let mut all = BTreeSet::new();
+    for path in ops.replace.iter().chain(ops.delete.iter()) {
+        if !all.insert(path) {
+            return Err(format!("{path} is listed more than once"));
+        }
+    }
+    validate_operations(ops).map_err(|e| match e {
+        ExtractError::InvalidOperations { path, reason } => format!("{path} {reason}"),
+        other => other.to_string(),
+    })
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::keys::key_id;
+    use crate::repo::signature::{SignatureFile, sign};
+
+    const URL: &str = "https://updates.example.com/demo-app/";
+    const SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn manifest_json(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut v = serde_json::json!({
+            "format": 1, "product": "demo-app", "serial": 7, "expires": "2027-03-01T00:00:00Z",
+            "releases": [
+              { "version": "1.1.0", "channel": "stable", "published": "2026-10-01T10:00:00Z",
+                "artifacts": { "x86_64": { "full": {
+                  "url": "packages/demo-app-1.1.0-x86_64.tar.gz", "size": 10, "sha256": SHA,
+                  "unpacked_size": 20 } } } },
+              { "version": "1.2.0", "channel": "stable", "published": "2026-11-30T10:00:00Z",
+                "notes": "Fix login",
+                "artifacts": { "x86_64": {
+                  "full": { "url": "packages/demo-app-1.2.0-x86_64.tar.gz", "size": 10,
+                            "sha256": SHA, "unpacked_size": 20 },
+                  "patches": [{ "from": "1.1.0",
+                    "url": "packages/demo-app-1.1.0-to-1.2.0-x86_64.tar.gz", "size": 5,
+                    "sha256": SHA, "unpacked_size": 8,
+                    "operations": {
+                      "replace": { "files": ["bin/app"], "directories": ["web"] },
+                      "delete": { "files": ["conf/legacy.yml"], "directories": ["plugins/legacy"] }
+                    } }]
+                } } }
+            ]
+        });
+        edit(&mut v);
+        serde_json::to_vec_pretty(&v).unwrap()
+    }
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn sig_file(bytes: &[u8], keys: &[&SigningKey]) -> Vec<u8> {
+        SignatureFile {
+            signatures: keys.iter().map(|k| sign(bytes, k)).collect(),
+        }
+        .to_bytes()
+    }
+
+    fn policy(keys: &[&SigningKey]) -> TrustPolicy {
+        TrustPolicy {
+            product: "demo-app".into(),
+            keys: keys.iter().map(|k| k.verifying_key()).collect(),
+            threshold: 1,
+            min_serial: 0,
+            now: datetime!(2026-12-01 00:00 UTC),
+        }
+    }
+
+    /// Signs `bytes` with `signer` and checks it against `policy`.
+    fn check(
+        bytes: &[u8],
+        signer: &SigningKey,
+        policy: &TrustPolicy,
+    ) -> Result<Manifest, TrustError> {
+        verify_manifest(bytes, &sig_file(bytes, &[signer]), policy, URL)
+    }
+
+    fn expect_security(err: TrustError, needles: &[&str]) {
+        assert_eq!(err.exit_class(), ExitClass::Security, "{err}");
+        let text = err.to_string();
+        for needle in needles {
+            assert!(text.contains(needle), "{needle:?} not in: {text}");
+        }
+    }
+
+    #[test]
+    fn accepts_a_signed_current_manifest() {
+        let k = key(1);
+        let m = check(&manifest_json(|_| {}), &k, &policy(&[&k])).unwrap();
+        assert_eq!((m.serial, m.releases.len()), (7, 2));
+    }
+
+    #[test]
+    fn accepts_the_same_serial_again_and_a_higher_one() {
+        let k = key(1);
+        let mut p = policy(&[&k]);
+        p.min_serial = 7;
+        check(&manifest_json(|_| {}), &k, &p).unwrap();
+        p.min_serial = 3;
+        check(&manifest_json(|_| {}), &k, &p).unwrap();
+    }
+
+    #[test]
+    fn accepts_a_threshold_of_two_distinct_keys() {
+        let (a, b) = (key(1), key(2));
+        let bytes = manifest_json(|_| {});
+        let mut p = policy(&[&a, &b]);
+        p.threshold = 2;
+        verify_manifest(&bytes, &sig_file(&bytes, &[&a, &b]), &p, URL).unwrap();
+    }
+
+    #[test]
+    fn rejects_a_signature_by_the_wrong_key() {
+        let (trusted, other) = (key(1), key(2));
+        let err = check(&manifest_json(|_| {}), &other, &policy(&[&trusted])).unwrap_err();
+        expect_security(err, &[URL, "0 of 1", &key_id(&other.verifying_key())]);
+    }
+
+    #[test]
+    fn rejects_a_tampered_byte_before_parsing() {
+        let k = key(1);
+        let bytes = manifest_json(|_| {});
+        let sig = sig_file(&bytes, &[&k]);
+        let mut tampered = bytes.clone();
+        let at = tampered.iter().position(|&b| b == b'7').unwrap();
+        tampered[at] = b'9';
+        let err = verify_manifest(&tampered, &sig, &policy(&[&k]), URL).unwrap_err();
+        assert!(
+            matches!(err, TrustError::SignatureThresholdNotMet { .. }),
+            "{err}"
+        );
+
+        // Even garbage is not parsed when unsigned: the signature error comes first.
+        let err = verify_manifest(b"not json", &sig, &policy(&[&k]), URL).unwrap_err();
+        assert!(
+            matches!(err, TrustError::SignatureThresholdNotMet { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_one_key_signing_twice_for_a_threshold_of_two() {
+        let (a, b) = (key(1), key(2));
+        let bytes = manifest_json(|_| {});
+        let mut p = policy(&[&a, &b]);
+        p.threshold = 2;
+        let err = verify_manifest(&bytes, &sig_file(&bytes, &[&a, &a]), &p, URL).unwrap_err();
+        expect_security(err, &["1 of 2"]);
+    }
+
+    #[test]
+    fn rejects_a_signature_that_is_not_64_bytes() {
+        let k = key(1);
+        let bytes = manifest_json(|_| {});
+        let mut sig: serde_json::Value = serde_json::from_slice(&sig_file(&bytes, &[&k])).unwrap();
+        let good = sig["signatures"][0]["sig"].as_str().unwrap().to_owned();
+        sig["signatures"][0]["sig"] = format!("{good}AAAA").into();
+        let sig = serde_json::to_vec(&sig).unwrap();
+        let err = verify_manifest(&bytes, &sig, &policy(&[&k]), URL).unwrap_err();
+        expect_security(err, &["not 64 bytes"]);
+    }
+
+    #[test]
+    fn rejects_an_expired_manifest() {
+        let k = key(1);
+        let mut p = policy(&[&k]);
+        p.now = datetime!(2027-03-01 00:00 UTC);
+        let err = check(&manifest_json(|_| {}), &k, &p).unwrap_err();
+        expect_security(err, &[URL, "expired at 2027-03-01T00:00:00Z"]);
+    }
+
+    #[test]
+    fn rejects_a_replayed_lower_serial() {
+        let k = key(1);
+        let mut p = policy(&[&k]);
+        p.min_serial = 8;
+        let err = check(&manifest_json(|_| {}), &k, &p).unwrap_err();
+        expect_security(
+            err,
+            &[
+                "manifest serial 7 from",
+                URL,
+                "last accepted serial 8",
+                "rollback",
+            ],
+        );
+    }
+
+    #[test]
+    fn rejects_another_product() {
+        let k = key(1);
+        let bytes = manifest_json(|v| v["product"] = "other-app".into());
+        let err = check(&bytes, &k, &policy(&[&k])).unwrap_err();
+        expect_security(err, &["\"other-app\"", "\"demo-app\""]);
+    }
+
+    #[test]
+    fn rejects_an_unknown_format() {
+        let k = key(1);
+        let bytes = manifest_json(|v| v["format"] = 2.into());
+        let err = check(&bytes, &k, &policy(&[&k])).unwrap_err();
+        expect_security(err, &["format 2", "format 1"]);
+    }
+
+    #[test]
+    fn rejects_signed_but_unparsable_manifests() {
+        let k = key(1);
+        let bytes = manifest_json(|v| {
+            v["releases"][1]["artifacts"]["x86_64"]["patches"][0]["operations"]["delete"]["files"]
+                [0] = "../../etc/passwd".into();
+        });
+        let err = check(&bytes, &k, &policy(&[&k])).unwrap_err();
+        assert!(matches!(err, TrustError::ParseManifest { .. }), "{err}");
+        expect_security(err, &["..` component"]);
+    }
+
+    type ManifestEdit = Box<dyn FnOnce(&mut serde_json::Value)>;
+
+    #[test]
+    fn rejects_structural_errors() {
+        let k = key(1);
+        let p = policy(&[&k]);
+        let cases: Vec<(ManifestEdit, &str)> = vec![
+            (
+                Box::new(|v| v["releases"][1]["version"] = "1.1.0".into()),
+                "more than once",
+            ),
+            (
+                Box::new(|v| {
+                    let arts = v["releases"][0]["artifacts"].as_object_mut().unwrap();
+                    let x = arts["x86_64"].clone();
+                    arts.insert("amd64".into(), x);
+                }),
+                "listed twice",
+            ),
+            (
+                Box::new(|v| {
+                    v["releases"][0]["artifacts"]["x86_64"]["full"]["url"] =
+                        "https://evil.example/x.tar.gz".into()
+                }),
+                "relative path inside the repository",
+            ),
+            (
+                Box::new(|v| {
+                    v["releases"][0]["artifacts"]["x86_64"]["full"]["url"] =
+                        "evil.example:x.tar.gz".into()
+                }),
+                "plain relative path",
+            ),
+            (
+                Box::new(|v| {
+                    v["releases"][0]["artifacts"]["x86_64"]["full"]["sha256"] = "ABC".into()
+                }),
+                "64 lowercase hex",
+            ),
+            (
+                Box::new(|v| {
+                    v["releases"][1]["artifacts"]["x86_64"]["patches"][0]["operations"]["delete"]
+                        ["files"][0] = "bin/app".into()
+                }),
+                "more than once",
+            ),
+            (
+                Box::new(|v| {
+                    v["releases"][1]["artifacts"]["x86_64"]["patches"][0]["operations"]["delete"]
+                        ["files"][0] = "web/old.css".into()
+                }),
+                "inside a replaced path",
+            ),
+            (
+                Box::new(|v| {
+                    v["releases"][1]["artifacts"]["x86_64"]["patches"][0]["operations"]["delete"]
+                        ["directories"][0] = "bin".into()
+                }),
+                "also deleted",
+            ),
+            (
+                Box::new(|v| {
+                    v["releases"][1]["artifacts"]["x86_64"]["patches"][0]["operations"]["replace"]
+                        ["files"][0] = "web/index.html".into()
+                }),
+                "inside a replaced directory",
+            ),
+            (
+                Box::new(|v| {
+                    v["releases"][1]["artifacts"]["x86_64"]["patches"][0]["from"] = "1.2.0".into()
+                }),
+                "its own release",
+            ),
+        ];
+        for (edit, needle) in cases {
+            let err = check(&manifest_json(edit), &k, &p).unwrap_err();
+            expect_security(err, &[URL, needle]);
+        }
+    }
+
+    #[test]
+    fn the_same_version_on_two_channels_is_fine() {
+        let k = key(1);
+        let bytes = manifest_json(|v| {
+            v["releases"][1]["version"] = "1.1.0".into();
+            v["releases"][1]["channel"] = "beta".into();
+            v["releases"][1]["artifacts"]["x86_64"]["patches"] = serde_json::json!([]);
+        });
+        check(&bytes, &k, &policy(&[&k])).unwrap();
+    }
+}
