@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod hashing;
+pub mod plugins;
 pub mod relpath;
 pub mod repo;
 pub mod tree;
