@@ -17,8 +17,12 @@ const TARGET: &str = "wasm32-wasip2";
 const EMBEDDED: &[&str] = &["default.wasm", "require_files.wasm"];
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("host/ has a parent").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let plugins = root.join("plugins");
 
@@ -33,10 +37,17 @@ fn main() {
         let from = artifacts.join(name);
         let to = out_dir.join(name);
         if let Err(e) = std::fs::copy(&from, &to) {
-            fail(&format!("cannot copy {} to {}: {e}", from.display(), to.display()));
+            fail(&format!(
+                "cannot copy {} to {}: {e}",
+                from.display(),
+                to.display()
+            ));
         }
     }
-    println!("cargo:rustc-env=MOLT_TEST_PLUGIN_DIR={}", artifacts.display());
+    println!(
+        "cargo:rustc-env=MOLT_TEST_PLUGIN_DIR={}",
+        artifacts.display()
+    );
 }
 
 /// Re-run when the WIT, the SDK or a plugin's sources change (never on target directories).
@@ -51,11 +62,15 @@ fn watch_sources(root: &Path, plugins: &Path) {
     ] {
         println!("cargo:rerun-if-changed={}", path.display());
     }
-    let entries = std::fs::read_dir(plugins).unwrap_or_else(|e| fail(&format!("cannot list {}: {e}", plugins.display())));
+    let entries = std::fs::read_dir(plugins)
+        .unwrap_or_else(|e| fail(&format!("cannot list {}: {e}", plugins.display())));
     for entry in entries.flatten() {
         let crate_dir = entry.path();
         if crate_dir.join("Cargo.toml").is_file() {
-            println!("cargo:rerun-if-changed={}", crate_dir.join("Cargo.toml").display());
+            println!(
+                "cargo:rerun-if-changed={}",
+                crate_dir.join("Cargo.toml").display()
+            );
             println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());
         }
     }
@@ -72,13 +87,17 @@ fn ensure_wasm_target() {
     if output.status.success() && Path::new(&libdir).is_dir() {
         return;
     }
-    println!("cargo:warning=installing the {TARGET} target with rustup (needed to build molt's plugins)");
+    println!(
+        "cargo:warning=installing the {TARGET} target with rustup (needed to build molt's plugins)"
+    );
     let status = Command::new("rustup")
         .args(["target", "add", TARGET])
         .status()
         .unwrap_or_else(|e| fail(&format!("cannot run rustup to install {TARGET}: {e}; install it with `rustup target add {TARGET}`")));
     if !status.success() {
-        fail(&format!("`rustup target add {TARGET}` failed ({status}); install the target by hand"));
+        fail(&format!(
+            "`rustup target add {TARGET}` failed ({status}); install the target by hand"
+        ));
     }
 }
 
@@ -88,14 +107,22 @@ fn main_target_dir(out_dir: &Path) -> PathBuf {
     if let Some(dir) = env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
     }
-    if let Some(tagged) = out_dir.ancestors().find(|a| a.join("CACHEDIR.TAG").is_file()) {
+    if let Some(tagged) = out_dir
+        .ancestors()
+        .find(|a| a.join("CACHEDIR.TAG").is_file())
+    {
         return tagged.to_path_buf();
     }
     out_dir
         .ancestors()
         .find(|a| a.join("debug").is_dir() || a.join("release").is_dir())
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| fail(&format!("cannot find the target directory above {}", out_dir.display())))
+        .unwrap_or_else(|| {
+            fail(&format!(
+                "cannot find the target directory above {}",
+                out_dir.display()
+            ))
+        })
 }
 
 fn build_plugins(plugins: &Path, target_dir: &Path) {

@@ -7,12 +7,17 @@
 use std::path::PathBuf;
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
     let wit_path = manifest_dir.join("../wit/molt-plugin.wit");
     println!("cargo:rerun-if-changed={}", wit_path.display());
     let wit = std::fs::read_to_string(&wit_path)
         .unwrap_or_else(|e| panic!("cannot read the WIT package {}: {e}", wit_path.display()));
-    assert!(!wit.contains("\"####"), "the WIT text must not contain \"####");
+    assert!(
+        !wit.contains("\"####"),
+        "the WIT text must not contain \"####"
+    );
     let generated = format!(
         r#####"/// Generates the guest bindings of one world of `molt:plugin` in the invoking module.
 #[doc(hidden)]
@@ -31,6 +36,8 @@ macro_rules! __molt_generate_bindings {{
 pub const WIT: &str = r####"{wit}"####;
 "#####
     );
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("wit_macro.rs");
-    std::fs::write(&out, generated).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join("wit_macro.rs");
+    std::fs::write(&out, generated)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
 }

@@ -109,7 +109,9 @@ pub mod policy;
 pub use semver;
 pub use serde;
 pub use serde_json;
-pub use types::{Decision, Patch, PluginInfo, Release, StrategyContext, ValidationContext, Version};
+pub use types::{
+    Decision, Patch, PluginInfo, Release, StrategyContext, ValidationContext, Version,
+};
 pub use wit_bindgen;
 
 use serde::de::DeserializeOwned;
@@ -162,7 +164,9 @@ pub fn parse_config<C: DeserializeOwned + Default>(json: &str) -> Result<C, Stri
 #[doc(hidden)]
 pub mod __private {
     pub use crate::log::Level;
-    use crate::types::{Decision, Patch, PluginInfo, Release, StrategyContext, ValidationContext, Version};
+    use crate::types::{
+        Decision, Patch, PluginInfo, Release, StrategyContext, ValidationContext, Version,
+    };
     use crate::{Strategy, Validator, parse_config};
 
     /// `patch-offer` as it crosses the boundary.
@@ -229,7 +233,12 @@ pub mod __private {
                     patches: r
                         .patches
                         .into_iter()
-                        .map(|p| Ok(Patch { from: version(&p.from, "patch source version")?, size: p.size }))
+                        .map(|p| {
+                            Ok(Patch {
+                                from: version(&p.from, "patch source version")?,
+                                size: p.size,
+                            })
+                        })
                         .collect::<Result<_, String>>()?,
                     channel: r.channel,
                     notes: r.notes,
@@ -239,11 +248,17 @@ pub mod __private {
             })
             .collect::<Result<_, String>>()?;
         Ok(StrategyContext {
-            installed_version: wire.installed_version.map(|v| version(&v, "installed version")).transpose()?,
+            installed_version: wire
+                .installed_version
+                .map(|v| version(&v, "installed version"))
+                .transpose()?,
             arch: wire.arch,
             channel: wire.channel,
             force_full: wire.force_full,
-            requested_version: wire.requested_version.map(|v| version(&v, "requested version")).transpose()?,
+            requested_version: wire
+                .requested_version
+                .map(|v| version(&v, "requested version"))
+                .transpose()?,
             releases,
             rolled_back_from: versions(wire.rolled_back_from, "rolled-back version")?,
             failed_validation: versions(wire.failed_validation, "failed-validation version")?,
@@ -260,7 +275,10 @@ pub mod __private {
         P::info()
     }
 
-    pub fn run_strategy<P: Strategy>(ctx: WireStrategyContext, config: &str) -> Result<WireDecision, String> {
+    pub fn run_strategy<P: Strategy>(
+        ctx: WireStrategyContext,
+        config: &str,
+    ) -> Result<WireDecision, String> {
         let ctx = strategy_context(ctx)?;
         let config = parse_config::<P::Config>(config)?;
         Ok(match P::decide(&ctx, config)? {
@@ -273,9 +291,15 @@ pub mod __private {
         })
     }
 
-    pub fn run_validator<P: Validator>(ctx: WireValidationContext, config: &str) -> Result<(), String> {
+    pub fn run_validator<P: Validator>(
+        ctx: WireValidationContext,
+        config: &str,
+    ) -> Result<(), String> {
         let ctx = ValidationContext {
-            old_version: ctx.old_version.map(|v| version(&v, "old version")).transpose()?,
+            old_version: ctx
+                .old_version
+                .map(|v| version(&v, "old version"))
+                .transpose()?,
             new_version: version(&ctx.new_version, "new version")?,
             changed: ctx.changed,
             removed: ctx.removed,
@@ -339,7 +363,10 @@ macro_rules! export_strategy {
                     __molt_info(glue::info::<super::__MoltStrategyPlugin>())
                 }
 
-                fn decide(ctx: wit::StrategyContext, config: String) -> Result<wit::Decision, String> {
+                fn decide(
+                    ctx: wit::StrategyContext,
+                    config: String,
+                ) -> Result<wit::Decision, String> {
                     $crate::log::__install_sink(__molt_log_sink);
                     let wire = glue::WireStrategyContext {
                         installed_version: ctx.installed_version,
@@ -359,7 +386,10 @@ macro_rules! export_strategy {
                                 patches: r
                                     .patches
                                     .into_iter()
-                                    .map(|p| glue::WirePatch { from: p.from, size: p.size })
+                                    .map(|p| glue::WirePatch {
+                                        from: p.from,
+                                        size: p.size,
+                                    })
                                     .collect(),
                             })
                             .collect(),
@@ -368,13 +398,15 @@ macro_rules! export_strategy {
                         device_id: ctx.device_id,
                         now: ctx.now,
                     };
-                    Ok(match glue::run_strategy::<super::__MoltStrategyPlugin>(wire, &config)? {
-                        glue::WireDecision::Full(v) => wit::Decision::Full(v),
-                        glue::WireDecision::Patch { from, to } => {
-                            wit::Decision::Patch(wit::PatchChoice { from, to })
-                        }
-                        glue::WireDecision::None(reason) => wit::Decision::None(reason),
-                    })
+                    Ok(
+                        match glue::run_strategy::<super::__MoltStrategyPlugin>(wire, &config)? {
+                            glue::WireDecision::Full(v) => wit::Decision::Full(v),
+                            glue::WireDecision::Patch { from, to } => {
+                                wit::Decision::Patch(wit::PatchChoice { from, to })
+                            }
+                            glue::WireDecision::None(reason) => wit::Decision::None(reason),
+                        },
+                    )
                 }
             }
 

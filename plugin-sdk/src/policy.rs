@@ -55,7 +55,10 @@ pub fn decide(ctx: &StrategyContext, options: &PolicyOptions) -> Result<Decision
 }
 
 /// Like [`decide`], and says why the target was chosen.
-pub fn decide_with_reason(ctx: &StrategyContext, options: &PolicyOptions) -> Result<Outcome, String> {
+pub fn decide_with_reason(
+    ctx: &StrategyContext,
+    options: &PolicyOptions,
+) -> Result<Outcome, String> {
     let installed = ctx.installed_version.as_ref();
     let (target, reason) = if let Some(requested) = &ctx.requested_version {
         if ctx.release(requested).is_none() {
@@ -89,7 +92,10 @@ pub fn decide_with_reason(ctx: &StrategyContext, options: &PolicyOptions) -> Res
             .map(|r| &r.version)
             .max();
         let Some(newest) = newest else {
-            return Ok(none(format!("no release on channel {} for {}", ctx.channel, ctx.arch)));
+            return Ok(none(format!(
+                "no release on channel {} for {}",
+                ctx.channel, ctx.arch
+            )));
         };
         let reason = match installed {
             None => Reason::FreshInstall,
@@ -162,7 +168,13 @@ mod tests {
             notes: String::new(),
             published: "2026-11-30T10:00:00Z".into(),
             full_size: Some(1000),
-            patches: patches_from.iter().map(|f| Patch { from: v(f), size: 10 }).collect(),
+            patches: patches_from
+                .iter()
+                .map(|f| Patch {
+                    from: v(f),
+                    size: 10,
+                })
+                .collect(),
         }
     }
 
@@ -198,15 +210,26 @@ mod tests {
 
     #[test]
     fn upgrade_uses_patch_when_one_exists_else_full() {
-        let patch = Decision::Patch { from: v("1.1.0"), to: v("1.2.0") };
+        let patch = Decision::Patch {
+            from: v("1.1.0"),
+            to: v("1.2.0"),
+        };
         assert_eq!(decide(&ctx(Some("1.1.0")), &opts()), Ok(patch));
-        assert_eq!(decide(&ctx(Some("1.0.0")), &opts()), Ok(Decision::Full(v("1.2.0"))));
+        assert_eq!(
+            decide(&ctx(Some("1.0.0")), &opts()),
+            Ok(Decision::Full(v("1.2.0")))
+        );
     }
 
     #[test]
     fn up_to_date_and_never_an_automatic_downgrade() {
-        assert!(matches!(decide(&ctx(Some("1.2.0")), &opts()), Ok(Decision::None(r)) if r.contains("up to date")));
-        assert!(matches!(decide(&ctx(Some("5.0.0")), &opts()), Ok(Decision::None(_))));
+        assert!(
+            matches!(decide(&ctx(Some("1.2.0")), &opts()), Ok(Decision::None(r)) if r.contains("up to date"))
+        );
+        assert!(matches!(
+            decide(&ctx(Some("5.0.0")), &opts()),
+            Ok(Decision::None(_))
+        ));
     }
 
     #[test]
@@ -229,7 +252,13 @@ mod tests {
         c.failed_validation = vec![v("1.2.0")];
         assert!(matches!(decide(&c, &opts()), Ok(Decision::None(_))));
         c.requested_version = Some(v("1.2.0"));
-        assert_eq!(decide(&c, &opts()), Ok(Decision::Patch { from: v("1.1.0"), to: v("1.2.0") }));
+        assert_eq!(
+            decide(&c, &opts()),
+            Ok(Decision::Patch {
+                from: v("1.1.0"),
+                to: v("1.2.0")
+            })
+        );
     }
 
     #[test]
@@ -238,34 +267,77 @@ mod tests {
         c.requested_version = Some(v("1.0.0"));
         assert_eq!(decide(&c, &opts()), Ok(Decision::Full(v("1.0.0"))));
         c.requested_version = Some(v("2.0.0"));
-        assert_eq!(decide(&c, &opts()), Ok(Decision::Patch { from: v("1.2.0"), to: v("2.0.0") }));
+        assert_eq!(
+            decide(&c, &opts()),
+            Ok(Decision::Patch {
+                from: v("1.2.0"),
+                to: v("2.0.0")
+            })
+        );
         c.requested_version = Some(v("1.2.0"));
-        assert!(matches!(decide(&c, &opts()), Ok(Decision::None(r)) if r.contains("already installed")));
+        assert!(
+            matches!(decide(&c, &opts()), Ok(Decision::None(r)) if r.contains("already installed"))
+        );
         c.requested_version = Some(v("9.9.9"));
         assert!(decide(&c, &opts()).unwrap_err().contains("9.9.9"));
     }
 
     #[test]
     fn pin_holds_or_moves_to_exactly_that_version() {
-        let pinned = PolicyOptions { pin: Some(v("1.1.0")), ..opts() };
-        assert_eq!(decide(&ctx(Some("1.0.0")), &pinned), Ok(Decision::Patch { from: v("1.0.0"), to: v("1.1.0") }));
-        assert!(matches!(decide(&ctx(Some("1.1.0")), &pinned), Ok(Decision::None(_))));
-        assert_eq!(decide(&ctx(Some("1.2.0")), &pinned), Ok(Decision::Full(v("1.1.0"))));
+        let pinned = PolicyOptions {
+            pin: Some(v("1.1.0")),
+            ..opts()
+        };
+        assert_eq!(
+            decide(&ctx(Some("1.0.0")), &pinned),
+            Ok(Decision::Patch {
+                from: v("1.0.0"),
+                to: v("1.1.0")
+            })
+        );
+        assert!(matches!(
+            decide(&ctx(Some("1.1.0")), &pinned),
+            Ok(Decision::None(_))
+        ));
+        assert_eq!(
+            decide(&ctx(Some("1.2.0")), &pinned),
+            Ok(Decision::Full(v("1.1.0")))
+        );
     }
 
     #[test]
     fn prereleases_only_when_allowed() {
-        let pre = PolicyOptions { allow_prerelease: true, ..opts() };
-        assert_eq!(decide(&ctx(Some("1.2.0")), &pre), Ok(Decision::Patch { from: v("1.2.0"), to: v("1.3.0-rc.1") }));
+        let pre = PolicyOptions {
+            allow_prerelease: true,
+            ..opts()
+        };
+        assert_eq!(
+            decide(&ctx(Some("1.2.0")), &pre),
+            Ok(Decision::Patch {
+                from: v("1.2.0"),
+                to: v("1.3.0-rc.1")
+            })
+        );
     }
 
     #[test]
     fn reason_tells_automatic_upgrades_from_explicit_choices() {
-        assert_eq!(decide_with_reason(&ctx(Some("1.1.0")), &opts()).unwrap().reason, Some(Reason::Upgrade));
-        assert_eq!(decide_with_reason(&ctx(None), &opts()).unwrap().reason, Some(Reason::FreshInstall));
+        assert_eq!(
+            decide_with_reason(&ctx(Some("1.1.0")), &opts())
+                .unwrap()
+                .reason,
+            Some(Reason::Upgrade)
+        );
+        assert_eq!(
+            decide_with_reason(&ctx(None), &opts()).unwrap().reason,
+            Some(Reason::FreshInstall)
+        );
         let mut c = ctx(Some("1.1.0"));
         c.requested_version = Some(v("1.2.0"));
-        assert_eq!(decide_with_reason(&c, &opts()).unwrap().reason, Some(Reason::Requested));
+        assert_eq!(
+            decide_with_reason(&c, &opts()).unwrap().reason,
+            Some(Reason::Requested)
+        );
     }
 
     #[test]

@@ -16,7 +16,11 @@ pub struct PluginInfo {
 }
 
 impl PluginInfo {
-    pub fn new(name: impl Into<String>, version: impl Into<String>, description: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
         PluginInfo {
             name: name.into(),
             version: version.into(),
@@ -99,7 +103,8 @@ impl StrategyContext {
         let time = self.now.split_once('T')?.1;
         let hour: u8 = time.get(0..2)?.parse().ok()?;
         let minute: u8 = time.get(3..5)?.parse().ok()?;
-        (time.as_bytes().get(2) == Some(&b':') && hour < 24 && minute < 60).then_some((hour, minute))
+        (time.as_bytes().get(2) == Some(&b':') && hour < 24 && minute < 60)
+            .then_some((hour, minute))
     }
 }
 

@@ -6,8 +6,8 @@ pub(super) mod strategy {
     wasmtime::component::bindgen!({ world: "strategy", path: "../wit" });
 
     pub use self::molt::plugin::host::{Host, Level};
-    pub use self::molt::plugin::types::{Decision, PatchOffer, ReleaseOffer, StrategyContext};
     pub use self::molt::plugin::types::Host as TypesHost;
+    pub use self::molt::plugin::types::{Decision, PatchOffer, ReleaseOffer, StrategyContext};
 }
 
 /// The `validator` world.
@@ -15,8 +15,8 @@ pub(super) mod validator {
     wasmtime::component::bindgen!({ world: "validator", path: "../wit" });
 
     pub use self::molt::plugin::host::{Host, Level};
-    pub use self::molt::plugin::types::ValidationContext;
     pub use self::molt::plugin::types::Host as TypesHost;
+    pub use self::molt::plugin::types::ValidationContext;
 }
 
 /// Export names as they appear in a component (`molt:plugin/strategy-plugin@0.1.0`).

@@ -29,7 +29,9 @@ impl Builtin {
     pub fn wasm(self) -> &'static [u8] {
         match self {
             Builtin::Default => include_bytes!(concat!(env!("OUT_DIR"), "/default.wasm")),
-            Builtin::RequireFiles => include_bytes!(concat!(env!("OUT_DIR"), "/require_files.wasm")),
+            Builtin::RequireFiles => {
+                include_bytes!(concat!(env!("OUT_DIR"), "/require_files.wasm"))
+            }
         }
     }
 }

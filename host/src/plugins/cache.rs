@@ -64,7 +64,11 @@ impl ComponentCache {
     /// Opens (creating with mode 0700) the cache directory; `None` with a warning if it cannot
     /// be created or is not private to this user: molt then compiles every time.
     pub(super) fn open(dir: &Path, engine: &Engine) -> Option<ComponentCache> {
-        if let Err(e) = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        if let Err(e) = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+        {
             tracing::warn!(dir = %dir.display(), "cannot create the plugin cache: {e}; compiling plugins every time");
             return None;
         }
@@ -86,11 +90,16 @@ impl ComponentCache {
 
     pub(super) fn entry(&self, wasm: &[u8]) -> PathBuf {
         let digest = hex::encode(Sha256::digest(wasm));
-        self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash))
+        self.dir
+            .join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
     /// The compiled component for `wasm`, from the cache when a good entry exists.
-    pub(super) fn load_or_compile(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, Origin)> {
+    pub(super) fn load_or_compile(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> wasmtime::Result<(Component, Origin)> {
         let entry = self.entry(wasm);
         if let Some(component) = self.load(engine, &entry) {
             return Ok((component, Origin::Cache));
@@ -133,7 +142,8 @@ impl ComponentCache {
             .serialize()
             .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
         let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        temp.as_file().set_permissions(fs::Permissions::from_mode(0o600))?;
+        temp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o600))?;
         temp.write_all(&bytes)?;
         temp.as_file().sync_all()?;
         temp.persist(entry).map_err(|e| e.error)?;

@@ -74,12 +74,14 @@ fn linker(engine: &Engine, kind: PluginKind) -> wasmtime::Result<Linker<SandboxS
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     match kind {
-        PluginKind::Strategy => {
-            bindings::strategy::Strategy::add_to_linker::<SandboxState, HasSelf<SandboxState>>(&mut linker, |s| s)?
-        }
-        PluginKind::Validator => {
-            bindings::validator::Validator::add_to_linker::<SandboxState, HasSelf<SandboxState>>(&mut linker, |s| s)?
-        }
+        PluginKind::Strategy => bindings::strategy::Strategy::add_to_linker::<
+            SandboxState,
+            HasSelf<SandboxState>,
+        >(&mut linker, |s| s)?,
+        PluginKind::Validator => bindings::validator::Validator::add_to_linker::<
+            SandboxState,
+            HasSelf<SandboxState>,
+        >(&mut linker, |s| s)?,
     }
     Ok(linker)
 }
@@ -95,7 +97,10 @@ pub(super) enum Identity {
 pub(super) fn identify(engine: &Engine, component: &Component) -> Identity {
     let mut exports = Vec::new();
     for (name, _) in component.component_type().exports(engine) {
-        if let Some(rest) = name.strip_prefix(WIT_PACKAGE).and_then(|r| r.strip_prefix('/')) {
+        if let Some(rest) = name
+            .strip_prefix(WIT_PACKAGE)
+            .and_then(|r| r.strip_prefix('/'))
+        {
             let (interface, version) = rest.split_once('@').unwrap_or((rest, "unversioned"));
             let kind = match interface {
                 STRATEGY_INTERFACE => Some(PluginKind::Strategy),
@@ -135,7 +140,10 @@ pub(super) fn check_header(plugin: &str, wasm: &[u8]) -> Result<(), PluginError>
 
 impl PluginRuntime {
     /// A runtime that caches compiled plugins in `cache_dir` (created 0700) when given.
-    pub fn new(cache_dir: Option<&Path>, limits: PluginLimits) -> Result<PluginRuntime, PluginError> {
+    pub fn new(
+        cache_dir: Option<&Path>,
+        limits: PluginLimits,
+    ) -> Result<PluginRuntime, PluginError> {
         let engine = shared_engine().map_err(|reason| PluginError::Sandbox {
             plugin: "(engine)".into(),
             reason,
@@ -183,7 +191,12 @@ impl PluginRuntime {
             .instantiate_pre(&component)
             .and_then(bindings::strategy::StrategyPre::new)
             .map_err(|e| PluginError::load(&name, e))?;
-        Ok(StrategyPlugin::new(name, pre, self.engine.clone(), self.limits))
+        Ok(StrategyPlugin::new(
+            name,
+            pre,
+            self.engine.clone(),
+            self.limits,
+        ))
     }
 
     /// Loads a validator named in `[[validators]]`.
@@ -196,7 +209,12 @@ impl PluginRuntime {
             .instantiate_pre(&component)
             .and_then(bindings::validator::ValidatorPre::new)
             .map_err(|e| PluginError::load(&name, e))?;
-        Ok(ValidatorPlugin::new(name, pre, self.engine.clone(), self.limits))
+        Ok(ValidatorPlugin::new(
+            name,
+            pre,
+            self.engine.clone(),
+            self.limits,
+        ))
     }
 
     pub(super) fn read_plugin(&self, plugin: &PluginRef) -> Result<Vec<u8>, PluginError> {
@@ -204,11 +222,15 @@ impl PluginRuntime {
         match plugin {
             PluginRef::Builtin(builtin) => Ok(builtin.wasm().to_vec()),
             PluginRef::File(path) => {
-                let size = std::fs::metadata(path).map_err(|e| PluginError::load(&name, e))?.len();
+                let size = std::fs::metadata(path)
+                    .map_err(|e| PluginError::load(&name, e))?
+                    .len();
                 if size > MAX_PLUGIN_BYTES {
                     return Err(PluginError::load(
                         &name,
-                        format!("{size} bytes is more than the {MAX_PLUGIN_BYTES} bytes a plugin may have"),
+                        format!(
+                            "{size} bytes is more than the {MAX_PLUGIN_BYTES} bytes a plugin may have"
+                        ),
                     ));
                 }
                 std::fs::read(path).map_err(|e| PluginError::load(&name, e))
@@ -242,7 +264,12 @@ impl PluginRuntime {
         Ok(component)
     }
 
-    fn expect_kind(&self, name: &str, component: &Component, expected: PluginKind) -> Result<(), PluginError> {
+    fn expect_kind(
+        &self,
+        name: &str,
+        component: &Component,
+        expected: PluginKind,
+    ) -> Result<(), PluginError> {
         let (section, wanted) = match expected {
             PluginKind::Strategy => ("[strategy]", "strategy"),
             PluginKind::Validator => ("[[validators]]", "validator"),
@@ -269,7 +296,11 @@ impl PluginRuntime {
                 plugin: name.to_owned(),
                 found: format!(
                     "not a molt plugin (it exports {})",
-                    if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
+                    if exports.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        exports.join(", ")
+                    }
                 ),
                 expected: wanted,
                 section,

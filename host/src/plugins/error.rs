@@ -14,10 +14,14 @@ pub enum PluginError {
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
-    #[error("unknown builtin plugin {name:?}; available: {available} (or give the path of a .wasm component)")]
+    #[error(
+        "unknown builtin plugin {name:?}; available: {available} (or give the path of a .wasm component)"
+    )]
     UnknownBuiltin { name: String, available: String },
 
-    #[error("{plugin} is not a WebAssembly component ({what}); build plugins with `cargo build --target wasm32-wasip2` and molt-plugin-sdk")]
+    #[error(
+        "{plugin} is not a WebAssembly component ({what}); build plugins with `cargo build --target wasm32-wasip2` and molt-plugin-sdk"
+    )]
     NotAComponent { plugin: String, what: String },
 
     #[error("{plugin} is {found}, but {section} needs a {expected} plugin")]
@@ -30,14 +34,18 @@ pub enum PluginError {
         section: &'static str,
     },
 
-    #[error("{plugin} was built for molt:plugin@{found}; this molt expects molt:plugin@{expected} (rebuild it against this molt's plugin SDK)")]
+    #[error(
+        "{plugin} was built for molt:plugin@{found}; this molt expects molt:plugin@{expected} (rebuild it against this molt's plugin SDK)"
+    )]
     WrongVersion {
         plugin: String,
         found: String,
         expected: &'static str,
     },
 
-    #[error("plugin {plugin} did not finish within {limit:?} and was stopped (raise the plugin timeout or fix the plugin)")]
+    #[error(
+        "plugin {plugin} did not finish within {limit:?} and was stopped (raise the plugin timeout or fix the plugin)"
+    )]
     Timeout { plugin: String, limit: Duration },
 
     #[error("plugin {plugin} tried to use more than {limit_bytes} bytes of memory and was stopped")]
@@ -103,7 +111,10 @@ impl PluginError {
         }
     }
 
-    pub(super) fn load(plugin: &str, source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+    pub(super) fn load(
+        plugin: &str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
         PluginError::Load {
             plugin: plugin.to_owned(),
             source: source.into(),

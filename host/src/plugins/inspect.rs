@@ -74,8 +74,12 @@ impl PluginRuntime {
         };
         let compatible = world.is_some() && package_version.as_deref() == Some(WIT_VERSION);
         let info = match world {
-            Some(PluginKind::Strategy) if compatible => self.load_strategy(&plugin).and_then(|p| p.info()),
-            Some(PluginKind::Validator) if compatible => self.load_validator(&plugin).and_then(|p| p.info()),
+            Some(PluginKind::Strategy) if compatible => {
+                self.load_strategy(&plugin).and_then(|p| p.info())
+            }
+            Some(PluginKind::Validator) if compatible => {
+                self.load_validator(&plugin).and_then(|p| p.info())
+            }
             Some(_) => Err(PluginError::WrongVersion {
                 plugin: name.clone(),
                 found: package_version.clone().unwrap_or_default(),
@@ -111,7 +115,11 @@ impl PluginRuntime {
 impl fmt::Display for InspectReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", self.path)?;
-        writeln!(f, "  size:       {} bytes, sha256 {}", self.size, self.sha256)?;
+        writeln!(
+            f,
+            "  size:       {} bytes, sha256 {}",
+            self.size, self.sha256
+        )?;
         match (&self.world, &self.package, &self.package_version) {
             (Some(world), Some(package), Some(version)) => {
                 let note = if self.compatible {

@@ -46,7 +46,12 @@ struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum);
         if !matches!(allowed, Ok(true)) {
             self.memory_refused = true;
@@ -54,7 +59,12 @@ impl ResourceLimiter for Limiter {
         allowed
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.limits.table_growing(current, desired, maximum)
     }
 
@@ -92,7 +102,13 @@ impl LogBudget {
         self.remaining -= cut;
         let text: String = msg[..cut]
             .chars()
-            .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
             .collect();
         let plugin = self.plugin.as_str();
         match level {
@@ -258,8 +274,12 @@ impl Call {
                 };
             }
             tracing::debug!(plugin = %self.plugin, "plugin trapped: {error:?}");
-            let mut output = String::from_utf8_lossy(&stderr.contents()).trim().to_owned();
-            let out = String::from_utf8_lossy(&stdout.contents()).trim().to_owned();
+            let mut output = String::from_utf8_lossy(&stderr.contents())
+                .trim()
+                .to_owned();
+            let out = String::from_utf8_lossy(&stdout.contents())
+                .trim()
+                .to_owned();
             if !out.is_empty() {
                 if !output.is_empty() {
                     output.push_str(" | ");

@@ -105,8 +105,18 @@ fn to_wit(input: &StrategyInput) -> wit::StrategyContext {
 }
 
 impl StrategyPlugin {
-    pub(super) fn new(name: String, pre: wit::StrategyPre<SandboxState>, engine: wasmtime::Engine, limits: PluginLimits) -> Self {
-        StrategyPlugin { name, pre, engine, limits }
+    pub(super) fn new(
+        name: String,
+        pre: wit::StrategyPre<SandboxState>,
+        engine: wasmtime::Engine,
+        limits: PluginLimits,
+    ) -> Self {
+        StrategyPlugin {
+            name,
+            pre,
+            engine,
+            limits,
+        }
     }
 
     /// The plugin as named in molt.toml (`builtin:default` or its path).
@@ -138,13 +148,19 @@ impl StrategyPlugin {
     }
 
     /// Asks the plugin what to do. `config_json` is the `[strategy.config]` table as JSON.
-    pub fn decide(&self, input: &StrategyInput, config_json: &str) -> Result<Decision, PluginError> {
+    pub fn decide(
+        &self,
+        input: &StrategyInput,
+        config_json: &str,
+    ) -> Result<Decision, PluginError> {
         let ctx = to_wit(input);
         let config = config_json.to_owned();
         let pre = self.pre.clone();
         let answer = self.call().run(move |store| {
             let plugin = pre.instantiate(&mut *store)?;
-            plugin.molt_plugin_strategy_plugin().call_decide(&mut *store, &ctx, &config)
+            plugin
+                .molt_plugin_strategy_plugin()
+                .call_decide(&mut *store, &ctx, &config)
         })?;
         let decision = answer.map_err(|reason| PluginError::Rejected {
             plugin: self.name.clone(),

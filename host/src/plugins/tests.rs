@@ -52,7 +52,13 @@ fn release(version: &str, channel: &str, patches_from: &[&str]) -> ReleaseOffer 
         notes: format!("notes of {version}"),
         published: datetime!(2026-11-30 10:00 UTC),
         full_size: Some(1000),
-        patches: patches_from.iter().map(|f| PatchOffer { from: v(f), size: 10 }).collect(),
+        patches: patches_from
+            .iter()
+            .map(|f| PatchOffer {
+                from: v(f),
+                size: 10,
+            })
+            .collect(),
     }
 }
 
@@ -78,11 +84,16 @@ fn input(installed: Option<&str>) -> StrategyInput {
 }
 
 fn full(version: &str) -> Decision {
-    Decision::Full { version: v(version) }
+    Decision::Full {
+        version: v(version),
+    }
 }
 
 fn patch(from: &str, to: &str) -> Decision {
-    Decision::Patch { from: v(from), to: v(to) }
+    Decision::Patch {
+        from: v(from),
+        to: v(to),
+    }
 }
 
 fn is_none(decision: &Decision, containing: &str) -> bool {
@@ -91,28 +102,60 @@ fn is_none(decision: &Decision, containing: &str) -> bool {
 
 #[test]
 fn default_strategy_follows_each_rule() {
-    let plugin = runtime().load_strategy(&PluginRef::parse("builtin:default").unwrap()).unwrap();
+    let plugin = runtime()
+        .load_strategy(&PluginRef::parse("builtin:default").unwrap())
+        .unwrap();
     let decide = |input: &StrategyInput, config: &str| plugin.decide(input, config).unwrap();
 
-    assert_eq!(decide(&input(None), "{}"), full("1.2.0"), "nothing installed: full newest");
-    assert_eq!(decide(&input(Some("1.1.0")), "{}"), patch("1.1.0", "1.2.0"), "newer: patch");
-    assert_eq!(decide(&input(Some("1.0.0")), "{}"), full("1.2.0"), "newer, no patch: full");
+    assert_eq!(
+        decide(&input(None), "{}"),
+        full("1.2.0"),
+        "nothing installed: full newest"
+    );
+    assert_eq!(
+        decide(&input(Some("1.1.0")), "{}"),
+        patch("1.1.0", "1.2.0"),
+        "newer: patch"
+    );
+    assert_eq!(
+        decide(&input(Some("1.0.0")), "{}"),
+        full("1.2.0"),
+        "newer, no patch: full"
+    );
     assert!(is_none(&decide(&input(Some("1.2.0")), "{}"), "up to date"));
 
     let mut forced = input(Some("1.1.0"));
     forced.force_full = true;
-    assert_eq!(decide(&forced, "{}"), full("1.2.0"), "force-full: full newest");
+    assert_eq!(
+        decide(&forced, "{}"),
+        full("1.2.0"),
+        "force-full: full newest"
+    );
     forced.requested_version = Some(v("1.0.0"));
-    assert_eq!(decide(&forced, "{}"), full("1.0.0"), "force-full + requested");
+    assert_eq!(
+        decide(&forced, "{}"),
+        full("1.0.0"),
+        "force-full + requested"
+    );
 
     let mut skipped = input(Some("1.1.0"));
     skipped.rolled_back_from = vec![v("1.2.0")];
-    assert!(is_none(&decide(&skipped, "{}"), "up to date"), "rolled-back release skipped");
+    assert!(
+        is_none(&decide(&skipped, "{}"), "up to date"),
+        "rolled-back release skipped"
+    );
     skipped.rolled_back_from = vec![];
     skipped.failed_validation = vec![v("1.2.0")];
-    assert!(is_none(&decide(&skipped, "{}"), ""), "failed-validation release skipped");
+    assert!(
+        is_none(&decide(&skipped, "{}"), ""),
+        "failed-validation release skipped"
+    );
     skipped.requested_version = Some(v("1.2.0"));
-    assert_eq!(decide(&skipped, "{}"), patch("1.1.0", "1.2.0"), "requested overrides the skip");
+    assert_eq!(
+        decide(&skipped, "{}"),
+        patch("1.1.0", "1.2.0"),
+        "requested overrides the skip"
+    );
 
     let mut requested = input(Some("1.2.0"));
     requested.requested_version = Some(v("1.2.0"));
@@ -120,20 +163,37 @@ fn default_strategy_follows_each_rule() {
     requested.requested_version = Some(v("2.0.0"));
     assert_eq!(decide(&requested, "{}"), patch("1.2.0", "2.0.0"));
 
-    assert_eq!(decide(&input(Some("1.2.0")), r#"{"pin": "1.1.0"}"#), full("1.1.0"), "pin may downgrade");
-    assert!(is_none(&decide(&input(Some("1.1.0")), r#"{"pin": "1.1.0"}"#), ""), "pin holds");
+    assert_eq!(
+        decide(&input(Some("1.2.0")), r#"{"pin": "1.1.0"}"#),
+        full("1.1.0"),
+        "pin may downgrade"
+    );
+    assert!(
+        is_none(&decide(&input(Some("1.1.0")), r#"{"pin": "1.1.0"}"#), ""),
+        "pin holds"
+    );
     assert_eq!(
         decide(&input(Some("1.2.0")), r#"{"allow_prerelease": true}"#),
         patch("1.2.0", "1.3.0-rc.1")
     );
-    assert!(is_none(&decide(&input(Some("9.0.0")), "{}"), ""), "never an automatic downgrade");
+    assert!(
+        is_none(&decide(&input(Some("9.0.0")), "{}"), ""),
+        "never an automatic downgrade"
+    );
 }
 
 #[test]
 fn strategy_errors_are_rejections_naming_the_field() {
-    let plugin = runtime().load_strategy(&PluginRef::Builtin(Builtin::Default)).unwrap();
-    let err = plugin.decide(&input(None), r#"{"allow_prerelease": "yes"}"#).unwrap_err();
-    assert!(matches!(&err, PluginError::Rejected { reason, .. } if reason.contains("allow_prerelease")), "{err}");
+    let plugin = runtime()
+        .load_strategy(&PluginRef::Builtin(Builtin::Default))
+        .unwrap();
+    let err = plugin
+        .decide(&input(None), r#"{"allow_prerelease": "yes"}"#)
+        .unwrap_err();
+    assert!(
+        matches!(&err, PluginError::Rejected { reason, .. } if reason.contains("allow_prerelease")),
+        "{err}"
+    );
     assert!(err.to_string().contains("builtin:default"), "{err}");
     assert_eq!(err.exit_class(), crate::error::ExitClass::Failure);
 
@@ -153,46 +213,93 @@ fn staged_rollout_is_stable_per_device_and_close_to_percent() {
         let mut ctx = input(Some("1.1.0"));
         ctx.device_id = format!("device-{n:04}");
         let first = plugin.decide(&ctx, config).unwrap();
-        assert_eq!(first, plugin.decide(&ctx, config).unwrap(), "stable for {}", ctx.device_id);
+        assert_eq!(
+            first,
+            plugin.decide(&ctx, config).unwrap(),
+            "stable for {}",
+            ctx.device_id
+        );
         match first {
             Decision::Patch { .. } => reached += 1,
-            Decision::None { reason } => assert!(reason.contains("not rolled out to this device yet (30 %)"), "{reason}"),
+            Decision::None { reason } => assert!(
+                reason.contains("not rolled out to this device yet (30 %)"),
+                "{reason}"
+            ),
             other => panic!("unexpected {other:?}"),
         }
     }
     let share = reached * 100 / devices;
-    assert!((20..=40).contains(&share), "{share} % of devices got the release, expected about 30 %");
+    assert!(
+        (20..=40).contains(&share),
+        "{share} % of devices got the release, expected about 30 %"
+    );
 
-    let everyone = plugin.decide(&input(Some("1.1.0")), r#"{"percent": 100}"#).unwrap();
+    let everyone = plugin
+        .decide(&input(Some("1.1.0")), r#"{"percent": 100}"#)
+        .unwrap();
     assert_eq!(everyone, patch("1.1.0", "1.2.0"));
-    assert!(is_none(&plugin.decide(&input(Some("1.1.0")), r#"{"percent": 0}"#).unwrap(), "not rolled out"));
-    assert_eq!(plugin.decide(&input(None), r#"{"percent": 0}"#).unwrap(), full("1.2.0"), "fresh installs are not gated");
+    assert!(is_none(
+        &plugin
+            .decide(&input(Some("1.1.0")), r#"{"percent": 0}"#)
+            .unwrap(),
+        "not rolled out"
+    ));
+    assert_eq!(
+        plugin.decide(&input(None), r#"{"percent": 0}"#).unwrap(),
+        full("1.2.0"),
+        "fresh installs are not gated"
+    );
     let err = plugin.decide(&input(None), "{}").unwrap_err();
     assert!(err.to_string().contains("percent"), "{err}");
 }
 
 #[test]
 fn maintenance_window_inside_outside_and_wrapping() {
-    let plugin = runtime().load_strategy(&file("maintenance_window")).unwrap();
+    let plugin = runtime()
+        .load_strategy(&file("maintenance_window"))
+        .unwrap();
     let at = |now: time::OffsetDateTime, config: &str| {
         let mut ctx = input(Some("1.1.0"));
         ctx.now = now;
         plugin.decide(&ctx, config).unwrap()
     };
     let night = r#"{"start": "02:00", "end": "04:00"}"#;
-    assert_eq!(at(datetime!(2026-11-30 03:00 UTC), night), patch("1.1.0", "1.2.0"));
+    assert_eq!(
+        at(datetime!(2026-11-30 03:00 UTC), night),
+        patch("1.1.0", "1.2.0")
+    );
     let outside = at(datetime!(2026-11-30 05:00 UTC), night);
-    assert!(is_none(&outside, "outside maintenance window 02:00–04:00"), "{outside:?}");
-    assert!(is_none(&at(datetime!(2026-11-30 04:00 UTC), night), "outside"), "end is exclusive");
+    assert!(
+        is_none(&outside, "outside maintenance window 02:00–04:00"),
+        "{outside:?}"
+    );
+    assert!(
+        is_none(&at(datetime!(2026-11-30 04:00 UTC), night), "outside"),
+        "end is exclusive"
+    );
 
     let wrapping = r#"{"start": "22:00", "end": "02:00"}"#;
-    assert_eq!(at(datetime!(2026-11-30 23:30 UTC), wrapping), patch("1.1.0", "1.2.0"));
-    assert_eq!(at(datetime!(2026-11-30 01:59 UTC), wrapping), patch("1.1.0", "1.2.0"));
-    assert!(is_none(&at(datetime!(2026-11-30 12:00 UTC), wrapping), "outside"));
+    assert_eq!(
+        at(datetime!(2026-11-30 23:30 UTC), wrapping),
+        patch("1.1.0", "1.2.0")
+    );
+    assert_eq!(
+        at(datetime!(2026-11-30 01:59 UTC), wrapping),
+        patch("1.1.0", "1.2.0")
+    );
+    assert!(is_none(
+        &at(datetime!(2026-11-30 12:00 UTC), wrapping),
+        "outside"
+    ));
     // A local time is converted to UTC before the plugin sees it.
-    assert_eq!(at(datetime!(2026-11-30 05:00 +02:00), night), patch("1.1.0", "1.2.0"));
+    assert_eq!(
+        at(datetime!(2026-11-30 05:00 +02:00), night),
+        patch("1.1.0", "1.2.0")
+    );
 
-    let err = plugin.decide(&input(None), r#"{"start": "25:00", "end": "02:00"}"#).unwrap_err();
+    let err = plugin
+        .decide(&input(None), r#"{"start": "25:00", "end": "02:00"}"#)
+        .unwrap_err();
     assert!(err.to_string().contains("start"), "{err}");
 }
 
@@ -209,7 +316,10 @@ fn validation() -> ValidationInput {
     ValidationInput {
         old_version: Some(v("1.1.0")),
         new_version: v("1.2.0"),
-        changed: vec![RelPath::new("bin/app").unwrap(), RelPath::new("VERSION").unwrap()],
+        changed: vec![
+            RelPath::new("bin/app").unwrap(),
+            RelPath::new("VERSION").unwrap(),
+        ],
         removed: vec![],
     }
 }
@@ -217,12 +327,17 @@ fn validation() -> ValidationInput {
 #[test]
 fn require_files_passes_and_fails() {
     let tree = tree();
-    let plugin = runtime().load_validator(&PluginRef::parse("builtin:require-files").unwrap()).unwrap();
+    let plugin = runtime()
+        .load_validator(&PluginRef::parse("builtin:require-files").unwrap())
+        .unwrap();
     let app_sha = crate::hashing::sha256_file(&tree.path().join("bin/app")).unwrap();
     let ok = |config: &str| plugin.validate(&validation(), config, tree.path());
 
     ok(r#"{"paths": ["bin/app", "VERSION"]}"#).unwrap();
-    ok(&format!(r#"{{"files": [{{"path": "bin/app", "sha256": "{app_sha}"}}]}}"#)).unwrap();
+    ok(&format!(
+        r#"{{"files": [{{"path": "bin/app", "sha256": "{app_sha}"}}]}}"#
+    ))
+    .unwrap();
 
     let reason = |config: &str| match ok(config).unwrap_err() {
         PluginError::Rejected { reason, .. } => reason,
@@ -231,7 +346,12 @@ fn require_files_passes_and_fails() {
     assert!(reason(r#"{"paths": ["bin/missing"]}"#).contains("bin/missing"));
     assert!(reason(r#"{"paths": ["empty"]}"#).contains("empty"));
     assert!(reason(r#"{"paths": ["bin"]}"#).contains("not a regular file"));
-    assert!(reason(&format!(r#"{{"files": [{{"path": "VERSION", "sha256": "{app_sha}"}}]}}"#)).contains("SHA-256"));
+    assert!(
+        reason(&format!(
+            r#"{{"files": [{{"path": "VERSION", "sha256": "{app_sha}"}}]}}"#
+        ))
+        .contains("SHA-256")
+    );
     assert!(reason(r#"{"paths": ["../etc/passwd"]}"#).contains("install-relative"));
     assert!(reason("{}").contains("nothing to check"));
 }
@@ -240,16 +360,29 @@ fn require_files_passes_and_fails() {
 fn version_file_passes_and_fails() {
     let tree = tree();
     let plugin = runtime().load_validator(&file("version_file")).unwrap();
-    plugin.validate(&validation(), r#"{"path": "VERSION"}"#, tree.path()).unwrap();
+    plugin
+        .validate(&validation(), r#"{"path": "VERSION"}"#, tree.path())
+        .unwrap();
     let mut newer = validation();
     newer.new_version = v("1.3.0");
-    let err = plugin.validate(&newer, r#"{"path": "VERSION"}"#, tree.path()).unwrap_err();
-    assert!(matches!(&err, PluginError::Rejected { reason, .. } if reason.contains("1.3.0")), "{err}");
-    assert!(plugin.validate(&validation(), r#"{"path": "nope"}"#, tree.path()).is_err());
+    let err = plugin
+        .validate(&newer, r#"{"path": "VERSION"}"#, tree.path())
+        .unwrap_err();
+    assert!(
+        matches!(&err, PluginError::Rejected { reason, .. } if reason.contains("1.3.0")),
+        "{err}"
+    );
+    assert!(
+        plugin
+            .validate(&validation(), r#"{"path": "nope"}"#, tree.path())
+            .is_err()
+    );
 }
 
 fn hostile(mode: &str, limits: PluginLimits) -> (Result<Decision, PluginError>, Duration) {
-    let plugin = runtime_with(limits).load_strategy(&file("test_hostile_strategy")).unwrap();
+    let plugin = runtime_with(limits)
+        .load_strategy(&file("test_hostile_strategy"))
+        .unwrap();
     let started = Instant::now();
     let result = plugin.decide(&input(None), &format!(r#"{{"mode": "{mode}"}}"#));
     (result, started.elapsed())
@@ -259,7 +392,10 @@ fn hostile(mode: &str, limits: PluginLimits) -> (Result<Decision, PluginError>, 
 fn hostile_loop_is_stopped_at_the_deadline() {
     let limits = short_limits();
     let (result, took) = hostile("loop", limits);
-    assert!(matches!(result, Err(PluginError::Timeout { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(PluginError::Timeout { .. })),
+        "{result:?}"
+    );
     assert!(took < limits.timeout * 2, "took {took:?}");
 }
 
@@ -267,7 +403,10 @@ fn hostile_loop_is_stopped_at_the_deadline() {
 fn hostile_sleep_is_stopped_by_the_backstop() {
     let limits = short_limits();
     let (result, took) = hostile("sleep", limits);
-    assert!(matches!(result, Err(PluginError::Timeout { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(PluginError::Timeout { .. })),
+        "{result:?}"
+    );
     assert!(took < limits.timeout * 2, "took {took:?}");
 }
 
@@ -279,8 +418,14 @@ fn hostile_memory_is_capped() {
     };
     let (result, _) = hostile("memory", limits);
     let err = result.unwrap_err();
-    assert!(matches!(err, PluginError::MemoryLimit { limit_bytes, .. } if limit_bytes == 16 << 20), "{err}");
-    assert!(err.to_string().contains("test_hostile_strategy.wasm"), "{err}");
+    assert!(
+        matches!(err, PluginError::MemoryLimit { limit_bytes, .. } if limit_bytes == 16 << 20),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("test_hostile_strategy.wasm"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -288,7 +433,10 @@ fn hostile_panic_and_stack_overflow_trap_with_a_message() {
     let (result, _) = hostile("panic", short_limits());
     let err = result.unwrap_err();
     assert!(matches!(&err, PluginError::Trap { .. }), "{err}");
-    assert!(err.to_string().contains("panicked on purpose"), "guest stderr missing: {err}");
+    assert!(
+        err.to_string().contains("panicked on purpose"),
+        "guest stderr missing: {err}"
+    );
 
     let (result, _) = hostile("stack", short_limits());
     let err = result.unwrap_err();
@@ -335,11 +483,25 @@ fn hostile_log_flood_is_capped() {
         output_bytes: 16 << 10,
         ..PluginLimits::default()
     };
-    let (result, _) = tracing::subscriber::with_default(subscriber, || hostile("log-flood", limits));
-    assert!(matches!(&result, Ok(Decision::None { .. }) | Err(PluginError::Timeout { .. })), "{result:?}");
+    let (result, _) =
+        tracing::subscriber::with_default(subscriber, || hostile("log-flood", limits));
+    assert!(
+        matches!(
+            &result,
+            Ok(Decision::None { .. }) | Err(PluginError::Timeout { .. })
+        ),
+        "{result:?}"
+    );
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(log.contains("attempting log-flood"), "the plugin's own log line is forwarded");
-    assert!(log.len() < 32 << 10, "{} bytes of log got through", log.len());
+    assert!(
+        log.contains("attempting log-flood"),
+        "the plugin's own log line is forwarded"
+    );
+    assert!(
+        log.len() < 32 << 10,
+        "{} bytes of log got through",
+        log.len()
+    );
     if result.is_ok() {
         assert!(log.contains("bytes of log dropped"), "{log}");
     }
@@ -350,7 +512,11 @@ fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .map(|e| e.unwrap())
         .map(|e| {
-            let contents = if e.file_type().is_file() { std::fs::read(e.path()).unwrap() } else { vec![] };
+            let contents = if e.file_type().is_file() {
+                std::fs::read(e.path()).unwrap()
+            } else {
+                vec![]
+            };
             (e.path().display().to_string(), contents)
         })
         .collect();
@@ -359,9 +525,15 @@ fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 fn hostile_validation(mode: &str, tree: &Path) -> (Result<(), PluginError>, Duration) {
-    let plugin = runtime_with(short_limits()).load_validator(&file("test_hostile_validator")).unwrap();
+    let plugin = runtime_with(short_limits())
+        .load_validator(&file("test_hostile_validator"))
+        .unwrap();
     let started = Instant::now();
-    let result = plugin.validate(&validation(), &format!(r#"{{"mode": "{mode}", "reason": "bad tree"}}"#), tree);
+    let result = plugin.validate(
+        &validation(),
+        &format!(r#"{{"mode": "{mode}", "reason": "bad tree"}}"#),
+        tree,
+    );
     (result, started.elapsed())
 }
 
@@ -396,9 +568,15 @@ fn hostile_validator_cannot_escape_the_tree() {
 fn hostile_validator_failure_and_loop() {
     let tree = tree();
     let (result, _) = hostile_validation("fail", tree.path());
-    assert!(matches!(&result, Err(PluginError::Rejected { reason, .. }) if reason == "bad tree"), "{result:?}");
+    assert!(
+        matches!(&result, Err(PluginError::Rejected { reason, .. }) if reason == "bad tree"),
+        "{result:?}"
+    );
     let (result, took) = hostile_validation("loop", tree.path());
-    assert!(matches!(result, Err(PluginError::Timeout { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(PluginError::Timeout { .. })),
+        "{result:?}"
+    );
     assert!(took < short_limits().timeout * 2, "took {took:?}");
 }
 
@@ -408,11 +586,16 @@ fn wrong_world_is_refused_before_instantiation() {
     let err = rt.load_strategy(&file("require_files")).err().unwrap();
     assert!(matches!(err, PluginError::WrongWorld { .. }), "{err}");
     assert!(
-        err.to_string().ends_with("require_files.wasm is a validator plugin, but [strategy] needs a strategy plugin"),
+        err.to_string().ends_with(
+            "require_files.wasm is a validator plugin, but [strategy] needs a strategy plugin"
+        ),
         "{err}"
     );
     assert_eq!(err.exit_class(), crate::error::ExitClass::Usage);
-    let err = rt.load_validator(&PluginRef::Builtin(Builtin::Default)).err().unwrap();
+    let err = rt
+        .load_validator(&PluginRef::Builtin(Builtin::Default))
+        .err()
+        .unwrap();
     assert_eq!(
         err.to_string(),
         "builtin:default is a strategy plugin, but [[validators]] needs a validator plugin"
@@ -423,15 +606,30 @@ fn wrong_world_is_refused_before_instantiation() {
 fn non_components_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let random = dir.path().join("random.wasm");
-    std::fs::write(&random, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>()).unwrap();
+    std::fs::write(
+        &random,
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let rt = runtime();
     for (path, what) in [(&random, "no WebAssembly header"), (&core, "core module")] {
-        let err = rt.load_strategy(&PluginRef::File(path.clone())).err().unwrap();
-        assert!(matches!(&err, PluginError::NotAComponent { what: w, .. } if w.contains(what)), "{err}");
+        let err = rt
+            .load_strategy(&PluginRef::File(path.clone()))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, PluginError::NotAComponent { what: w, .. } if w.contains(what)),
+            "{err}"
+        );
     }
-    let missing = rt.load_strategy(&PluginRef::File(dir.path().join("missing.wasm"))).err().unwrap();
+    let missing = rt
+        .load_strategy(&PluginRef::File(dir.path().join("missing.wasm")))
+        .err()
+        .unwrap();
     assert!(matches!(missing, PluginError::Load { .. }), "{missing}");
 }
 
@@ -440,8 +638,14 @@ fn unknown_builtin_lists_the_available_ones() {
     let err = PluginRef::parse("builtin:nope").unwrap_err();
     assert_eq!(err.exit_class(), crate::error::ExitClass::Usage);
     let text = err.to_string();
-    assert!(text.contains("builtin:default, builtin:require-files"), "{text}");
-    assert_eq!(PluginRef::parse("/x/y.wasm").unwrap(), PluginRef::File("/x/y.wasm".into()));
+    assert!(
+        text.contains("builtin:default, builtin:require-files"),
+        "{text}"
+    );
+    assert_eq!(
+        PluginRef::parse("/x/y.wasm").unwrap(),
+        PluginRef::File("/x/y.wasm".into())
+    );
 }
 
 #[test]
@@ -452,17 +656,35 @@ fn second_load_comes_from_the_cache_and_a_corrupt_entry_is_recompiled() {
 
     let first = PluginRuntime::new(Some(&cache), PluginLimits::default()).unwrap();
     first.load_strategy(&plugin).unwrap();
-    assert_eq!(first.load_stats(), LoadStats { compiled: 1, from_cache: 0 });
-    let mode = |p: &Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o777;
+    assert_eq!(
+        first.load_stats(),
+        LoadStats {
+            compiled: 1,
+            from_cache: 0
+        }
+    );
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
     assert_eq!(mode(&cache), 0o700);
-    let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert!(entries[0].extension().is_some_and(|e| e == "cwasm"));
     assert_eq!(mode(&entries[0]), 0o600);
 
     let second = PluginRuntime::new(Some(&cache), PluginLimits::default()).unwrap();
     let loaded = second.load_strategy(&plugin).unwrap();
-    assert_eq!(second.load_stats(), LoadStats { compiled: 0, from_cache: 1 });
+    assert_eq!(
+        second.load_stats(),
+        LoadStats {
+            compiled: 0,
+            from_cache: 1
+        }
+    );
     assert_eq!(loaded.decide(&input(None), "{}").unwrap(), full("1.2.0"));
 
     // Replace, never rewrite in place: the second runtime still maps the entry (a truncated
@@ -472,8 +694,17 @@ fn second_load_comes_from_the_cache_and_a_corrupt_entry_is_recompiled() {
     std::fs::rename(&corrupt, &entries[0]).unwrap();
     let third = PluginRuntime::new(Some(&cache), PluginLimits::default()).unwrap();
     let recompiled = third.load_strategy(&plugin).unwrap();
-    assert_eq!(third.load_stats(), LoadStats { compiled: 1, from_cache: 0 });
-    assert_eq!(recompiled.decide(&input(None), "{}").unwrap(), full("1.2.0"));
+    assert_eq!(
+        third.load_stats(),
+        LoadStats {
+            compiled: 1,
+            from_cache: 0
+        }
+    );
+    assert_eq!(
+        recompiled.decide(&input(None), "{}").unwrap(),
+        full("1.2.0")
+    );
 }
 
 #[test]
@@ -483,15 +714,36 @@ fn inspect_reports_one_world_per_plugin() {
     assert_eq!(report.world, Some(PluginKind::Strategy));
     assert_eq!(report.package_version.as_deref(), Some(WIT_VERSION));
     assert_eq!(report.info.as_ref().unwrap().name, "default");
-    let ours: Vec<_> = report.exports.iter().filter(|e| e.starts_with("molt:plugin/")).collect();
-    assert_eq!(ours, ["molt:plugin/strategy-plugin@0.1.0"], "a strategy exports exactly its world");
-    assert!(report.imports.iter().any(|i| i == "molt:plugin/host@0.1.0"), "{:?}", report.imports);
-    assert!(report.to_string().contains("world:      strategy (molt:plugin@0.1.0)"), "{report}");
+    let ours: Vec<_> = report
+        .exports
+        .iter()
+        .filter(|e| e.starts_with("molt:plugin/"))
+        .collect();
+    assert_eq!(
+        ours,
+        ["molt:plugin/strategy-plugin@0.1.0"],
+        "a strategy exports exactly its world"
+    );
+    assert!(
+        report.imports.iter().any(|i| i == "molt:plugin/host@0.1.0"),
+        "{:?}",
+        report.imports
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("world:      strategy (molt:plugin@0.1.0)"),
+        "{report}"
+    );
     serde_json::to_string(&report).unwrap();
 
     let report = rt.inspect(&wasm("test_hostile_validator")).unwrap();
     assert_eq!(report.world, Some(PluginKind::Validator));
-    let ours: Vec<_> = report.exports.iter().filter(|e| e.starts_with("molt:plugin/")).collect();
+    let ours: Vec<_> = report
+        .exports
+        .iter()
+        .filter(|e| e.starts_with("molt:plugin/"))
+        .collect();
     assert_eq!(ours, ["molt:plugin/validator-plugin@0.1.0"]);
     assert_eq!(report.info.unwrap().name, "test-hostile-validator");
 }
@@ -525,6 +777,10 @@ fn measure_load_and_call_costs() {
     println!(
         "plugin costs ({} build): first load (compile) {compile:?}, cached load {cached:?}, \
          decide (fresh store + instantiate + call) {per_call:?}",
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 }

@@ -29,8 +29,18 @@ pub struct ValidatorPlugin {
 }
 
 impl ValidatorPlugin {
-    pub(super) fn new(name: String, pre: wit::ValidatorPre<SandboxState>, engine: wasmtime::Engine, limits: PluginLimits) -> Self {
-        ValidatorPlugin { name, pre, engine, limits }
+    pub(super) fn new(
+        name: String,
+        pre: wit::ValidatorPre<SandboxState>,
+        engine: wasmtime::Engine,
+        limits: PluginLimits,
+    ) -> Self {
+        ValidatorPlugin {
+            name,
+            pre,
+            engine,
+            limits,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -63,7 +73,12 @@ impl ValidatorPlugin {
     /// Runs the validator against `tree` (mounted read-only at `/install`). `config_json` is
     /// the `[validators.config]` table as JSON. The plugin's own error is
     /// [`PluginError::Rejected`].
-    pub fn validate(&self, input: &ValidationInput, config_json: &str, tree: &Path) -> Result<(), PluginError> {
+    pub fn validate(
+        &self,
+        input: &ValidationInput,
+        config_json: &str,
+        tree: &Path,
+    ) -> Result<(), PluginError> {
         let paths = |list: &[RelPath]| list.iter().map(|p| p.as_str().to_owned()).collect();
         let ctx = wit::ValidationContext {
             old_version: input.old_version.as_ref().map(Version::to_string),
@@ -76,7 +91,9 @@ impl ValidatorPlugin {
         let pre = self.pre.clone();
         let answer = self.call(Some(tree)).run(move |store| {
             let plugin = pre.instantiate(&mut *store)?;
-            plugin.molt_plugin_validator_plugin().call_validate(&mut *store, &ctx, &config)
+            plugin
+                .molt_plugin_validator_plugin()
+                .call_validate(&mut *store, &ctx, &config)
         })?;
         answer.map_err(|reason| PluginError::Rejected {
             plugin: self.name.clone(),

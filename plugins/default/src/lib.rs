@@ -12,7 +12,9 @@
 //!   version), accepted and ignored here.
 
 use molt_plugin_sdk::serde::Deserialize;
-use molt_plugin_sdk::{Decision, PluginInfo, Strategy, StrategyContext, Version, export_strategy, log, policy};
+use molt_plugin_sdk::{
+    Decision, PluginInfo, Strategy, StrategyContext, Version, export_strategy, log, policy,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(crate = "molt_plugin_sdk::serde", default, deny_unknown_fields)]

@@ -9,7 +9,9 @@
 
 use molt_plugin_sdk::policy::{self, PolicyOptions};
 use molt_plugin_sdk::serde::Deserialize;
-use molt_plugin_sdk::{Decision, PluginInfo, Strategy, StrategyContext, Version, export_strategy, log};
+use molt_plugin_sdk::{
+    Decision, PluginInfo, Strategy, StrategyContext, Version, export_strategy, log,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(crate = "molt_plugin_sdk::serde", default, deny_unknown_fields)]
@@ -26,7 +28,9 @@ fn minutes(field: &str, text: &str) -> Result<u16, String> {
         let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
         (h < 24 && m < 60 && text.len() == 5).then_some(h * 60 + m)
     });
-    parsed.ok_or_else(|| format!("invalid plugin config: {field}: {text:?} is not a UTC time \"HH:MM\""))
+    parsed.ok_or_else(|| {
+        format!("invalid plugin config: {field}: {text:?} is not a UTC time \"HH:MM\"")
+    })
 }
 
 /// True if `now` lies in `[start, end)`, wrapping midnight when `start > end`.
@@ -53,12 +57,17 @@ impl Strategy for MaintenanceWindow {
 
     fn decide(ctx: &StrategyContext, config: Config) -> Result<Decision, String> {
         let (Some(start_text), Some(end_text)) = (&config.start, &config.end) else {
-            return Err("maintenance-window needs `start` and `end` (UTC \"HH:MM\") in [strategy.config]".into());
+            return Err(
+                "maintenance-window needs `start` and `end` (UTC \"HH:MM\") in [strategy.config]"
+                    .into(),
+            );
         };
         let start = minutes("start", start_text)?;
         let end = minutes("end", end_text)?;
         if start == end {
-            return Err(format!("invalid plugin config: start and end are both {start_text}: the window is empty"));
+            return Err(format!(
+                "invalid plugin config: start and end are both {start_text}: the window is empty"
+            ));
         }
         let (hour, minute) = ctx
             .now_hour_minute()
@@ -72,8 +81,12 @@ impl Strategy for MaintenanceWindow {
         if matches!(decision, Decision::None(_)) || inside(start, end, now) {
             return Ok(decision);
         }
-        log::info(&format!("{hour:02}:{minute:02} UTC is outside {start_text}–{end_text}; holding {decision:?}"));
-        Ok(Decision::None(format!("outside maintenance window {start_text}–{end_text}")))
+        log::info(&format!(
+            "{hour:02}:{minute:02} UTC is outside {start_text}–{end_text}; holding {decision:?}"
+        ));
+        Ok(Decision::None(format!(
+            "outside maintenance window {start_text}–{end_text}"
+        )))
     }
 }
 

@@ -31,7 +31,9 @@ pub struct RequiredFile {
 
 fn check(ctx: &ValidationContext, relative: &str, sha256: Option<&str>) -> Result<(), String> {
     if relative.starts_with('/') || relative.split('/').any(|c| c == "..") || relative.is_empty() {
-        return Err(format!("{relative:?} is not an install-relative path (fix the validator config)"));
+        return Err(format!(
+            "{relative:?} is not an install-relative path (fix the validator config)"
+        ));
     }
     let path = ctx.path(relative);
     let meta = std::fs::metadata(&path).map_err(|e| format!("{relative}: {e}"))?;
@@ -46,7 +48,9 @@ fn check(ctx: &ValidationContext, relative: &str, sha256: Option<&str>) -> Resul
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = file.read(&mut buf).map_err(|e| format!("{relative}: {e}"))?;
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| format!("{relative}: {e}"))?;
             if n == 0 {
                 break;
             }
@@ -54,7 +58,9 @@ fn check(ctx: &ValidationContext, relative: &str, sha256: Option<&str>) -> Resul
         }
         let actual = hex::encode(hasher.finalize());
         if !actual.eq_ignore_ascii_case(expected) {
-            return Err(format!("{relative}: SHA-256 is {actual}, expected {expected}"));
+            return Err(format!(
+                "{relative}: SHA-256 is {actual}, expected {expected}"
+            ));
         }
     }
     Ok(())
@@ -78,16 +84,28 @@ impl Validator for RequireFiles {
             .paths
             .iter()
             .map(|p| (p.as_str(), None))
-            .chain(config.files.iter().map(|f| (f.path.as_str(), f.sha256.as_deref())))
+            .chain(
+                config
+                    .files
+                    .iter()
+                    .map(|f| (f.path.as_str(), f.sha256.as_deref())),
+            )
             .collect();
         if wanted.is_empty() {
-            return Err("require-files has nothing to check: set `paths` or `files` in [validators.config]".into());
+            return Err(
+                "require-files has nothing to check: set `paths` or `files` in [validators.config]"
+                    .into(),
+            );
         }
         let problems: Vec<String> = wanted
             .iter()
             .filter_map(|(path, sha256)| check(ctx, path, *sha256).err())
             .collect();
-        log::debug(&format!("checked {} files, {} problems", wanted.len(), problems.len()));
+        log::debug(&format!(
+            "checked {} files, {} problems",
+            wanted.len(),
+            problems.len()
+        ));
         if problems.is_empty() {
             Ok(())
         } else {

@@ -14,7 +14,9 @@
 
 use molt_plugin_sdk::policy::{self, PolicyOptions, Reason};
 use molt_plugin_sdk::serde::Deserialize;
-use molt_plugin_sdk::{Decision, PluginInfo, Strategy, StrategyContext, Version, export_strategy, log};
+use molt_plugin_sdk::{
+    Decision, PluginInfo, Strategy, StrategyContext, Version, export_strategy, log,
+};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,7 +57,9 @@ impl Strategy for StagedRollout {
             .percent
             .ok_or("staged-rollout needs `percent` (0-100) in [strategy.config]")?;
         if percent > 100 {
-            return Err(format!("invalid plugin config: percent: {percent} is more than 100"));
+            return Err(format!(
+                "invalid plugin config: percent: {percent} is more than 100"
+            ));
         }
         let options = PolicyOptions {
             pin: config.pin,
@@ -67,10 +71,15 @@ impl Strategy for StagedRollout {
             Decision::None(_) => return Ok(outcome.decision),
         };
         let automatic = matches!(outcome.reason, Some(Reason::Upgrade | Reason::Reinstall));
-        let newer = ctx.installed_version.as_ref().is_some_and(|installed| target > installed);
+        let newer = ctx
+            .installed_version
+            .as_ref()
+            .is_some_and(|installed| target > installed);
         if automatic && newer {
             let bucket = bucket(&ctx.device_id, target);
-            log::debug(&format!("device bucket for {target}: {bucket} (rollout {percent} %)"));
+            log::debug(&format!(
+                "device bucket for {target}: {bucket} (rollout {percent} %)"
+            ));
             if bucket >= percent {
                 return Ok(Decision::None(format!(
                     "release {target} is not rolled out to this device yet ({percent} %)"

@@ -23,7 +23,9 @@
 //! Whatever it decides, molt checks against the signed manifest.
 
 use molt_plugin_sdk::serde::Deserialize;
-use molt_plugin_sdk::{Decision, PluginInfo, Strategy, StrategyContext, export_strategy, log, policy};
+use molt_plugin_sdk::{
+    Decision, PluginInfo, Strategy, StrategyContext, export_strategy, log, policy,
+};
 
 /// The plugin's `[strategy.config]` table. `deny_unknown_fields` turns an operator's typo into
 /// an error that names the key.
@@ -50,8 +52,12 @@ impl Strategy for Template {
     fn decide(ctx: &StrategyContext, config: Config) -> Result<Decision, String> {
         let mut ctx = ctx.clone();
         if let Some(prefix) = &config.channel_prefix {
-            ctx.releases.retain(|r| r.channel.starts_with(prefix.as_str()));
-            log::info(&format!("{} releases on channels {prefix}*", ctx.releases.len()));
+            ctx.releases
+                .retain(|r| r.channel.starts_with(prefix.as_str()));
+            log::info(&format!(
+                "{} releases on channels {prefix}*",
+                ctx.releases.len()
+            ));
         }
         policy::decide(&ctx, &policy::PolicyOptions::default())
     }

@@ -9,7 +9,9 @@
 use std::hint::black_box;
 
 use molt_plugin_sdk::serde::Deserialize;
-use molt_plugin_sdk::{Decision, PluginInfo, Strategy, StrategyContext, Version, export_strategy, log};
+use molt_plugin_sdk::{
+    Decision, PluginInfo, Strategy, StrategyContext, Version, export_strategy, log,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(crate = "molt_plugin_sdk::serde", default)]
@@ -31,7 +33,11 @@ impl Strategy for HostileStrategy {
     type Config = Config;
 
     fn info() -> PluginInfo {
-        PluginInfo::new("test-hostile-strategy", env!("CARGO_PKG_VERSION"), "TEST ONLY: misbehaves on purpose")
+        PluginInfo::new(
+            "test-hostile-strategy",
+            env!("CARGO_PKG_VERSION"),
+            "TEST ONLY: misbehaves on purpose",
+        )
     }
 
     fn decide(_ctx: &StrategyContext, config: Config) -> Result<Decision, String> {

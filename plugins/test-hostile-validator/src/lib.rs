@@ -32,14 +32,21 @@ impl Validator for HostileValidator {
     type Config = Config;
 
     fn info() -> PluginInfo {
-        PluginInfo::new("test-hostile-validator", env!("CARGO_PKG_VERSION"), "TEST ONLY: misbehaves on purpose")
+        PluginInfo::new(
+            "test-hostile-validator",
+            env!("CARGO_PKG_VERSION"),
+            "TEST ONLY: misbehaves on purpose",
+        )
     }
 
     fn validate(ctx: &ValidationContext, config: Config) -> Result<(), String> {
         log::warn(&format!("hostile validator: attempting {}", config.mode));
         match config.mode.as_str() {
             "write" => {
-                let mut attempts = vec![outcome("create evil", std::fs::write(ctx.path("evil"), b"pwned"))];
+                let mut attempts = vec![outcome(
+                    "create evil",
+                    std::fs::write(ctx.path("evil"), b"pwned"),
+                )];
                 for relative in &ctx.changed {
                     let path = ctx.path(relative);
                     let append = std::fs::OpenOptions::new()
@@ -47,7 +54,10 @@ impl Validator for HostileValidator {
                         .open(&path)
                         .and_then(|mut f| f.write_all(b"pwned"));
                     attempts.push(outcome(&format!("append {relative}"), append));
-                    attempts.push(outcome(&format!("remove {relative}"), std::fs::remove_file(&path)));
+                    attempts.push(outcome(
+                        &format!("remove {relative}"),
+                        std::fs::remove_file(&path),
+                    ));
                 }
                 attempts.push(outcome("mkdir", std::fs::create_dir(ctx.path("evil-dir"))));
                 Err(attempts.join("; "))
@@ -55,14 +65,25 @@ impl Validator for HostileValidator {
             "escape" => {
                 let attempts = [
                     outcome("read /etc/passwd", std::fs::read("/etc/passwd")),
-                    outcome("read ../etc/passwd", std::fs::read(ctx.path("../etc/passwd"))),
-                    outcome("read ../../../../etc/passwd", std::fs::read(ctx.path("../../../../etc/passwd"))),
+                    outcome(
+                        "read ../etc/passwd",
+                        std::fs::read(ctx.path("../etc/passwd")),
+                    ),
+                    outcome(
+                        "read ../../../../etc/passwd",
+                        std::fs::read(ctx.path("../../../../etc/passwd")),
+                    ),
                     outcome("list /", std::fs::read_dir("/").map(|d| d.count())),
-                    outcome("list ..", std::fs::read_dir(ctx.path("..")).map(|d| d.count())),
+                    outcome(
+                        "list ..",
+                        std::fs::read_dir(ctx.path("..")).map(|d| d.count()),
+                    ),
                 ];
                 Err(attempts.join("; "))
             }
-            "fail" => Err(config.reason.unwrap_or_else(|| "the hostile validator says no".into())),
+            "fail" => Err(config
+                .reason
+                .unwrap_or_else(|| "the hostile validator says no".into())),
             "loop" => {
                 let mut n = 0u64;
                 loop {

@@ -33,9 +33,12 @@ impl Validator for VersionFile {
             .path
             .ok_or("version-file needs `path` (install-relative) in [validators.config]")?;
         if relative.starts_with('/') || relative.split('/').any(|c| c == "..") {
-            return Err(format!("invalid plugin config: path: {relative:?} is not install-relative"));
+            return Err(format!(
+                "invalid plugin config: path: {relative:?} is not install-relative"
+            ));
         }
-        let file = std::fs::File::open(ctx.path(&relative)).map_err(|e| format!("{relative}: {e}"))?;
+        let file =
+            std::fs::File::open(ctx.path(&relative)).map_err(|e| format!("{relative}: {e}"))?;
         let mut text = String::new();
         file.take(64 * 1024)
             .read_to_string(&mut text)
@@ -45,7 +48,9 @@ impl Validator for VersionFile {
             Ok(())
         } else {
             let shown: String = text.trim().chars().take(40).collect();
-            Err(format!("{relative} says {shown:?}, expected it to contain {wanted}"))
+            Err(format!(
+                "{relative} says {shown:?}, expected it to contain {wanted}"
+            ))
         }
     }
 }
