@@ -10,6 +10,7 @@ pub mod hashing;
 pub mod keys;
 pub mod output;
 pub mod package;
+pub mod plugins;
 pub mod relpath;
 pub mod repo;
 pub mod tree;

@@ -1,1 +1,494 @@
-//! placeholder
+//! # molt-plugin-sdk: write molt plugins in plain Rust
+//!
+//! molt asks two kinds of WebAssembly plugins for help:
+//!
+//! * a **strategy** decides what a device installs next (`[strategy] plugin = "…"` in
+//!   `molt.toml`): a full package, a patch, or nothing;
+//! * **validators** check a freshly applied install tree (`[[validators]] plugin = "…"`); an
+//!   error makes molt roll the update back.
+//!
+//! A plugin depends on this crate alone. Implement [`Strategy`] or [`Validator`] for a type,
+//! call [`export_strategy!`] or [`export_validator!`] once, and build with
+//! `cargo build --release --target wasm32-wasip2`: the `.wasm` in `target/wasm32-wasip2/release/`
+//! is the component molt loads. The macros generate the WebAssembly bindings (wit-bindgen)
+//! inside your crate, for exactly one world, so a strategy component exports only the strategy
+//! interface and can never be mistaken for a validator.
+//!
+//! The operator's config table reaches your `Config` type through serde: a bad config becomes
+//! an error that names the offending field, e.g. `invalid plugin config: percent: invalid type:
+//! string "ten", expected u8`.
+//!
+//! ## Example: a strategy
+//!
+//! ```ignore
+//! use molt_plugin_sdk::{export_strategy, log, policy, Decision, PluginInfo, Strategy, StrategyContext};
+//! use molt_plugin_sdk::serde::Deserialize;
+//!
+//! #[derive(Default, Deserialize)]
+//! #[serde(crate = "molt_plugin_sdk::serde", default, deny_unknown_fields)]
+//! struct Config {
+//!     /// Never leave this major version.
+//!     major: Option<u64>,
+//! }
+//!
+//! struct SameMajor;
+//!
+//! impl Strategy for SameMajor {
+//!     type Config = Config;
+//!
+//!     fn info() -> PluginInfo {
+//!         PluginInfo::new("same-major", env!("CARGO_PKG_VERSION"), "the default policy within one major version")
+//!     }
+//!
+//!     fn decide(ctx: &StrategyContext, config: Config) -> Result<Decision, String> {
+//!         let mut ctx = ctx.clone();
+//!         if let Some(major) = config.major {
+//!             ctx.releases.retain(|r| r.version.major == major);
+//!         }
+//!         log::info(&format!("{} releases in major {:?}", ctx.releases.len(), config.major));
+//!         policy::decide(&ctx, &policy::PolicyOptions::default())
+//!     }
+//! }
+//!
+//! export_strategy!(SameMajor);
+//! ```
+//!
+//! `Cargo.toml` of the plugin:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! molt-plugin-sdk = { path = "…/plugin-sdk" }   # keep the name: the bindings refer to it
+//!
+//! [profile.release]
+//! opt-level = "s"
+//! lto = true
+//! strip = true
+//! panic = "abort"
+//! codegen-units = 1
+//! ```
+//!
+//! ## Example: a validator
+//!
+//! ```ignore
+//! use molt_plugin_sdk::{export_validator, PluginInfo, ValidationContext, Validator};
+//!
+//! struct HasBinary;
+//!
+//! impl Validator for HasBinary {
+//!     type Config = ();
+//!
+//!     fn info() -> PluginInfo {
+//!         PluginInfo::new("has-binary", "0.1.0", "bin/app exists")
+//!     }
+//!
+//!     fn validate(ctx: &ValidationContext, _config: ()) -> Result<(), String> {
+//!         let path = ctx.path("bin/app");
+//!         std::fs::metadata(&path).map(drop).map_err(|e| format!("{}: {e}", path.display()))
+//!     }
+//! }
+//!
+//! export_validator!(HasBinary);
+//! ```
+//!
+//! ## The sandbox
+//!
+//! molt gives a plugin a time limit (1 s by default), a memory limit (64 MiB), no network, no
+//! environment variables and no arguments. A strategy sees no files at all; a validator sees the
+//! new install tree, read-only, at [`ValidationContext::root`] (`/install`). Whatever a strategy
+//! returns is checked against the signed manifest: it can choose among the releases on offer,
+//! never invent one.
+
+mod types;
+
+pub mod log;
+pub mod policy;
+
+pub use semver;
+pub use serde;
+pub use serde_json;
+pub use types::{
+    Decision, Patch, PluginInfo, Release, StrategyContext, ValidationContext, Version,
+};
+pub use wit_bindgen;
+
+use serde::de::DeserializeOwned;
+
+include!(concat!(env!("OUT_DIR"), "/wit_macro.rs"));
+
+/// A strategy plugin: decides what the device installs next.
+pub trait Strategy {
+    /// The operator's `[strategy.config]`, deserialized from JSON. An absent table is
+    /// `Config::default()`; use `()` when the plugin takes no settings.
+    type Config: DeserializeOwned + Default;
+
+    fn info() -> PluginInfo;
+
+    /// The decision, or an error the operator should read (nothing is changed then).
+    fn decide(ctx: &StrategyContext, config: Self::Config) -> Result<Decision, String>;
+}
+
+/// A validator plugin: checks the new install tree after an update was applied.
+pub trait Validator {
+    /// The operator's `[validators.config]`, deserialized from JSON.
+    type Config: DeserializeOwned + Default;
+
+    fn info() -> PluginInfo;
+
+    /// `Ok(())` if the tree is good; an error makes molt roll the update back.
+    fn validate(ctx: &ValidationContext, config: Self::Config) -> Result<(), String>;
+}
+
+/// Parses the JSON config handed over by molt into the plugin's config type. Empty input or
+/// `null` means "no config table" and gives `C::default()`; errors name the offending field.
+pub fn parse_config<C: DeserializeOwned + Default>(json: &str) -> Result<C, String> {
+    let trimmed = json.trim();
+    if trimmed.is_empty() || trimmed == "null" {
+        return Ok(C::default());
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(trimmed);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            format!("invalid plugin config: {inner}")
+        } else {
+            format!("invalid plugin config: {path}: {inner}")
+        }
+    })
+}
+
+/// Glue used by the export macros; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::log::Level;
+    use crate::types::{
+        Decision, Patch, PluginInfo, Release, StrategyContext, ValidationContext, Version,
+    };
+    use crate::{Strategy, Validator, parse_config};
+
+    /// `patch-offer` as it crosses the boundary.
+    pub struct WirePatch {
+        pub from: String,
+        pub size: u64,
+    }
+
+    /// `release-offer` as it crosses the boundary.
+    pub struct WireRelease {
+        pub version: String,
+        pub channel: String,
+        pub notes: String,
+        pub published: String,
+        pub full_size: Option<u64>,
+        pub patches: Vec<WirePatch>,
+    }
+
+    /// `strategy-context` as it crosses the boundary.
+    pub struct WireStrategyContext {
+        pub installed_version: Option<String>,
+        pub arch: String,
+        pub channel: String,
+        pub force_full: bool,
+        pub requested_version: Option<String>,
+        pub releases: Vec<WireRelease>,
+        pub rolled_back_from: Vec<String>,
+        pub failed_validation: Vec<String>,
+        pub device_id: String,
+        pub now: String,
+    }
+
+    /// `validation-context` as it crosses the boundary.
+    pub struct WireValidationContext {
+        pub old_version: Option<String>,
+        pub new_version: String,
+        pub changed: Vec<String>,
+        pub removed: Vec<String>,
+        pub root: String,
+    }
+
+    /// `decision` as it crosses the boundary.
+    pub enum WireDecision {
+        Full(String),
+        Patch { from: String, to: String },
+        None(String),
+    }
+
+    fn version(text: &str, what: &str) -> Result<Version, String> {
+        Version::parse(text).map_err(|e| format!("molt sent an invalid {what} {text:?}: {e}"))
+    }
+
+    fn versions(texts: Vec<String>, what: &str) -> Result<Vec<Version>, String> {
+        texts.iter().map(|t| version(t, what)).collect()
+    }
+
+    fn strategy_context(wire: WireStrategyContext) -> Result<StrategyContext, String> {
+        let releases = wire
+            .releases
+            .into_iter()
+            .map(|r| {
+                Ok(Release {
+                    version: version(&r.version, "release version")?,
+                    patches: r
+                        .patches
+                        .into_iter()
+                        .map(|p| {
+                            Ok(Patch {
+                                from: version(&p.from, "patch source version")?,
+                                size: p.size,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                    channel: r.channel,
+                    notes: r.notes,
+                    published: r.published,
+                    full_size: r.full_size,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(StrategyContext {
+            installed_version: wire
+                .installed_version
+                .map(|v| version(&v, "installed version"))
+                .transpose()?,
+            arch: wire.arch,
+            channel: wire.channel,
+            force_full: wire.force_full,
+            requested_version: wire
+                .requested_version
+                .map(|v| version(&v, "requested version"))
+                .transpose()?,
+            releases,
+            rolled_back_from: versions(wire.rolled_back_from, "rolled-back version")?,
+            failed_validation: versions(wire.failed_validation, "failed-validation version")?,
+            device_id: wire.device_id,
+            now: wire.now,
+        })
+    }
+
+    pub fn info<P: Strategy>() -> PluginInfo {
+        P::info()
+    }
+
+    pub fn validator_info<P: Validator>() -> PluginInfo {
+        P::info()
+    }
+
+    pub fn run_strategy<P: Strategy>(
+        ctx: WireStrategyContext,
+        config: &str,
+    ) -> Result<WireDecision, String> {
+        let ctx = strategy_context(ctx)?;
+        let config = parse_config::<P::Config>(config)?;
+        Ok(match P::decide(&ctx, config)? {
+            Decision::Full(v) => WireDecision::Full(v.to_string()),
+            Decision::Patch { from, to } => WireDecision::Patch {
+                from: from.to_string(),
+                to: to.to_string(),
+            },
+            Decision::None(reason) => WireDecision::None(reason),
+        })
+    }
+
+    pub fn run_validator<P: Validator>(
+        ctx: WireValidationContext,
+        config: &str,
+    ) -> Result<(), String> {
+        let ctx = ValidationContext {
+            old_version: ctx
+                .old_version
+                .map(|v| version(&v, "old version"))
+                .transpose()?,
+            new_version: version(&ctx.new_version, "new version")?,
+            changed: ctx.changed,
+            removed: ctx.removed,
+            root: ctx.root.into(),
+        };
+        let config = parse_config::<P::Config>(config)?;
+        P::validate(&ctx, config)
+    }
+}
+
+/// Glue shared by both export macros: the host `log` sink and the `info` conversion.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __molt_common_glue {
+    () => {
+        fn __molt_log_sink(level: $crate::__private::Level, msg: &str) {
+            use self::molt::plugin::host::{Level, log};
+            let level = match level {
+                $crate::__private::Level::Trace => Level::Trace,
+                $crate::__private::Level::Debug => Level::Debug,
+                $crate::__private::Level::Info => Level::Info,
+                $crate::__private::Level::Warn => Level::Warn,
+                $crate::__private::Level::Error => Level::Error,
+            };
+            log(level, msg)
+        }
+
+        fn __molt_info(info: $crate::PluginInfo) -> self::molt::plugin::types::PluginInfo {
+            self::molt::plugin::types::PluginInfo {
+                name: info.name,
+                version: info.version,
+                description: info.description,
+            }
+        }
+    };
+}
+
+/// Exports a [`Strategy`] implementation as the component's `molt:plugin/strategy` world.
+///
+/// Call it once, at the crate root or in any module, with the implementing type.
+#[macro_export]
+macro_rules! export_strategy {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        type __MoltStrategyPlugin = $plugin;
+
+        #[doc(hidden)]
+        #[allow(dead_code, unused_imports, clippy::all)]
+        mod __molt_strategy_export {
+            $crate::__molt_generate_bindings!("strategy");
+            $crate::__molt_common_glue!();
+
+            use self::molt::plugin::types as wit;
+            use $crate::__private as glue;
+
+            struct Adapter;
+
+            impl self::exports::molt::plugin::strategy_plugin::Guest for Adapter {
+                fn info() -> wit::PluginInfo {
+                    $crate::log::__install_sink(__molt_log_sink);
+                    __molt_info(glue::info::<super::__MoltStrategyPlugin>())
+                }
+
+                fn decide(
+                    ctx: wit::StrategyContext,
+                    config: String,
+                ) -> Result<wit::Decision, String> {
+                    $crate::log::__install_sink(__molt_log_sink);
+                    let wire = glue::WireStrategyContext {
+                        installed_version: ctx.installed_version,
+                        arch: ctx.arch,
+                        channel: ctx.channel,
+                        force_full: ctx.force_full,
+                        requested_version: ctx.requested_version,
+                        releases: ctx
+                            .releases
+                            .into_iter()
+                            .map(|r| glue::WireRelease {
+                                version: r.version,
+                                channel: r.channel,
+                                notes: r.notes,
+                                published: r.published,
+                                full_size: r.full_size,
+                                patches: r
+                                    .patches
+                                    .into_iter()
+                                    .map(|p| glue::WirePatch {
+                                        from: p.from,
+                                        size: p.size,
+                                    })
+                                    .collect(),
+                            })
+                            .collect(),
+                        rolled_back_from: ctx.rolled_back_from,
+                        failed_validation: ctx.failed_validation,
+                        device_id: ctx.device_id,
+                        now: ctx.now,
+                    };
+                    Ok(
+                        match glue::run_strategy::<super::__MoltStrategyPlugin>(wire, &config)? {
+                            glue::WireDecision::Full(v) => wit::Decision::Full(v),
+                            glue::WireDecision::Patch { from, to } => {
+                                wit::Decision::Patch(wit::PatchChoice { from, to })
+                            }
+                            glue::WireDecision::None(reason) => wit::Decision::None(reason),
+                        },
+                    )
+                }
+            }
+
+            export!(Adapter);
+        }
+    };
+}
+
+/// Exports a [`Validator`] implementation as the component's `molt:plugin/validator` world.
+#[macro_export]
+macro_rules! export_validator {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        type __MoltValidatorPlugin = $plugin;
+
+        #[doc(hidden)]
+        #[allow(dead_code, unused_imports, clippy::all)]
+        mod __molt_validator_export {
+            $crate::__molt_generate_bindings!("validator");
+            $crate::__molt_common_glue!();
+
+            use self::molt::plugin::types as wit;
+            use $crate::__private as glue;
+
+            struct Adapter;
+
+            impl self::exports::molt::plugin::validator_plugin::Guest for Adapter {
+                fn info() -> wit::PluginInfo {
+                    $crate::log::__install_sink(__molt_log_sink);
+                    __molt_info(glue::validator_info::<super::__MoltValidatorPlugin>())
+                }
+
+                fn validate(ctx: wit::ValidationContext, config: String) -> Result<(), String> {
+                    $crate::log::__install_sink(__molt_log_sink);
+                    let wire = glue::WireValidationContext {
+                        old_version: ctx.old_version,
+                        new_version: ctx.new_version,
+                        changed: ctx.changed,
+                        removed: ctx.removed,
+                        root: ctx.root,
+                    };
+                    glue::run_validator::<super::__MoltValidatorPlugin>(wire, &config)
+                }
+            }
+
+            export!(Adapter);
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Config {
+        percent: u8,
+        paths: Vec<String>,
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let err = parse_config::<Config>(r#"{"percent": "ten"}"#).unwrap_err();
+        assert!(err.contains("percent"), "{err}");
+        let err = parse_config::<Config>(r#"{"paths": ["a", 3]}"#).unwrap_err();
+        assert!(err.contains("paths[1]"), "{err}");
+        let err = parse_config::<Config>(r#"{"percnt": 3}"#).unwrap_err();
+        assert!(err.contains("percnt"), "{err}");
+    }
+
+    #[test]
+    fn absent_config_is_default() {
+        assert_eq!(parse_config::<Config>(""), Ok(Config::default()));
+        assert_eq!(parse_config::<Config>("null"), Ok(Config::default()));
+        assert_eq!(parse_config::<Config>("{}"), Ok(Config::default()));
+        assert_eq!(parse_config::<()>("null"), Ok(()));
+    }
+
+    #[test]
+    fn embedded_wit_is_the_package_file() {
+        assert_eq!(WIT, include_str!("../../wit/molt-plugin.wit"));
+        assert!(WIT.contains("package molt:plugin@0.1.0;"));
+    }
+}

@@ -1,0 +1,24 @@
+//! Host bindings of the two worlds of `wit/molt-plugin.wit`, one `bindgen!` module per world,
+//! with the names the rest of the module uses re-exported (like wasmtime-wasi's p2 bindings).
+
+/// The `strategy` world.
+pub(super) mod strategy {
+    wasmtime::component::bindgen!({ world: "strategy", path: "../wit" });
+
+    pub use self::molt::plugin::host::{Host, Level};
+    pub use self::molt::plugin::types::Host as TypesHost;
+    pub use self::molt::plugin::types::{Decision, PatchOffer, ReleaseOffer, StrategyContext};
+}
+
+/// The `validator` world.
+pub(super) mod validator {
+    wasmtime::component::bindgen!({ world: "validator", path: "../wit" });
+
+    pub use self::molt::plugin::host::{Host, Level};
+    pub use self::molt::plugin::types::Host as TypesHost;
+    pub use self::molt::plugin::types::ValidationContext;
+}
+
+/// Export names as they appear in a component (`molt:plugin/strategy-plugin@0.1.0`).
+pub(super) const STRATEGY_INTERFACE: &str = "strategy-plugin";
+pub(super) const VALIDATOR_INTERFACE: &str = "validator-plugin";

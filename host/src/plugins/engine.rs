@@ -1,0 +1,310 @@
+//! The process-wide wasmtime engine and `PluginRuntime`, which loads plugins: read, check the
+//! header, compile (or load from the cache), check the world and WIT version from the exports,
+//! and pre-instantiate against the right linker.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::bindings::{self, STRATEGY_INTERFACE, VALIDATOR_INTERFACE};
+use super::builtin::PluginRef;
+use super::cache::{ComponentCache, Origin};
+use super::error::PluginError;
+use super::inspect::PluginKind;
+use super::limits::{EPOCH_TICK, PluginLimits};
+use super::sandbox::SandboxState;
+use super::strategy::StrategyPlugin;
+use super::validator::ValidatorPlugin;
+use super::{WIT_PACKAGE, WIT_VERSION};
+
+/// Plugin files larger than this are refused before compiling (ours are ~150 KB).
+const MAX_PLUGIN_BYTES: u64 = 64 << 20;
+
+/// Counts how plugins were obtained, to tell a cache hit from a compile.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoadStats {
+    pub compiled: usize,
+    pub from_cache: usize,
+}
+
+/// Loads and runs plugins under one set of limits.
+pub struct PluginRuntime {
+    engine: Engine,
+    cache: Option<ComponentCache>,
+    limits: PluginLimits,
+    strategy_linker: Linker<SandboxState>,
+    validator_linker: Linker<SandboxState>,
+    compiled: AtomicUsize,
+    from_cache: AtomicUsize,
+}
+
+/// The one engine of the process, with its epoch ticker thread.
+fn shared_engine() -> Result<Engine, String> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = Config::new();
+            config
+                .epoch_interruption(true)
+                .parallel_compilation(true)
+                .memory_reservation(1 << 30)
+                .memory_guard_size(64 << 10)
+                .memory_reservation_for_growth(0);
+            let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
+            let weak = engine.weak();
+            std::thread::Builder::new()
+                .name("molt-plugin-epoch".into())
+                .spawn(move || {
+                    while let Some(engine) = weak.upgrade() {
+                        engine.increment_epoch();
+                        drop(engine);
+                        std::thread::sleep(EPOCH_TICK);
+                    }
+                })
+                .map_err(|e| format!("cannot start the plugin epoch ticker: {e}"))?;
+            Ok(engine)
+        })
+        .clone()
+}
+
+fn linker(engine: &Engine, kind: PluginKind) -> wasmtime::Result<Linker<SandboxState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    match kind {
+        PluginKind::Strategy => bindings::strategy::Strategy::add_to_linker::<
+            SandboxState,
+            HasSelf<SandboxState>,
+        >(&mut linker, |s| s)?,
+        PluginKind::Validator => bindings::validator::Validator::add_to_linker::<
+            SandboxState,
+            HasSelf<SandboxState>,
+        >(&mut linker, |s| s)?,
+    }
+    Ok(linker)
+}
+
+/// What a component says it is, read from its export names.
+pub(super) enum Identity {
+    /// Exports `molt:plugin/<interface>@<version>`.
+    Plugin { kind: PluginKind, version: String },
+    /// Exports nothing of ours.
+    Foreign { exports: Vec<String> },
+}
+
+pub(super) fn identify(engine: &Engine, component: &Component) -> Identity {
+    let mut exports = Vec::new();
+    for (name, _) in component.component_type().exports(engine) {
+        if let Some(rest) = name
+            .strip_prefix(WIT_PACKAGE)
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            let (interface, version) = rest.split_once('@').unwrap_or((rest, "unversioned"));
+            let kind = match interface {
+                STRATEGY_INTERFACE => Some(PluginKind::Strategy),
+                VALIDATOR_INTERFACE => Some(PluginKind::Validator),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                return Identity::Plugin {
+                    kind,
+                    version: version.to_owned(),
+                };
+            }
+        }
+        exports.push(name.to_owned());
+    }
+    Identity::Foreign { exports }
+}
+
+/// Refuses anything that is not a component before handing it to the compiler.
+pub(super) fn check_header(plugin: &str, wasm: &[u8]) -> Result<(), PluginError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_VERSION: &[u8] = &[1, 0, 0, 0];
+    let what = if wasm.len() < 8 || &wasm[..4] != MAGIC {
+        "no WebAssembly header"
+    } else if &wasm[4..8] == CORE_VERSION {
+        "it is a core module, not a component"
+    } else if wasm[6..8] != [1, 0] {
+        "unknown WebAssembly layer"
+    } else {
+        return Ok(());
+    };
+    Err(PluginError::NotAComponent {
+        plugin: plugin.to_owned(),
+        what: what.to_owned(),
+    })
+}
+
+impl PluginRuntime {
+    /// A runtime that caches compiled plugins in `cache_dir` (created 0700) when given.
+    pub fn new(
+        cache_dir: Option<&Path>,
+        limits: PluginLimits,
+    ) -> Result<PluginRuntime, PluginError> {
+        let engine = shared_engine().map_err(|reason| PluginError::Sandbox {
+            plugin: "(engine)".into(),
+            reason,
+        })?;
+        let make_linker = |kind| {
+            linker(&engine, kind).map_err(|e| PluginError::Sandbox {
+                plugin: "(linker)".into(),
+                reason: format!("{e:#}"),
+            })
+        };
+        Ok(PluginRuntime {
+            cache: cache_dir.and_then(|dir| ComponentCache::open(dir, &engine)),
+            strategy_linker: make_linker(PluginKind::Strategy)?,
+            validator_linker: make_linker(PluginKind::Validator)?,
+            engine,
+            limits,
+            compiled: AtomicUsize::new(0),
+            from_cache: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn limits(&self) -> PluginLimits {
+        self.limits
+    }
+
+    /// How many components this runtime compiled and how many it loaded from the cache.
+    pub fn load_stats(&self) -> LoadStats {
+        LoadStats {
+            compiled: self.compiled.load(Ordering::Relaxed),
+            from_cache: self.from_cache.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads the strategy named in `[strategy]`.
+    pub fn load_strategy(&self, plugin: &PluginRef) -> Result<StrategyPlugin, PluginError> {
+        let name = plugin.to_string();
+        let component = self.load_component(plugin)?;
+        self.expect_kind(&name, &component, PluginKind::Strategy)?;
+        let pre = self
+            .strategy_linker
+            .instantiate_pre(&component)
+            .and_then(bindings::strategy::StrategyPre::new)
+            .map_err(|e| PluginError::load(&name, e))?;
+        Ok(StrategyPlugin::new(
+            name,
+            pre,
+            self.engine.clone(),
+            self.limits,
+        ))
+    }
+
+    /// Loads a validator named in `[[validators]]`.
+    pub fn load_validator(&self, plugin: &PluginRef) -> Result<ValidatorPlugin, PluginError> {
+        let name = plugin.to_string();
+        let component = self.load_component(plugin)?;
+        self.expect_kind(&name, &component, PluginKind::Validator)?;
+        let pre = self
+            .validator_linker
+            .instantiate_pre(&component)
+            .and_then(bindings::validator::ValidatorPre::new)
+            .map_err(|e| PluginError::load(&name, e))?;
+        Ok(ValidatorPlugin::new(
+            name,
+            pre,
+            self.engine.clone(),
+            self.limits,
+        ))
+    }
+
+    pub(super) fn read_plugin(&self, plugin: &PluginRef) -> Result<Vec<u8>, PluginError> {
+        let name = plugin.to_string();
+        match plugin {
+            PluginRef::Builtin(builtin) => Ok(builtin.wasm().to_vec()),
+            PluginRef::File(path) => {
+                let size = std::fs::metadata(path)
+                    .map_err(|e| PluginError::load(&name, e))?
+                    .len();
+                if size > MAX_PLUGIN_BYTES {
+                    return Err(PluginError::load(
+                        &name,
+                        format!(
+                            "{size} bytes is more than the {MAX_PLUGIN_BYTES} bytes a plugin may have"
+                        ),
+                    ));
+                }
+                std::fs::read(path).map_err(|e| PluginError::load(&name, e))
+            }
+        }
+    }
+
+    pub(super) fn load_component(&self, plugin: &PluginRef) -> Result<Component, PluginError> {
+        let name = plugin.to_string();
+        let wasm = self.read_plugin(plugin)?;
+        self.compile(&name, &wasm)
+    }
+
+    pub(super) fn compile(&self, name: &str, wasm: &[u8]) -> Result<Component, PluginError> {
+        check_header(name, wasm)?;
+        let (component, origin) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, wasm),
+            None => Component::new(&self.engine, wasm).map(|c| (c, Origin::Compiled)),
+        }
+        .map_err(|e| PluginError::load(name, e))?;
+        match origin {
+            Origin::Compiled => {
+                self.compiled.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(plugin = %name, "compiled");
+            }
+            Origin::Cache => {
+                self.from_cache.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(plugin = %name, "loaded from cache");
+            }
+        }
+        Ok(component)
+    }
+
+    fn expect_kind(
+        &self,
+        name: &str,
+        component: &Component,
+        expected: PluginKind,
+    ) -> Result<(), PluginError> {
+        let (section, wanted) = match expected {
+            PluginKind::Strategy => ("[strategy]", "strategy"),
+            PluginKind::Validator => ("[[validators]]", "validator"),
+        };
+        match identify(&self.engine, component) {
+            Identity::Plugin { kind, version } if kind == expected => {
+                if version == WIT_VERSION {
+                    Ok(())
+                } else {
+                    Err(PluginError::WrongVersion {
+                        plugin: name.to_owned(),
+                        found: version,
+                        expected: WIT_VERSION,
+                    })
+                }
+            }
+            Identity::Plugin { kind, .. } => Err(PluginError::WrongWorld {
+                plugin: name.to_owned(),
+                found: format!("a {kind} plugin"),
+                expected: wanted,
+                section,
+            }),
+            Identity::Foreign { exports } => Err(PluginError::WrongWorld {
+                plugin: name.to_owned(),
+                found: format!(
+                    "not a molt plugin (it exports {})",
+                    if exports.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        exports.join(", ")
+                    }
+                ),
+                expected: wanted,
+                section,
+            }),
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! One sandboxed plugin call: a fresh `Store` with an empty WASI context (plus, for validators,
+//! one read-only preopen), memory and instance caps, an epoch deadline, captured stdout/stderr,
+//! and the host `log` import forwarded to `tracing` under a byte budget.
+//!
+//! The call runs on a thread of its own and the caller waits at most
+//! [`PluginLimits::backstop`]: the epoch deadline stops a guest that computes, the backstop
+//! also covers a guest blocked inside a host call (a WASI sleep), which no epoch can interrupt.
+//! Such a thread is abandoned; the deadline traps it as soon as it re-enters wasm.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings;
+use super::error::PluginError;
+use super::limits::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, PluginLimits};
+
+/// Where a validator sees the new install tree.
+pub(super) const GUEST_ROOT: &str = "/install";
+
+/// Severity of a guest log line (the same enum in both worlds).
+#[derive(Debug, Clone, Copy)]
+enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// The host state of one call's store.
+pub(super) struct SandboxState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    log: LogBudget,
+}
+
+/// `StoreLimits`, remembering whether a memory growth was refused.
+struct Limiter {
+    limits: StoreLimits,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.memory_refused = true;
+        }
+        allowed
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// Forwards guest log lines to `tracing` until the per-call budget is spent.
+struct LogBudget {
+    plugin: String,
+    remaining: usize,
+    dropped: usize,
+}
+
+impl LogBudget {
+    fn forward(&mut self, level: LogLevel, msg: &str) {
+        if self.remaining == 0 {
+            self.dropped += msg.len();
+            return;
+        }
+        let mut cut = msg.len().min(self.remaining);
+        while !msg.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.dropped += msg.len() - cut;
+        self.remaining -= cut;
+        let text: String = msg[..cut]
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\t' {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let plugin = self.plugin.as_str();
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "molt::plugin", plugin, "{text}"),
+            LogLevel::Debug => tracing::debug!(target: "molt::plugin", plugin, "{text}"),
+            LogLevel::Info => tracing::info!(target: "molt::plugin", plugin, "{text}"),
+            LogLevel::Warn => tracing::warn!(target: "molt::plugin", plugin, "{text}"),
+            LogLevel::Error => tracing::error!(target: "molt::plugin", plugin, "{text}"),
+        }
+    }
+
+    fn report(&self) {
+        if self.dropped > 0 {
+            tracing::warn!(
+                target: "molt::plugin",
+                plugin = self.plugin.as_str(),
+                dropped_bytes = self.dropped,
+                "plugin logged more than its budget; {} bytes of log dropped",
+                self.dropped
+            );
+        }
+    }
+}
+
+impl WasiView for SandboxState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::strategy::Host for SandboxState {
+    fn log(&mut self, level: bindings::strategy::Level, msg: String) {
+        use bindings::strategy::Level;
+        let level = match level {
+            Level::Trace => LogLevel::Trace,
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        self.log.forward(level, &msg);
+    }
+}
+
+impl bindings::strategy::TypesHost for SandboxState {}
+
+impl bindings::validator::Host for SandboxState {
+    fn log(&mut self, level: bindings::validator::Level, msg: String) {
+        use bindings::validator::Level;
+        let level = match level {
+            Level::Trace => LogLevel::Trace,
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        self.log.forward(level, &msg);
+    }
+}
+
+impl bindings::validator::TypesHost for SandboxState {}
+
+/// One call to make in the sandbox.
+pub(super) struct Call {
+    pub plugin: String,
+    pub engine: wasmtime::Engine,
+    pub limits: PluginLimits,
+    /// Host directory to mount read-only at [`GUEST_ROOT`] (validators only).
+    pub preopen: Option<PathBuf>,
+}
+
+impl Call {
+    /// Runs `body` in a fresh store on a thread of its own and maps every way it can fail.
+    pub(super) fn run<T, F>(self, body: F) -> Result<T, PluginError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store<SandboxState>) -> wasmtime::Result<T> + Send + 'static,
+    {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        let plugin = self.plugin.clone();
+        let limits = self.limits;
+        std::thread::Builder::new()
+            .name("molt-plugin-call".into())
+            .spawn(move || {
+                let result = tracing::dispatcher::with_default(&dispatch, || self.run_here(body));
+                let _ = sender.send(result);
+            })
+            .map_err(|e| PluginError::Sandbox {
+                plugin: plugin.clone(),
+                reason: format!("cannot start a thread for the call: {e}"),
+            })?;
+        match receiver.recv_timeout(limits.backstop()) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(PluginError::Timeout {
+                plugin,
+                limit: limits.timeout,
+            }),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(PluginError::Sandbox {
+                plugin,
+                reason: "the call's thread ended without an answer".into(),
+            }),
+        }
+    }
+
+    fn run_here<T, F>(self, body: F) -> Result<T, PluginError>
+    where
+        F: FnOnce(&mut Store<SandboxState>) -> wasmtime::Result<T>,
+    {
+        let stdout = MemoryOutputPipe::new(self.limits.output_bytes);
+        let stderr = MemoryOutputPipe::new(self.limits.output_bytes);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        if let Some(tree) = &self.preopen {
+            wasi.preopened_dir(tree, GUEST_ROOT, FsPerms::ReadOnly)
+                .map_err(|e| PluginError::Sandbox {
+                    plugin: self.plugin.clone(),
+                    reason: format!("cannot open {} for the validator: {e:#}", tree.display()),
+                })?;
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(MAX_INSTANCES)
+            .tables(MAX_TABLES)
+            .memories(MAX_MEMORIES)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = SandboxState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                limits,
+                memory_refused: false,
+            },
+            log: LogBudget {
+                plugin: self.plugin.clone(),
+                remaining: self.limits.output_bytes,
+                dropped: 0,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(self.limits.epoch_ticks());
+        store.epoch_deadline_trap();
+
+        let outcome = body(&mut store);
+        store.data().log.report();
+        outcome.map_err(|error| {
+            if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                return PluginError::Timeout {
+                    plugin: self.plugin.clone(),
+                    limit: self.limits.timeout,
+                };
+            }
+            if store.data().limiter.memory_refused {
+                return PluginError::MemoryLimit {
+                    plugin: self.plugin.clone(),
+                    limit_bytes: self.limits.memory_bytes,
+                };
+            }
+            tracing::debug!(plugin = %self.plugin, "plugin trapped: {error:?}");
+            let mut output = String::from_utf8_lossy(&stderr.contents())
+                .trim()
+                .to_owned();
+            let out = String::from_utf8_lossy(&stdout.contents())
+                .trim()
+                .to_owned();
+            if !out.is_empty() {
+                if !output.is_empty() {
+                    output.push_str(" | ");
+                }
+                output.push_str(&out);
+            }
+            PluginError::Trap {
+                plugin: self.plugin.clone(),
+                message: error.root_cause().to_string(),
+                guest_stderr: output,
+            }
+        })
+    }
+}

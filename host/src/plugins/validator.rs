@@ -1,0 +1,103 @@
+//! Validator plugins: run after an update was applied, against the new install tree mounted
+//! read-only at `/install`; an error makes the pipeline roll back.
+
+use std::path::Path;
+
+use super::bindings::validator as wit;
+use super::error::PluginError;
+use super::inspect::PluginInfo;
+use super::limits::PluginLimits;
+use super::sandbox::{Call, GUEST_ROOT, SandboxState};
+use crate::relpath::RelPath;
+use crate::version::Version;
+
+/// What a validator is told about the update (see `validation-context` in the WIT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationInput {
+    pub old_version: Option<Version>,
+    pub new_version: Version,
+    pub changed: Vec<RelPath>,
+    pub removed: Vec<RelPath>,
+}
+
+/// A loaded validator plugin, pre-instantiated; each call gets a fresh store.
+pub struct ValidatorPlugin {
+    name: String,
+    pre: wit::ValidatorPre<SandboxState>,
+    engine: wasmtime::Engine,
+    limits: PluginLimits,
+}
+
+impl ValidatorPlugin {
+    pub(super) fn new(
+        name: String,
+        pre: wit::ValidatorPre<SandboxState>,
+        engine: wasmtime::Engine,
+        limits: PluginLimits,
+    ) -> Self {
+        ValidatorPlugin {
+            name,
+            pre,
+            engine,
+            limits,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn call(&self, tree: Option<&Path>) -> Call {
+        Call {
+            plugin: self.name.clone(),
+            engine: self.engine.clone(),
+            limits: self.limits,
+            preopen: tree.map(Path::to_path_buf),
+        }
+    }
+
+    /// The plugin's `info()`, called in the sandbox (with no files).
+    pub fn info(&self) -> Result<PluginInfo, PluginError> {
+        let pre = self.pre.clone();
+        let info = self.call(None).run(move |store| {
+            let plugin = pre.instantiate(&mut *store)?;
+            plugin.molt_plugin_validator_plugin().call_info(&mut *store)
+        })?;
+        Ok(PluginInfo {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+        })
+    }
+
+    /// Runs the validator against `tree` (mounted read-only at `/install`). `config_json` is
+    /// the `[validators.config]` table as JSON. The plugin's own error is
+    /// [`PluginError::Rejected`].
+    pub fn validate(
+        &self,
+        input: &ValidationInput,
+        config_json: &str,
+        tree: &Path,
+    ) -> Result<(), PluginError> {
+        let paths = |list: &[RelPath]| list.iter().map(|p| p.as_str().to_owned()).collect();
+        let ctx = wit::ValidationContext {
+            old_version: input.old_version.as_ref().map(Version::to_string),
+            new_version: input.new_version.to_string(),
+            changed: paths(&input.changed),
+            removed: paths(&input.removed),
+            root: GUEST_ROOT.to_owned(),
+        };
+        let config = config_json.to_owned();
+        let pre = self.pre.clone();
+        let answer = self.call(Some(tree)).run(move |store| {
+            let plugin = pre.instantiate(&mut *store)?;
+            plugin
+                .molt_plugin_validator_plugin()
+                .call_validate(&mut *store, &ctx, &config)
+        })?;
+        answer.map_err(|reason| PluginError::Rejected {
+            plugin: self.name.clone(),
+            reason,
+        })
+    }
+}

@@ -1,0 +1,43 @@
+//! Embeds the WIT package (`../wit/molt-plugin.wit`, the single source of truth) into a hidden
+//! `macro_rules!` so that `export_strategy!` / `export_validator!` can hand it to
+//! `wit_bindgen::generate!` as an inline string from inside the plugin author's crate.
+//! A proc macro only sees tokens, so `include_str!` cannot be used there; this file is how the
+//! WIT text becomes a literal without keeping a second copy in the source tree.
+
+use std::path::PathBuf;
+
+fn main() {
+    let manifest_dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
+    let wit_path = manifest_dir.join("../wit/molt-plugin.wit");
+    println!("cargo:rerun-if-changed={}", wit_path.display());
+    let wit = std::fs::read_to_string(&wit_path)
+        .unwrap_or_else(|e| panic!("cannot read the WIT package {}: {e}", wit_path.display()));
+    assert!(
+        !wit.contains("\"####"),
+        "the WIT text must not contain \"####"
+    );
+    let generated = format!(
+        r#####"/// Generates the guest bindings of one world of `molt:plugin` in the invoking module.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __molt_generate_bindings {{
+    ($world:tt) => {{
+        $crate::wit_bindgen::generate!({{
+            inline: r####"{wit}"####,
+            world: $world,
+            runtime_path: "::molt_plugin_sdk::wit_bindgen::rt",
+        }});
+    }};
+}}
+
+/// The WIT package this SDK was built against.
+pub const WIT: &str = r####"{wit}"####;
+"#####
+    );
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join("wit_macro.rs");
+    std::fs::write(&out, generated)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+}

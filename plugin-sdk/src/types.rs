@@ -1,0 +1,140 @@
+//! The values a plugin receives and returns, as plain Rust types.
+//!
+//! They mirror the records of the WIT package (`wit/molt-plugin.wit`) with versions already
+//! parsed, so plugin code never touches generated bindings.
+
+use std::path::PathBuf;
+
+pub use semver::Version;
+
+/// What a plugin says about itself; shown by `molt plugin inspect` and in molt's logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+}
+
+impl PluginInfo {
+    pub fn new(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        PluginInfo {
+            name: name.into(),
+            version: version.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// A patch package into a release, starting from `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patch {
+    pub from: Version,
+    /// Download size in bytes.
+    pub size: u64,
+}
+
+/// A release of the signed manifest that carries artifacts for this device's architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub version: Version,
+    pub channel: String,
+    pub notes: String,
+    /// RFC 3339 publication time.
+    pub published: String,
+    /// Download size of the full package; `None` if the release only has patches for this arch.
+    pub full_size: Option<u64>,
+    pub patches: Vec<Patch>,
+}
+
+impl Release {
+    /// The patch from `installed` into this release, if the manifest has one.
+    pub fn patch_from(&self, installed: &Version) -> Option<&Patch> {
+        self.patches.iter().find(|p| &p.from == installed)
+    }
+
+    pub fn has_full(&self) -> bool {
+        self.full_size.is_some()
+    }
+}
+
+/// Everything a strategy is told when molt asks it what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrategyContext {
+    /// The version installed now; `None` on a fresh install.
+    pub installed_version: Option<Version>,
+    /// This device's architecture in Rust's spelling (`x86_64`, `aarch64`).
+    pub arch: String,
+    /// The channel the operator configured.
+    pub channel: String,
+    /// `molt apply --force-full`.
+    pub force_full: bool,
+    /// `molt apply --version V`.
+    pub requested_version: Option<Version>,
+    /// Releases on offer for this arch (all channels), in manifest order.
+    pub releases: Vec<Release>,
+    /// Versions that were installed here and then rolled back.
+    pub rolled_back_from: Vec<Version>,
+    /// Versions whose post-apply validation failed here.
+    pub failed_validation: Vec<Version>,
+    /// A stable, opaque identifier of this device.
+    pub device_id: String,
+    /// The current time, RFC 3339 UTC (`2026-11-30T10:00:00Z`).
+    pub now: String,
+}
+
+impl StrategyContext {
+    /// The release with exactly this version, if it is on offer.
+    pub fn release(&self, version: &Version) -> Option<&Release> {
+        self.releases.iter().find(|r| &r.version == version)
+    }
+
+    /// True if `version` was rolled back or failed validation on this device: the default
+    /// policy does not offer it again unless the operator asks for it by name.
+    pub fn is_blocked(&self, version: &Version) -> bool {
+        self.rolled_back_from.contains(version) || self.failed_validation.contains(version)
+    }
+
+    /// Hours and minutes (UTC) of [`StrategyContext::now`], or `None` if it is not RFC 3339.
+    pub fn now_hour_minute(&self) -> Option<(u8, u8)> {
+        let time = self.now.split_once('T')?.1;
+        let hour: u8 = time.get(0..2)?.parse().ok()?;
+        let minute: u8 = time.get(3..5)?.parse().ok()?;
+        (time.as_bytes().get(2) == Some(&b':') && hour < 24 && minute < 60)
+            .then_some((hour, minute))
+    }
+}
+
+/// A strategy's answer. molt checks it against the signed manifest before acting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Install the full package of this version.
+    Full(Version),
+    /// Apply the patch package from `from` (the installed version) to `to`.
+    Patch { from: Version, to: Version },
+    /// Change nothing; the reason is shown to the operator.
+    None(String),
+}
+
+/// What a validator is told about the update it checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationContext {
+    pub old_version: Option<Version>,
+    pub new_version: Version,
+    /// Install-relative paths the update wrote.
+    pub changed: Vec<String>,
+    /// Install-relative paths the update removed.
+    pub removed: Vec<String>,
+    /// Where the new install tree is mounted, read-only (`/install`).
+    pub root: PathBuf,
+}
+
+impl ValidationContext {
+    /// The guest path of an install-relative path (`bin/app` → `/install/bin/app`).
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative.trim_start_matches('/'))
+    }
+}

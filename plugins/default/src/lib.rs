@@ -1,0 +1,52 @@
+//! `builtin:default`: molt's standard upgrade strategy.
+//!
+//! Newest release on the configured channel; a patch when one exists from the installed
+//! version, else the full package; never an automatic downgrade; releases that were rolled
+//! back or failed validation on this device are skipped unless asked for by name. The rules are
+//! those of [`molt_plugin_sdk::policy`].
+//!
+//! Config (`[strategy.config]`):
+//! * `pin = "1.2.0"`: stay on / move to exactly this version (may be a downgrade);
+//! * `allow_prerelease = true`: consider `1.3.0-rc.1` and the like (default false);
+//! * `allow_downgrade`: read by molt itself (whether it accepts a decision that goes back a
+//!   version), accepted and ignored here.
+
+use molt_plugin_sdk::serde::Deserialize;
+use molt_plugin_sdk::{
+    Decision, PluginInfo, Strategy, StrategyContext, Version, export_strategy, log, policy,
+};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(crate = "molt_plugin_sdk::serde", default, deny_unknown_fields)]
+pub struct Config {
+    pin: Option<Version>,
+    allow_prerelease: bool,
+    #[allow(dead_code)]
+    allow_downgrade: bool,
+}
+
+pub struct Default;
+
+impl Strategy for Default {
+    type Config = Config;
+
+    fn info() -> PluginInfo {
+        PluginInfo::new(
+            "default",
+            env!("CARGO_PKG_VERSION"),
+            "newest release on the channel; patch when possible; skips rolled-back releases",
+        )
+    }
+
+    fn decide(ctx: &StrategyContext, config: Config) -> Result<Decision, String> {
+        let options = policy::PolicyOptions {
+            pin: config.pin,
+            allow_prerelease: config.allow_prerelease,
+        };
+        let decision = policy::decide(ctx, &options)?;
+        log::debug(&format!("decision: {decision:?}"));
+        Ok(decision)
+    }
+}
+
+export_strategy!(Default);
