@@ -7,7 +7,6 @@
 //! and never lets a plugin override `--force-full` or `--version`.
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::Error;
 use crate::config::Config;
@@ -81,16 +80,16 @@ pub fn strategy_input(
         .filter_map(|r| {
             let a = r.artifacts_for(&config.arch)?;
             Some(ReleaseOffer {
-                version: r.version.to_string(),
+                version: r.version.clone(),
                 channel: r.channel.clone(),
                 notes: r.notes.clone(),
-                published: r.published.format(&Rfc3339).unwrap_or_default(),
+                published: r.published,
                 full_size: a.full.as_ref().map(|f| f.size),
                 patches: a
                     .patches
                     .iter()
                     .map(|p| PatchOffer {
-                        from: p.from.to_string(),
+                        from: p.from.clone(),
                         size: p.package.size,
                     })
                     .collect(),
@@ -98,18 +97,16 @@ pub fn strategy_input(
         })
         .collect();
     StrategyInput {
-        installed_version: state.version.as_ref().map(ToString::to_string),
+        installed_version: state.version.clone(),
         arch: config.arch.clone(),
         channel: config.channel.clone(),
         force_full: request.force_full,
-        requested_version: request.version.as_ref().map(ToString::to_string),
+        requested_version: request.version.clone(),
         releases,
-        rolled_back_from: state.rolled_back_from.iter().map(ToString::to_string).collect(),
-        failed_validation: state.failed.iter().map(ToString::to_string).collect(),
+        rolled_back_from: state.rolled_back_from.clone(),
+        failed_validation: state.failed.clone(),
         device_id,
-        now: OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default(),
+        now: OffsetDateTime::now_utc(),
     }
 }
 
@@ -126,14 +123,11 @@ pub fn resolve(
         plugin: plugin.to_owned(),
         reason,
     };
-    let parse = |v: &str| {
-        Version::parse(v).map_err(|e| refuse(format!("answered an invalid version: {e}")))
-    };
     let installed = state.version.clone();
     let (to, patch_from) = match decision {
-        Decision::None(reason) => return Ok(Choice::Nothing { reason }),
-        Decision::Full(v) => (parse(&v)?, None),
-        Decision::Patch { from, to } => (parse(&to)?, Some(parse(&from)?)),
+        Decision::None { reason } => return Ok(Choice::Nothing { reason }),
+        Decision::Full { version } => (version, None),
+        Decision::Patch { from, to } => (to, Some(from)),
     };
     if let Some(wanted) = &request.version
         && wanted != &to

@@ -26,7 +26,9 @@ use crate::install::Install;
 use crate::keys::load_verifying_key;
 use crate::output::Output;
 use crate::package::extract::{Allowed, ExtractLimits, extract};
-use crate::plugins::{PluginRuntime, StrategyPlugin, ValidationInput, ValidatorPlugin};
+use crate::plugins::{
+    PluginLimits, PluginRef, PluginRuntime, StrategyPlugin, ValidationInput, ValidatorPlugin,
+};
 use crate::repo::manifest::Manifest;
 use crate::repo::trust::{TrustPolicy, verify_manifest};
 use crate::state::TrustState;
@@ -62,12 +64,12 @@ pub fn prepare(config: &Config) -> Result<Prepared, Error> {
         .iter()
         .map(|k| load_verifying_key(k))
         .collect::<Result<Vec<_>, _>>()?;
-    let runtime = crate::plugins::runtime_for(config)?;
-    let strategy = runtime.load_strategy(&config.strategy.plugin)?;
+    let runtime = plugin_runtime(config)?;
+    let strategy = runtime.load_strategy(&PluginRef::parse(&config.strategy.plugin)?)?;
     let validators = config
         .validators
         .iter()
-        .map(|v| runtime.load_validator(&v.plugin))
+        .map(|v| runtime.load_validator(&PluginRef::parse(&v.plugin)?))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Prepared {
         keys,
@@ -75,6 +77,18 @@ pub fn prepare(config: &Config) -> Result<Prepared, Error> {
         strategy,
         validators,
     })
+}
+
+/// The plugin runtime for `config`: its limits, and the compiled-component cache in the state
+/// dir (created here, mode 0700, so it exists before any plugin is loaded).
+pub fn plugin_runtime(config: &Config) -> Result<PluginRuntime, Error> {
+    let limits = PluginLimits {
+        timeout: config.plugin_timeout,
+        memory_bytes: usize::try_from(config.plugin_memory_bytes).unwrap_or(usize::MAX),
+        ..PluginLimits::default()
+    };
+    let cache = config.state_dir.join("cache").join("plugins");
+    Ok(PluginRuntime::new(Some(&cache), limits)?)
 }
 
 /// Steps 3–8; returns the final JSON fields of the command's result.
@@ -198,19 +212,19 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
     };
     let new_state = txn.next_state(&plan, &state);
     let validation = ValidationInput {
-        old_version: from.clone(),
-        new_version: choice.to().map(ToString::to_string).unwrap_or_default(),
+        old_version: state.version.clone(),
+        new_version: plan.to.clone().unwrap_or_else(|| unreachable!("an update has a target")),
         changed: plan
             .ops
             .iter()
             .filter(|o| o.source.is_some())
-            .map(|o| o.path.to_string())
+            .map(|o| o.path.clone())
             .collect(),
         removed: plan
             .ops
             .iter()
             .filter(|o| o.source.is_none())
-            .map(|o| o.path.to_string())
+            .map(|o| o.path.clone())
             .collect(),
     };
     let outcome = txn.apply(&plan, new_state, |tree: &Path| {
