@@ -4,8 +4,11 @@
 //! `docs/ARCHITECTURE.md` for the map of modules and the flow of an update.
 
 pub mod error;
+pub mod failpoint;
 pub mod hashing;
 pub mod relpath;
 pub mod repo;
+pub mod state;
 pub mod tree;
+pub mod txn;
 pub mod version;
