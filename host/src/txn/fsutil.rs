@@ -106,13 +106,15 @@ pub fn create_dir(path: &Path, mode: u32) -> io::Result<bool> {
     }
 }
 
-/// Removes `path` if it is an empty directory; `Ok(false)` if it is absent or not empty.
+/// Removes `path` if it is an empty directory; `Ok(false)` if it is absent, not empty, or not a
+/// directory.
 pub fn remove_dir_if_empty(path: &Path) -> io::Result<bool> {
     match fs::remove_dir(path) {
         Ok(()) => Ok(true),
         Err(e)
             if e.kind() == io::ErrorKind::NotFound
-                || e.kind() == io::ErrorKind::DirectoryNotEmpty =>
+                || e.kind() == io::ErrorKind::DirectoryNotEmpty
+                || e.kind() == io::ErrorKind::NotADirectory =>
         {
             Ok(false)
         }

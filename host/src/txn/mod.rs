@@ -25,6 +25,8 @@ pub mod undo;
 
 #[cfg(test)]
 pub(crate) mod testutil;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 

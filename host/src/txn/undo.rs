@@ -62,10 +62,18 @@ pub fn undo(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<()
         undo_op(install_dir, backup_dir, op, &mut touched)?;
     }
     for dir in &touched {
-        fsutil::fsync_dir(dir).map_err(|source| UndoError::Fsync {
-            path: dir.clone(),
-            source,
-        })?;
+        match fsutil::fsync_dir(dir) {
+            Ok(()) => {}
+            // A created directory removed after an op inside it was undone: its removal is
+            // made durable by fsyncing its parent, which is touched too.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(UndoError::Fsync {
+                    path: dir.clone(),
+                    source,
+                });
+            }
+        }
     }
     if !touched.is_empty() {
         failpoint::step("undo fsync directories");
