@@ -548,3 +548,39 @@ fn crash_points_cover_both_sides_of_the_commit() {
     assert!(labels[commit..].iter().any(|l| l.contains("state.json")));
     assert!(labels[commit..].iter().any(|l| l == "journal done"));
 }
+
+#[test]
+fn ten_thousand_file_update_takes_one_dir_fsync_batch_and_few_records() {
+    let f = Fixture::new();
+    let stage_release = |txn: &Transaction, tag: &str| {
+        for i in 0..10_000 {
+            let p = txn.stage_dir().join(format!("d{:03}/f{i}", i % 100));
+            if i < 100 {
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+            }
+            fs::write(p, format!("{tag}{i}")).unwrap();
+        }
+        TreeListing::scan(&txn.stage_dir(), &[]).unwrap()
+    };
+    let ctx = PlanContext::new(&f.sd, &[]);
+    let mut elapsed = Vec::new();
+    for (tag, to) in [("a", "1.0.0"), ("b", "2.0.0")] {
+        let txn = Transaction::begin(&f.sd, 1).unwrap();
+        let listing = stage_release(&txn, tag);
+        let start = std::time::Instant::now();
+        let old = f.sd.load_state().unwrap();
+        let plan = plan_full(&ctx, &txn.stage_dir(), &listing, &old, v(to)).unwrap();
+        let next = txn.next_state(&plan, &old);
+        let (out, labels) = record_steps(|| txn.apply(&plan, next, |_| Ok(())));
+        out.unwrap();
+        elapsed.push(start.elapsed());
+        let journal_records = labels.iter().filter(|l| l.starts_with("journal ")).count();
+        assert_eq!(journal_records, 4, "intent, applied, commit, done");
+        assert_eq!(labels.iter().filter(|l| *l == "fsync directories").count(), 1);
+    }
+    assert_eq!(read(&f.install, "d007/f9907"), "b9907");
+    assert_eq!(f.sd.load_state().unwrap().files.len(), 10_000);
+    // Generous: a debug build on a busy 2-core machine; per-file fsyncs would take far longer.
+    assert!(elapsed[1] < std::time::Duration::from_secs(60), "{elapsed:?}");
+    eprintln!("10k-file install {:?}, update {:?}", elapsed[0], elapsed[1]);
+}
