@@ -164,4 +164,47 @@ mod tests {
         assert_eq!(reached, ["a"]);
         assert_eq!(crash_after_step(9, || 7), Some(7));
     }
+
+    /// Runs only inside the child process spawned by the test below.
+    #[test]
+    fn env_child_takes_three_steps() {
+        if std::env::var_os("MOLT_FAILPOINT_CHILD").is_none() {
+            return;
+        }
+        init_from_env();
+        step("a");
+        step("b");
+        step("c");
+    }
+
+    fn run_child(env: (&str, &str)) -> std::process::Output {
+        let exe = std::env::current_exe().unwrap();
+        std::process::Command::new(exe)
+            .args(["--exact", "failpoint::tests::env_child_takes_three_steps"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("MOLT_FAILPOINT_CHILD", "1")
+            .env(env.0, env.1)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn env_crash_kills_the_process_with_sigkill() {
+        use std::os::unix::process::ExitStatusExt;
+        let out = run_child(("MOLT_TEST_CRASH_AT_STEP", "2"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{stderr}");
+        assert!(
+            stderr.contains("molt: crash injected at step 2 (b)"),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn env_report_prints_the_step_count_at_exit() {
+        let out = run_child(("MOLT_TEST_REPORT_STEPS", "1"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("molt: steps taken: 3"), "{stderr}");
+    }
 }

@@ -46,15 +46,15 @@ pub enum StateError {
     },
     #[error("cannot open lock file {path}: {source}")]
     OpenLock { path: PathBuf, source: io::Error },
-    #[error("another molt is working on {install_dir} (lock {lock}); try again when it has finished")]
+    #[error(
+        "another molt is working on {install_dir} (lock {lock}); try again when it has finished"
+    )]
     Locked { install_dir: PathBuf, lock: PathBuf },
     #[error("cannot lock {path}: {source}")]
     Lock { path: PathBuf, source: io::Error },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error(
-        "{path} is corrupt ({source}); restore it from a backup or move it away to start over"
-    )]
+    #[error("{path} is corrupt ({source}); restore it from a backup or move it away to start over")]
     Corrupt {
         path: PathBuf,
         source: serde_json::Error,
@@ -408,12 +408,20 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let install = d.path().join("app");
         let sd = StateDir::open(&install.join(".molt"), &install).unwrap();
-        for p in [sd.txn_root(), sd.history_root(), sd.downloads_dir(), sd.cache_dir()] {
+        for p in [
+            sd.txn_root(),
+            sd.history_root(),
+            sd.downloads_dir(),
+            sd.cache_dir(),
+        ] {
             assert!(p.is_dir(), "{p:?}");
         }
         let mode = fs::metadata(sd.root()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert_eq!(sd.relative_to_install(), Some(RelPath::new(".molt").unwrap()));
+        assert_eq!(
+            sd.relative_to_install(),
+            Some(RelPath::new(".molt").unwrap())
+        );
         let outside = StateDir::open(&d.path().join("state"), &install).unwrap();
         assert_eq!(outside.relative_to_install(), None);
     }
@@ -422,9 +430,8 @@ mod tests {
     fn refuses_a_state_dir_on_another_filesystem() {
         let shm = Path::new("/dev/shm");
         let d = tempfile::tempdir().unwrap();
-        let same_dev = |a: &Path, b: &Path| {
-            fs::metadata(a).unwrap().dev() == fs::metadata(b).unwrap().dev()
-        };
+        let same_dev =
+            |a: &Path, b: &Path| fs::metadata(a).unwrap().dev() == fs::metadata(b).unwrap().dev();
         if !shm.is_dir() || same_dev(shm, d.path()) {
             return;
         }

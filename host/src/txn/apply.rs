@@ -155,8 +155,10 @@ impl Transaction {
             consumes: plan.consumes.clone(),
         };
         let journal_path = self.dir.join("journal");
-        let begun = Journal::create(&journal_path)
-            .and_then(|mut j| j.append(&Record::Intent(Box::new(intent.clone()))).map(|()| j));
+        let begun = Journal::create(&journal_path).and_then(|mut j| {
+            j.append(&Record::Intent(Box::new(intent.clone())))
+                .map(|()| j)
+        });
         let mut journal = match begun {
             Ok(j) => j,
             Err(e) => {
@@ -185,10 +187,10 @@ impl Transaction {
 
         let kept_in = finish_committed(&self.state, &self.dir, &intent, &new_state, &mut journal)
             .map_err(|step| TxnError::FinishFailed {
-                to: version_or_nothing(&intent.to),
-                txn_dir: self.dir.clone(),
-                step,
-            })?;
+            to: version_or_nothing(&intent.to),
+            txn_dir: self.dir.clone(),
+            step,
+        })?;
         if let Err(e) = history::prune(&self.state, self.keep_backups) {
             tracing::warn!("could not prune kept backups: {e}");
         }
@@ -219,11 +221,15 @@ impl Transaction {
                 undo_error: e.to_string(),
             };
         }
-        if let Err(e) = finish_rolled_back(&self.state, &self.dir, intent, outcome, &reason, journal)
+        if let Err(e) =
+            finish_rolled_back(&self.state, &self.dir, intent, outcome, &reason, journal)
         {
             tracing::warn!("the install is restored, but recording that failed: {e}");
         }
-        let (from, to) = (version_or_nothing(&intent.from), version_or_nothing(&intent.to));
+        let (from, to) = (
+            version_or_nothing(&intent.from),
+            version_or_nothing(&intent.to),
+        );
         match outcome {
             Outcome::FailedValidation => TxnError::ValidationFailed { from, to, reason },
             _ => TxnError::ApplyFailed {
@@ -328,7 +334,12 @@ fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(),
         let path = d.under(install_dir);
         match fsutil::create_dir(&path, CREATED_DIR_MODE) {
             Ok(true) => {}
-            Ok(false) => return Err(format!("creating {}: it appeared since planning", path.display())),
+            Ok(false) => {
+                return Err(format!(
+                    "creating {}: it appeared since planning",
+                    path.display()
+                ));
+            }
             Err(e) => return Err(format!("creating directory {}: {e}", path.display())),
         }
         touch_parent(&mut touched, &path);

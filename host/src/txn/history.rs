@@ -146,11 +146,12 @@ pub fn rollback_last(state: &StateDir, keep_backups: usize) -> Result<RollbackOu
         .ok_or(TxnError::NoBackup { keep_backups })?;
     let kept_dir = state.history_root().join(&newest);
     let journal_path = kept_dir.join("journal");
-    let intent = journal::summarize(&journal_path)?
-        .intent
-        .ok_or(TxnError::JournalWithoutIntent {
-            path: journal_path.clone(),
-        })?;
+    let intent =
+        journal::summarize(&journal_path)?
+            .intent
+            .ok_or(TxnError::JournalWithoutIntent {
+                path: journal_path.clone(),
+            })?;
     let current = state.load_state()?;
     if current.version != intent.to {
         return Err(TxnError::HistoryMismatch {

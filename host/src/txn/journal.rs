@@ -49,11 +49,16 @@ pub enum Record {
     /// Every op is done and the touched directories are fsynced.
     Applied,
     /// Validators passed; from here on the transaction rolls forward.
-    Commit { new_state: Box<InstallState> },
+    Commit {
+        new_state: Box<InstallState>,
+    },
     /// `state.json` holds the new state.
     Done,
     /// The old tree is back.
-    RolledBack { outcome: Outcome, reason: String },
+    RolledBack {
+        outcome: Outcome,
+        reason: String,
+    },
 }
 
 /// What a journal says, folded from its records.
@@ -273,7 +278,10 @@ mod tests {
         let p = d.path().join("journal");
         fs::write(&p, b"garbage\n{\"record\":\"applied\"}\n").unwrap();
         let err = read_records(&p).unwrap_err();
-        assert!(matches!(err, TxnError::JournalCorrupt { line: 1, .. }), "{err}");
+        assert!(
+            matches!(err, TxnError::JournalCorrupt { line: 1, .. }),
+            "{err}"
+        );
         assert_eq!(err.exit_class(), crate::error::ExitClass::RollbackFailed);
         assert!(read_records(&d.path().join("none")).unwrap().is_empty());
     }

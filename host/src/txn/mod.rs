@@ -24,9 +24,9 @@ pub mod recover;
 pub mod undo;
 
 #[cfg(test)]
-pub(crate) mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::path::PathBuf;
 

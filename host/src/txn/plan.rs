@@ -37,7 +37,9 @@ pub enum PlanError {
         existing: &'static str,
         wanted: &'static str,
     },
-    #[error("refusing to follow the symbolic link {path} in the install; replace it with a directory")]
+    #[error(
+        "refusing to follow the symbolic link {path} in the install; replace it with a directory"
+    )]
     SymlinkOnPath { path: RelPath },
     #[error("the staged package lacks {path}, which the patch operations name")]
     NotStaged { path: RelPath },
@@ -257,11 +259,11 @@ fn assemble(
     gone.extend(put_paths.iter().cloned());
 
     let mut created = BTreeSet::new();
-    let needed = wanted
-        .needed_dirs
-        .iter()
-        .cloned()
-        .chain(put_paths.iter().flat_map(|p| p.ancestors().collect::<Vec<_>>()));
+    let needed = wanted.needed_dirs.iter().cloned().chain(
+        put_paths
+            .iter()
+            .flat_map(|p| p.ancestors().collect::<Vec<_>>()),
+    );
     for d in needed {
         if created.contains(&d) {
             continue;
@@ -334,7 +336,11 @@ fn dir_empties(
     };
     for entry in std::fs::read_dir(&path).map_err(inspect)? {
         let entry = entry.map_err(inspect)?;
-        let Some(name) = entry.file_name().to_str().and_then(|n| RelPath::new(n).ok()) else {
+        let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| RelPath::new(n).ok())
+        else {
             return Ok(false);
         };
         let child = dir.join(&name);
@@ -508,8 +514,7 @@ pub fn plan_patch(
         .chain(operations.delete.iter())
         .cloned()
         .collect();
-    let replaced_dirs: BTreeSet<RelPath> =
-        operations.replace.directories.iter().cloned().collect();
+    let replaced_dirs: BTreeSet<RelPath> = operations.replace.directories.iter().cloned().collect();
     let mut owned_files: BTreeMap<RelPath, FileRecord> = old
         .files
         .iter()
@@ -566,7 +571,13 @@ fn check_patch_paths(ctx: &PlanContext, operations: &Operations) -> Result<(), P
         .replace
         .iter()
         .map(|p| (p, Role::Put))
-        .chain(operations.delete.files.iter().map(|p| (p, Role::DeleteFile)))
+        .chain(
+            operations
+                .delete
+                .files
+                .iter()
+                .map(|p| (p, Role::DeleteFile)),
+        )
         .chain(
             operations
                 .delete
@@ -700,8 +711,14 @@ mod tests {
         write(&install, "web/user.txt", "mine");
         write(&stage, "web", "file now");
         let staged = TreeListing::scan(&stage, &[]).unwrap();
-        let err = plan_full(&ctx(&install), &stage, &staged, &InstallState::default(), v("1.0.0"))
-            .unwrap_err();
+        let err = plan_full(
+            &ctx(&install),
+            &stage,
+            &staged,
+            &InstallState::default(),
+            v("1.0.0"),
+        )
+        .unwrap_err();
         assert!(matches!(err, PlanError::KindConflict { .. }), "{err}");
     }
 
@@ -712,8 +729,14 @@ mod tests {
         write(&install, "conf", "operator file");
         write(&stage, "conf/app.yml", "x");
         let staged = TreeListing::scan(&stage, &[]).unwrap();
-        let err = plan_full(&ctx(&install), &stage, &staged, &InstallState::default(), v("1.0.0"))
-            .unwrap_err();
+        let err = plan_full(
+            &ctx(&install),
+            &stage,
+            &staged,
+            &InstallState::default(),
+            v("1.0.0"),
+        )
+        .unwrap_err();
         assert!(matches!(err, PlanError::KindConflict { .. }), "{err}");
     }
 
@@ -723,8 +746,14 @@ mod tests {
         let (install, stage) = (d.path().join("i"), d.path().join("s"));
         write(&stage, ".molt/state.json", "{}");
         let staged = TreeListing::scan(&stage, &[]).unwrap();
-        let err = plan_full(&ctx(&install), &stage, &staged, &InstallState::default(), v("1.0.0"))
-            .unwrap_err();
+        let err = plan_full(
+            &ctx(&install),
+            &stage,
+            &staged,
+            &InstallState::default(),
+            v("1.0.0"),
+        )
+        .unwrap_err();
         assert!(matches!(err, PlanError::TouchesStateDir { .. }), "{err}");
         assert_eq!(err.exit_class(), ExitClass::Security);
 
@@ -733,8 +762,14 @@ mod tests {
         fs::create_dir_all(&install).unwrap();
         std::os::unix::fs::symlink("/tmp", install.join("etc")).unwrap();
         let staged = TreeListing::scan(&stage, &[]).unwrap();
-        let err = plan_full(&ctx(&install), &stage, &staged, &InstallState::default(), v("1.0.0"))
-            .unwrap_err();
+        let err = plan_full(
+            &ctx(&install),
+            &stage,
+            &staged,
+            &InstallState::default(),
+            v("1.0.0"),
+        )
+        .unwrap_err();
         assert!(matches!(err, PlanError::SymlinkOnPath { .. }), "{err}");
     }
 

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use super::apply::{archive_done, finish_rolled_back};
-use super::history::{discard, dir_names, sweep_discarded};
+use super::history::{dir_names, discard, sweep_discarded};
 use super::journal::{self, Journal, Record};
 use super::undo::undo;
 use super::{TxnError, version_or_nothing};
@@ -42,7 +42,11 @@ pub struct RecoveredTxn {
 impl fmt::Display for RecoveredTxn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Some(kind) = self.kind else {
-            return write!(f, "removed an unfinished update ({}) that had changed nothing", self.id);
+            return write!(
+                f,
+                "removed an unfinished update ({}) that had changed nothing",
+                self.id
+            );
         };
         let what = if kind == TxnKind::Rollback {
             "rollback"

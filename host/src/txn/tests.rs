@@ -106,7 +106,12 @@ impl Fixture {
         (txn, listing)
     }
 
-    fn prepare_full(&self, files: Files, to: &str, keep: usize) -> (Transaction, Plan, InstallState) {
+    fn prepare_full(
+        &self,
+        files: Files,
+        to: &str,
+        keep: usize,
+    ) -> (Transaction, Plan, InstallState) {
         let (txn, listing) = self.stage(files, keep);
         let old = self.sd.load_state().unwrap();
         let ctx = PlanContext::new(&self.sd, &self.preserve());
@@ -154,7 +159,10 @@ impl Fixture {
         (txn, plan, next)
     }
 
-    fn patch(&self, validate: impl FnOnce(&Path) -> Result<(), String>) -> Result<ApplyOutcome, TxnError> {
+    fn patch(
+        &self,
+        validate: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<ApplyOutcome, TxnError> {
         let (txn, plan, next) = self.prepare_patch(2);
         txn.apply(&plan, next, validate)
     }
@@ -210,7 +218,10 @@ fn full_install_records_owned_files_and_history() {
     let out = f.full(V1, "1.0.0", 2, |_| Ok(())).unwrap();
     assert_eq!(out.kind, TxnKind::Full);
     assert_eq!(read(&f.install, "bin/app"), "app 1.0");
-    let mode = fs::metadata(f.install.join("bin/app")).unwrap().permissions().mode();
+    let mode = fs::metadata(f.install.join("bin/app"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o755);
     let st = f.sd.load_state().unwrap();
     assert_eq!(st.version, Some(v("1.0.0")));
@@ -231,7 +242,10 @@ fn patch_replaces_files_and_directories_and_deletes() {
     let out = f.patch(|_| Ok(())).unwrap();
     assert_eq!((out.from, out.to), (Some(v("1.0.0")), Some(v("1.1.0"))));
     assert_eq!(f.tree(), expected);
-    assert!(!f.install.join("web/old.css").exists(), "replaced dir keeps stale file");
+    assert!(
+        !f.install.join("web/old.css").exists(),
+        "replaced dir keeps stale file"
+    );
     assert!(!f.install.join("web/img").exists());
     assert_eq!(read(&f.install, "plugins/mine.so"), "operator plugin");
 
@@ -260,7 +274,10 @@ fn validator_failure_restores_the_exact_old_tree() {
     assert!(saw_new, "validator ran on the new tree");
     let msg = err.to_string();
     assert!(matches!(err, TxnError::ValidationFailed { .. }), "{msg}");
-    assert!(msg.contains("bin/app does not start") && msg.contains("restored to 1.0.0"), "{msg}");
+    assert!(
+        msg.contains("bin/app does not start") && msg.contains("restored to 1.0.0"),
+        "{msg}"
+    );
     assert_eq!(err.exit_class(), crate::error::ExitClass::Failure);
     assert_eq!(f.tree(), old);
 
@@ -268,7 +285,10 @@ fn validator_failure_restores_the_exact_old_tree() {
     assert_eq!(st.version, old_state.version);
     assert_eq!(st.files, old_state.files);
     assert_eq!(st.failed, [v("1.1.0")]);
-    assert_eq!(st.history.last().unwrap().outcome, Outcome::FailedValidation);
+    assert_eq!(
+        st.history.last().unwrap().outcome,
+        Outcome::FailedValidation
+    );
     assert!(f.txn_dirs().is_empty());
     assert_eq!(kept_transactions(&f.sd).unwrap().len(), 1);
 }
@@ -276,26 +296,43 @@ fn validator_failure_restores_the_exact_old_tree() {
 #[test]
 fn full_update_keeps_preserved_and_unowned_files_and_switches_kinds() {
     let f = Fixture::with_v1();
-    write(&f.install, "plugins/legacy/operator.so", "in an owned dir", 0o644);
+    write(
+        &f.install,
+        "plugins/legacy/operator.so",
+        "in an owned dir",
+        0o644,
+    );
     f.full(V2, "2.0.0", 2, |_| Ok(())).unwrap();
 
     assert_eq!(read(&f.install, "notes.txt"), "operator notes");
     assert_eq!(read(&f.install, "data/user.db"), "user data");
     assert_eq!(read(&f.install, "data/default.db"), "shipped default");
     assert_eq!(read(&f.install, "plugins/mine.so"), "operator plugin");
-    assert_eq!(read(&f.install, "plugins/legacy/operator.so"), "in an owned dir");
+    assert_eq!(
+        read(&f.install, "plugins/legacy/operator.so"),
+        "in an owned dir"
+    );
     assert!(!f.install.join("plugins/legacy/p.so").exists());
     assert!(!f.install.join("plugins/keep.so").exists());
-    assert!(!f.install.join("web/img").exists(), "owned dir left empty is removed");
+    assert!(
+        !f.install.join("web/img").exists(),
+        "owned dir left empty is removed"
+    );
     assert!(!f.install.join("conf/legacy.yml").exists());
     assert_eq!(read(&f.install, "docs/readme"), "docs are a dir now");
     assert_eq!(read(&f.install, "lib/x"), "lib x is a file");
 
     let st = f.sd.load_state().unwrap();
     assert_eq!(st.version, Some(v("2.0.0")));
-    assert!(!st.files.contains_key(&rp("data/default.db")), "preserved is never owned");
+    assert!(
+        !st.files.contains_key(&rp("data/default.db")),
+        "preserved is never owned"
+    );
     assert!(!st.files.contains_key(&rp("plugins/keep.so")));
-    assert!(st.dirs.contains(&rp("plugins/legacy")), "a dir that stays stays owned");
+    assert!(
+        st.dirs.contains(&rp("plugins/legacy")),
+        "a dir that stays stays owned"
+    );
     assert!(!st.dirs.contains(&rp("web/img")));
 
     // A preserved file that exists is never replaced.
@@ -336,17 +373,31 @@ fn rollback_restores_the_previous_release_exactly() {
     // One further back: the initial install, which had nothing before it.
     rollback_last(&f.sd, 2).unwrap();
     let left: Vec<_> = f.tree().into_keys().collect();
-    assert_eq!(left, ["data", "data/user.db", "notes.txt", "plugins", "plugins/mine.so"]);
+    assert_eq!(
+        left,
+        [
+            "data",
+            "data/user.db",
+            "notes.txt",
+            "plugins",
+            "plugins/mine.so"
+        ]
+    );
     assert_eq!(f.version(), None);
     let err = rollback_last(&f.sd, 2).unwrap_err();
-    assert_eq!(err.to_string(), "no kept backup to roll back to (keep_backups = 2)");
+    assert_eq!(
+        err.to_string(),
+        "no kept backup to roll back to (keep_backups = 2)"
+    );
 }
 
 impl Fixture {
     /// A failed update in between leaves the kept backups as they were.
     fn failed_update_keeps_history(&self) {
         let before = kept_transactions(&self.sd).unwrap();
-        let err = self.full(V1, "3.0.0", 2, |_| Err("nope".into())).unwrap_err();
+        let err = self
+            .full(V1, "3.0.0", 2, |_| Err("nope".into()))
+            .unwrap_err();
         assert!(matches!(err, TxnError::ValidationFailed { .. }));
         assert_eq!(kept_transactions(&self.sd).unwrap(), before);
     }
@@ -454,10 +505,16 @@ fn learn(scenario: Scenario) -> (Observed, Observed, Vec<String>) {
 /// then checks recovery leaves exactly the old or exactly the new tree, with matching state.
 fn crash_everywhere(scenario: Scenario, crash_recovery_too: bool) {
     let (old, new, labels) = learn(scenario);
-    let commit_step = labels.iter().position(|l| l == "journal commit").map(|i| i + 1);
+    let commit_step = labels
+        .iter()
+        .position(|l| l == "journal commit")
+        .map(|i| i + 1);
     assert!(labels.len() > 5, "{labels:?}");
     for needed in ["journal intent", "fsync directories", "journal applied"] {
-        assert!(labels.iter().any(|l| l == needed), "{needed} missing: {labels:?}");
+        assert!(
+            labels.iter().any(|l| l == needed),
+            "{needed} missing: {labels:?}"
+        );
     }
     if commit_step.is_some() {
         assert_ne!(old, new, "the scenario changes nothing");
@@ -468,7 +525,10 @@ fn crash_everywhere(scenario: Scenario, crash_recovery_too: bool) {
             _ => &old,
         };
         let (f, op) = scenario();
-        assert!(crash_after_step(k, || op(&f)).is_none(), "no crash at step {k}");
+        assert!(
+            crash_after_step(k, || op(&f)).is_none(),
+            "no crash at step {k}"
+        );
         let label = &labels[k as usize - 1];
 
         if crash_recovery_too {
@@ -478,7 +538,11 @@ fn crash_everywhere(scenario: Scenario, crash_recovery_too: bool) {
                 assert!(crash_after_step(k, || op(&g)).is_none());
                 assert!(crash_after_step(j, || recover(&g.sd)).is_none());
                 recover(&g.sd).unwrap();
-                check(&g, expected, &format!("crash at {k} ({label}), recovery crash at {j}"));
+                check(
+                    &g,
+                    expected,
+                    &format!("crash at {k} ({label}), recovery crash at {j}"),
+                );
             }
         } else {
             recover(&f.sd).unwrap();
@@ -508,7 +572,11 @@ fn check(f: &Fixture, expected: &Observed, what: &str) {
         panic!("{what}: tree differs: {diff:?}");
     }
     assert_eq!(f.version(), expected.1, "{what}: state version");
-    assert!(f.txn_dirs().is_empty(), "{what}: txn dir left: {:?}", f.txn_dirs());
+    assert!(
+        f.txn_dirs().is_empty(),
+        "{what}: txn dir left: {:?}",
+        f.txn_dirs()
+    );
 }
 
 #[test]
@@ -576,11 +644,17 @@ fn ten_thousand_file_update_takes_one_dir_fsync_batch_and_few_records() {
         elapsed.push(start.elapsed());
         let journal_records = labels.iter().filter(|l| l.starts_with("journal ")).count();
         assert_eq!(journal_records, 4, "intent, applied, commit, done");
-        assert_eq!(labels.iter().filter(|l| *l == "fsync directories").count(), 1);
+        assert_eq!(
+            labels.iter().filter(|l| *l == "fsync directories").count(),
+            1
+        );
     }
     assert_eq!(read(&f.install, "d007/f9907"), "b9907");
     assert_eq!(f.sd.load_state().unwrap().files.len(), 10_000);
     // Generous: a debug build on a busy 2-core machine; per-file fsyncs would take far longer.
-    assert!(elapsed[1] < std::time::Duration::from_secs(60), "{elapsed:?}");
+    assert!(
+        elapsed[1] < std::time::Duration::from_secs(60),
+        "{elapsed:?}"
+    );
     eprintln!("10k-file install {:?}, update {:?}", elapsed[0], elapsed[1]);
 }

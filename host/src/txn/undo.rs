@@ -45,12 +45,11 @@ pub fn undo(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<()
     }
     for d in intent.created_dirs.iter().rev() {
         let path = d.under(install_dir);
-        let removed = fsutil::remove_dir_if_empty(&path).map_err(|source| {
-            UndoError::RemoveDir {
+        let removed =
+            fsutil::remove_dir_if_empty(&path).map_err(|source| UndoError::RemoveDir {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         if removed {
             touch_parent(&mut touched, &path);
             failpoint::step(&format!("undo rmdir {d}"));
@@ -123,9 +122,8 @@ fn undo_op(
     if let Some(source) = &op.source {
         // The source was moved into place if it is gone and the target is there — and, when
         // the op replaced something, that something already sits in the backup.
-        let moved_in = !present(source)?
-            && target_present
-            && (saved_present || !op.replaces_existing);
+        let moved_in =
+            !present(source)? && target_present && (saved_present || !op.replaces_existing);
         if moved_in {
             move_back(&target, source, touched)?;
             target_present = false;
