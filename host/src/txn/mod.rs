@@ -41,7 +41,9 @@ pub use crate::state::{Outcome, TxnKind};
 pub use apply::{ApplyOutcome, Transaction};
 pub use history::{KeptTransaction, RollbackOutcome, kept_transactions, rollback_last};
 pub use plan::{Plan, PlanContext, PlanError, plan_full, plan_patch};
-pub use recover::{RecoveredTxn, RecoveryAction, RecoveryReport, recover};
+pub use recover::{
+    PendingStage, PendingTxn, RecoveredTxn, RecoveryAction, RecoveryReport, pending, recover,
+};
 
 /// One primitive operation: put `source` at `path` (moving what is there into the backup
 /// first), or with `source: None`, move what is at `path` into the backup (a delete).

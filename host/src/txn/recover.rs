@@ -74,6 +74,54 @@ pub struct RecoveryReport {
     pub transactions: Vec<RecoveredTxn>,
 }
 
+/// How far an unfinished transaction got, as its journal says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingStage {
+    /// No intent journaled: still downloading or staging (nothing in the install touched).
+    Staging,
+    /// Intent journaled, not committed: recovery will roll it back.
+    Applying,
+    /// Committed, not done: recovery will roll it forward.
+    Committed,
+    /// Done or rolled back, only cleanup left.
+    Finishing,
+}
+
+/// A transaction still in `txn/` (read without changing anything, for `molt status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingTxn {
+    pub id: String,
+    pub kind: Option<TxnKind>,
+    pub from: Option<Version>,
+    pub to: Option<Version>,
+    pub stage: PendingStage,
+}
+
+/// Transactions left in `txn/` (by a running or an interrupted molt), oldest first.
+pub fn pending(state: &StateDir) -> Result<Vec<PendingTxn>, TxnError> {
+    let mut out = Vec::new();
+    for id in dir_names(&state.txn_root())? {
+        if id.starts_with('.') {
+            continue;
+        }
+        let s = journal::summarize(&state.txn_root().join(&id).join("journal"))?;
+        let stage = match (&s.intent, &s.commit, s.done || s.rolled_back.is_some()) {
+            (None, ..) => PendingStage::Staging,
+            (_, _, true) => PendingStage::Finishing,
+            (_, Some(_), false) => PendingStage::Committed,
+            (_, None, false) => PendingStage::Applying,
+        };
+        out.push(PendingTxn {
+            kind: s.intent.as_ref().map(|i| i.kind),
+            from: s.intent.as_ref().and_then(|i| i.from.clone()),
+            to: s.intent.as_ref().and_then(|i| i.to.clone()),
+            id,
+            stage,
+        });
+    }
+    Ok(out)
+}
+
 /// Recovers every transaction left in `txn/`; `None` if there was nothing to do.
 pub fn recover(state: &StateDir) -> Result<Option<RecoveryReport>, TxnError> {
     sweep_discarded(&state.txn_root())?;

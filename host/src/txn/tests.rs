@@ -530,6 +530,16 @@ fn crash_everywhere(scenario: Scenario, crash_recovery_too: bool) {
             "no crash at step {k}"
         );
         let label = &labels[k as usize - 1];
+        let stages: Vec<_> = pending(&f.sd)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.stage)
+            .collect();
+        if label == "journal intent" {
+            assert_eq!(stages, [PendingStage::Applying], "crash at {k} ({label})");
+        } else if label == "journal commit" {
+            assert_eq!(stages, [PendingStage::Committed], "crash at {k} ({label})");
+        }
 
         if crash_recovery_too {
             let (_, rec_labels) = record_steps(|| recover(&f.sd).unwrap());
