@@ -35,6 +35,13 @@ pub enum UndoError {
     Fsync { path: PathBuf, source: io::Error },
 }
 
+impl UndoError {
+    /// An undo that stopped leaves the install needing attention.
+    pub fn exit_class(&self) -> crate::error::ExitClass {
+        crate::error::ExitClass::RollbackFailed
+    }
+}
+
 /// Restores the tree `intent` was applied to; `backup_dir` is the transaction's `backup/`.
 pub fn undo(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(), UndoError> {
     let mut touched = BTreeSet::new();
