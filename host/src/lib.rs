@@ -3,15 +3,24 @@
 //! The library holds the whole pipeline; `main.rs` only parses the command line. See
 //! `docs/ARCHITECTURE.md` for the map of modules and the flow of an update.
 
+pub mod cli;
 pub mod config;
 pub mod error;
+pub mod failpoint;
 pub mod fetch;
 pub mod hashing;
+pub mod install;
 pub mod keys;
 pub mod output;
 pub mod package;
 pub mod plugins;
 pub mod relpath;
 pub mod repo;
+pub mod state;
+pub mod strategy;
 pub mod tree;
+pub mod txn;
+pub mod update;
 pub mod version;
+
+pub use error::{Error, ExitClass};

@@ -1,0 +1,195 @@
+//! Kept transactions (`history/<id>/`: journal + `backup/`) and `molt rollback`.
+//!
+//! A rollback is an ordinary journaled transaction whose sources are a kept backup, so a crash
+//! in the middle of it is recovered like any other. It restores the exact owned-file state the
+//! rolled-back update started from (recorded in that update's intent), notes the version it left
+//! in `rolled_back_from`, and consumes the kept entry, so the next rollback goes one further back.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use super::apply::Transaction;
+use super::journal;
+use super::plan::{PlanContext, plan_inverse};
+use super::{TxnError, fsutil, version_or_nothing};
+use crate::failpoint;
+use crate::state::{HistoryEntry, Outcome, StateDir, TxnKind};
+use crate::version::Version;
+
+/// Prefix of a directory being removed (renamed first so a half-removed tree is never mistaken
+/// for a live one).
+const DISCARD_PREFIX: &str = ".discard-";
+
+/// A completed update whose backup is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptTransaction {
+    pub id: String,
+    pub kind: TxnKind,
+    pub from: Option<Version>,
+    pub to: Option<Version>,
+    pub at: OffsetDateTime,
+    pub dir: PathBuf,
+}
+
+/// A finished `molt rollback`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackOutcome {
+    /// The rollback's own transaction id.
+    pub id: String,
+    /// The version that was installed before.
+    pub from: Option<Version>,
+    /// The version installed now.
+    pub to: Option<Version>,
+    /// The kept transaction that was undone (and whose backup is now used up).
+    pub consumed: String,
+}
+
+/// Removes a directory tree so that a crash midway never leaves a partial tree under its real
+/// name: rename to `.discard-<name>`, fsync, then delete. Absent is fine.
+pub(crate) fn discard(path: &Path) -> Result<(), TxnError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let trash = parent.join(format!("{DISCARD_PREFIX}{}", name.to_string_lossy()));
+    let removed = |source| TxnError::Remove {
+        path: path.to_owned(),
+        source,
+    };
+    fsutil::remove_tree(&trash).map_err(removed)?;
+    if !fsutil::exists(path).map_err(removed)? {
+        return Ok(());
+    }
+    fsutil::rename_noreplace(path, &trash)
+        .and_then(|()| fsutil::fsync_dir(parent))
+        .map_err(removed)?;
+    failpoint::step(&format!("discard {}", path.display()));
+    fsutil::remove_tree(&trash).map_err(removed)
+}
+
+/// Finishes removals a crash interrupted (leftover `.discard-*` directories in `dir`).
+pub(crate) fn sweep_discarded(dir: &Path) -> Result<(), TxnError> {
+    for name in dir_names(dir)? {
+        if name.starts_with(DISCARD_PREFIX) {
+            let path = dir.join(&name);
+            fsutil::remove_tree(&path).map_err(|source| TxnError::Remove { path, source })?;
+        }
+    }
+    Ok(())
+}
+
+/// Names in `dir`, sorted (ids sort by time).
+pub(crate) fn dir_names(dir: &Path) -> Result<Vec<String>, TxnError> {
+    let read_err = |source| TxnError::ReadHistory {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut names = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+        Err(e) => return Err(read_err(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(read_err)?;
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn kept_ids(state: &StateDir) -> Result<Vec<String>, TxnError> {
+    Ok(dir_names(&state.history_root())?
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect())
+}
+
+/// Kept transactions, oldest first.
+pub fn kept_transactions(state: &StateDir) -> Result<Vec<KeptTransaction>, TxnError> {
+    let mut kept = Vec::new();
+    for id in kept_ids(state)? {
+        let dir = state.history_root().join(&id);
+        let path = dir.join("journal");
+        let intent = journal::summarize(&path)?
+            .intent
+            .ok_or(TxnError::JournalWithoutIntent { path })?;
+        kept.push(KeptTransaction {
+            id,
+            kind: intent.kind,
+            from: intent.from,
+            to: intent.to,
+            at: intent.at,
+            dir,
+        });
+    }
+    Ok(kept)
+}
+
+/// Removes the oldest kept transactions beyond the newest `keep`.
+pub(crate) fn prune(state: &StateDir, keep: usize) -> Result<(), TxnError> {
+    let ids = kept_ids(state)?;
+    let excess = ids.len().saturating_sub(keep);
+    for id in &ids[..excess] {
+        discard(&state.history_root().join(id))?;
+    }
+    Ok(())
+}
+
+/// Rolls the install back to the release before the newest kept update, exactly.
+pub fn rollback_last(state: &StateDir, keep_backups: usize) -> Result<RollbackOutcome, TxnError> {
+    let newest = kept_ids(state)?
+        .pop()
+        .ok_or(TxnError::NoBackup { keep_backups })?;
+    let kept_dir = state.history_root().join(&newest);
+    let journal_path = kept_dir.join("journal");
+    let intent =
+        journal::summarize(&journal_path)?
+            .intent
+            .ok_or(TxnError::JournalWithoutIntent {
+                path: journal_path.clone(),
+            })?;
+    let current = state.load_state()?;
+    if current.version != intent.to {
+        return Err(TxnError::HistoryMismatch {
+            id: newest,
+            expected: version_or_nothing(&intent.to),
+            installed: version_or_nothing(&current.version),
+        });
+    }
+
+    let ctx = PlanContext::new(state, &[]);
+    let plan = plan_inverse(&ctx, &intent, &kept_dir.join("backup"), &newest)?;
+    let txn = Transaction::begin(state, keep_backups)?;
+
+    let mut restored = current.clone();
+    restored.version = intent.old_state.version.clone();
+    restored.files = intent.old_state.files.clone();
+    restored.dirs = intent.old_state.dirs.clone();
+    for entry in restored.history.iter_mut().filter(|e| e.id == newest) {
+        entry.outcome = Outcome::RolledBack;
+    }
+    if let Some(left) = &intent.to {
+        restored.mark_rolled_back_from(left);
+    }
+    restored.record(HistoryEntry {
+        id: txn.id().to_owned(),
+        at: OffsetDateTime::now_utc(),
+        kind: TxnKind::Rollback,
+        from: plan.from.clone(),
+        to: plan.to.clone(),
+        outcome: Outcome::Applied,
+        reason: None,
+    });
+
+    let applied = txn.apply(&plan, restored, |_| Ok(()))?;
+    Ok(RollbackOutcome {
+        id: applied.id,
+        from: applied.from,
+        to: applied.to,
+        consumed: newest,
+    })
+}

@@ -1,0 +1,288 @@
+//! The transaction journal: append-only JSON lines, each made durable before the next step.
+//!
+//! The journal is the only thing recovery trusts besides the filesystem. The `intent` record holds
+//! everything needed to undo (the op list, created directories) and to restore the exact old
+//! `state.json`; the `commit` record holds the new `state.json`, so a crash after commit rolls
+//! forward without recomputing anything. A torn last line (power loss mid-append) is ignored and
+//! cut off before the next append.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{Op, TxnError};
+use crate::failpoint;
+use crate::relpath::RelPath;
+use crate::state::{InstallState, Outcome, TxnKind};
+use crate::txn::fsutil;
+use crate::version::Version;
+
+/// Everything a transaction is about to do, journaled before it touches the install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub id: String,
+    pub kind: TxnKind,
+    pub from: Option<Version>,
+    pub to: Option<Version>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Deletes first, then puts, in execution order.
+    pub ops: Vec<Op>,
+    /// Directories created (parents first) after the deletes and before the puts.
+    pub created_dirs: Vec<RelPath>,
+    /// `state.json` as it was when the transaction started.
+    pub old_state: InstallState,
+    /// For a rollback: the kept transaction (in `history/`) whose backup is the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumes: Option<String>,
+}
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "kebab-case")]
+pub enum Record {
+    Intent(Box<Intent>),
+    /// Every op is done and the touched directories are fsynced.
+    Applied,
+    /// Validators passed; from here on the transaction rolls forward.
+    Commit {
+        new_state: Box<InstallState>,
+    },
+    /// `state.json` holds the new state.
+    Done,
+    /// The old tree is back.
+    RolledBack {
+        outcome: Outcome,
+        reason: String,
+    },
+}
+
+/// What a journal says, folded from its records.
+#[derive(Debug, Clone, Default)]
+pub struct JournalSummary {
+    pub intent: Option<Intent>,
+    pub applied: bool,
+    pub commit: Option<InstallState>,
+    pub done: bool,
+    pub rolled_back: Option<(Outcome, String)>,
+}
+
+/// An open journal to append to.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+impl Journal {
+    /// Creates a new, empty journal and makes its directory entry durable.
+    pub fn create(path: &Path) -> Result<Self, TxnError> {
+        let write_err = |source| TxnError::JournalWrite {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(write_err)?;
+        if let Some(dir) = path.parent() {
+            fsutil::fsync_dir(dir).map_err(write_err)?;
+            if let Some(grandparent) = dir.parent() {
+                fsutil::fsync_dir(grandparent).map_err(write_err)?;
+            }
+        }
+        Ok(Journal {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    /// Opens an existing journal for appending, first cutting off a torn last line.
+    pub fn open_append(path: &Path) -> Result<Self, TxnError> {
+        let write_err = |source| TxnError::JournalWrite {
+            path: path.to_owned(),
+            source,
+        };
+        let bytes = fs::read(path).map_err(write_err)?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(write_err)?;
+        if complete != bytes.len() {
+            file.set_len(complete as u64).map_err(write_err)?;
+            file.sync_data().map_err(write_err)?;
+        }
+        Ok(Journal {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record and makes it durable.
+    pub fn append(&mut self, record: &Record) -> Result<(), TxnError> {
+        let write_err = |source| TxnError::JournalWrite {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(record)
+            .map_err(|e| write_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(write_err)?;
+        self.file.sync_data().map_err(write_err)?;
+        failpoint::step(&format!("journal {}", record.name()));
+        Ok(())
+    }
+}
+
+impl Record {
+    fn name(&self) -> &'static str {
+        match self {
+            Record::Intent(_) => "intent",
+            Record::Applied => "applied",
+            Record::Commit { .. } => "commit",
+            Record::Done => "done",
+            Record::RolledBack { .. } => "rolled-back",
+        }
+    }
+}
+
+/// Reads every complete record; a missing journal has none. An unreadable last line is a torn
+/// append and is ignored; an unreadable line before it is corruption.
+pub fn read_records(path: &Path) -> Result<Vec<Record>, TxnError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(TxnError::JournalRead {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let lines: Vec<&[u8]> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut records = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_slice::<Record>(line) {
+            Ok(r) => records.push(r),
+            Err(_) if i + 1 == lines.len() => {
+                tracing::warn!(journal = %path.display(), "ignoring a torn last journal record");
+            }
+            Err(source) => {
+                return Err(TxnError::JournalCorrupt {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Reads a journal and folds it into what it says.
+pub fn summarize(path: &Path) -> Result<JournalSummary, TxnError> {
+    let mut s = JournalSummary::default();
+    for record in read_records(path)? {
+        match record {
+            Record::Intent(i) => s.intent = Some(*i),
+            Record::Applied => s.applied = true,
+            Record::Commit { new_state } => s.commit = Some(*new_state),
+            Record::Done => s.done = true,
+            Record::RolledBack { outcome, reason } => s.rolled_back = Some((outcome, reason)),
+        }
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent() -> Intent {
+        Intent {
+            id: "t1".into(),
+            kind: TxnKind::Patch,
+            from: Some(Version::parse("1.0.0").unwrap()),
+            to: Some(Version::parse("1.1.0").unwrap()),
+            at: OffsetDateTime::UNIX_EPOCH,
+            ops: vec![Op {
+                path: RelPath::new("bin/app").unwrap(),
+                is_dir: false,
+                source: Some("/s/stage/bin/app".into()),
+                replaces_existing: true,
+            }],
+            created_dirs: vec![RelPath::new("web").unwrap()],
+            old_state: InstallState::default(),
+            consumes: None,
+        }
+    }
+
+    #[test]
+    fn appends_and_reads_back() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("journal");
+        let mut j = Journal::create(&p).unwrap();
+        j.append(&Record::Intent(Box::new(intent()))).unwrap();
+        j.append(&Record::Applied).unwrap();
+        j.append(&Record::Commit {
+            new_state: Box::default(),
+        })
+        .unwrap();
+        let s = summarize(&p).unwrap();
+        assert_eq!(s.intent.unwrap(), intent());
+        assert!(s.applied && s.commit.is_some() && !s.done && s.rolled_back.is_none());
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with("{\"record\":\"intent\""), "{text}");
+    }
+
+    #[test]
+    fn torn_last_line_is_ignored_and_cut_before_appending() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("journal");
+        let mut j = Journal::create(&p).unwrap();
+        j.append(&Record::Intent(Box::new(intent()))).unwrap();
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"record\":\"comm").unwrap();
+        let s = summarize(&p).unwrap();
+        assert!(s.intent.is_some() && s.commit.is_none());
+
+        let mut j = Journal::open_append(&p).unwrap();
+        j.append(&Record::RolledBack {
+            outcome: Outcome::Interrupted,
+            reason: "crash".into(),
+        })
+        .unwrap();
+        let s = summarize(&p).unwrap();
+        assert_eq!(s.rolled_back.unwrap().0, Outcome::Interrupted);
+        assert_eq!(read_records(&p).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn corruption_before_the_last_line_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("journal");
+        fs::write(&p, b"garbage\n{\"record\":\"applied\"}\n").unwrap();
+        let err = read_records(&p).unwrap_err();
+        assert!(
+            matches!(err, TxnError::JournalCorrupt { line: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(err.exit_class(), crate::error::ExitClass::RollbackFailed);
+        assert!(read_records(&d.path().join("none")).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,166 @@
+//! The journaled, crash-safe transaction that changes an install.
+//!
+//! An update (or a `molt rollback`) is planned as a list of primitive ops — "put `source` at
+//! `path`, moving whatever is there into `backup/path` first", or with no source, a delete — and
+//! applied by renames only. The full op list is journaled (fsynced) before the first rename, so
+//! after a crash at any point the intent plus the filesystem say exactly how to undo; once the
+//! `commit` record (which carries the new `state.json`) is durable, recovery rolls forward
+//! instead. See `docs/ARCHITECTURE.md`, "Transaction model".
+//!
+//! Every function here expects the caller to hold [`crate::state::StateDir::lock`].
+//!
+//! - [`plan`]: build ops from a patch, a full package, or a kept backup.
+//! - [`apply`]: run a plan as a transaction (journal, renames, fsync, validate, commit, archive).
+//! - [`undo`]: put the old tree back from the intent and the filesystem (idempotent).
+//! - [`recover`]: finish or undo whatever a previous process left in `txn/`.
+//! - [`history`]: kept transactions and `molt rollback`.
+
+pub mod apply;
+pub mod fsutil;
+pub mod history;
+pub mod journal;
+pub mod plan;
+pub mod recover;
+pub mod undo;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ExitClass;
+use crate::relpath::RelPath;
+use crate::state::StateError;
+use crate::version::Version;
+
+pub use crate::state::{Outcome, TxnKind};
+pub use apply::{ApplyOutcome, Transaction};
+pub use history::{KeptTransaction, RollbackOutcome, kept_transactions, rollback_last};
+pub use plan::{Plan, PlanContext, PlanError, plan_full, plan_patch};
+pub use recover::{
+    PendingStage, PendingTxn, RecoveredTxn, RecoveryAction, RecoveryReport, pending, recover,
+};
+
+/// One primitive operation: put `source` at `path` (moving what is there into the backup
+/// first), or with `source: None`, move what is at `path` into the backup (a delete).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
+    pub path: RelPath,
+    /// Whether the entry being put (or deleted) is a whole directory.
+    pub is_dir: bool,
+    /// Where the new entry comes from (in `stage/`, or a kept `backup/` for a rollback).
+    pub source: Option<PathBuf>,
+    /// Whether something was at `path` when the plan was made (so it goes to the backup).
+    pub replaces_existing: bool,
+}
+
+/// Renders an optional version for messages ("nothing" for an empty install).
+pub(crate) fn version_or_nothing(v: &Option<Version>) -> String {
+    v.as_ref()
+        .map_or_else(|| "nothing".to_owned(), ToString::to_string)
+}
+
+/// Why a transaction could not run, or how it ended when it did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("cannot create transaction directory {path}: {source}")]
+    Begin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write journal {path}: {source}")]
+    JournalWrite {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read journal {path}: {source}")]
+    JournalRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "journal {path} is corrupt at line {line} ({source}); the install may be half-updated: \
+         inspect {path} and the backup/ next to it, restore by hand, then remove that directory"
+    )]
+    JournalCorrupt {
+        path: PathBuf,
+        line: usize,
+        source: serde_json::Error,
+    },
+    #[error("journal {path} has no intent record; the kept transaction cannot be used")]
+    JournalWithoutIntent { path: PathBuf },
+    #[error("update from {from} to {to} failed while {step}; the install was restored to {from}")]
+    ApplyFailed {
+        from: String,
+        to: String,
+        step: String,
+    },
+    #[error("validation of {to} failed: {reason}; the install was restored to {from}")]
+    ValidationFailed {
+        from: String,
+        to: String,
+        reason: String,
+    },
+    #[error(
+        "restoring the install after \"{failure}\" failed: {undo_error}. Manual attention needed: \
+         the transaction is in {txn_dir} (journal lists every change; backup/ holds the old \
+         files). molt retries the undo on its next run; if that keeps failing, move the entries \
+         of backup/ back into the install by hand and remove {txn_dir}"
+    )]
+    RollbackFailed {
+        txn_dir: PathBuf,
+        failure: String,
+        undo_error: String,
+    },
+    #[error(
+        "the update to {to} is committed but finishing it failed while {step}; the next molt \
+         command completes it (transaction {txn_dir})"
+    )]
+    FinishFailed {
+        to: String,
+        txn_dir: PathBuf,
+        step: String,
+    },
+    #[error("cannot read kept transactions in {path}: {source}")]
+    ReadHistory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot remove {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no kept backup to roll back to (keep_backups = {keep_backups})")]
+    NoBackup { keep_backups: usize },
+    #[error(
+        "the newest kept backup ({id}) is of the update to {expected}, but {installed} is \
+         installed; refusing to roll back"
+    )]
+    HistoryMismatch {
+        id: String,
+        expected: String,
+        installed: String,
+    },
+}
+
+impl TxnError {
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            TxnError::State(e) => e.exit_class(),
+            TxnError::Plan(e) => e.exit_class(),
+            TxnError::RollbackFailed { .. } | TxnError::JournalCorrupt { .. } => {
+                ExitClass::RollbackFailed
+            }
+            _ => ExitClass::Failure,
+        }
+    }
+}
