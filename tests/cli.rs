@@ -15,9 +15,14 @@ fn keygen_writes_a_private_pkcs8_key_and_a_public_spki_key() {
     let p = fs::read_to_string(&public).unwrap();
     assert!(s.starts_with("-----BEGIN PRIVATE KEY-----"), "{s}");
     assert!(p.starts_with("-----BEGIN PUBLIC KEY-----"), "{p}");
-    assert_eq!(fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // A second keygen must not overwrite the key.
-    env.molt(&["keygen", "--out-dir", "keys"]).code(1);
+    env.molt(&["keygen", "--out-dir", "keys"])
+        .code(2)
+        .error_contains(&["refusing to overwrite"]);
     assert_eq!(fs::read_to_string(&secret).unwrap(), s);
 }
 
@@ -25,8 +30,13 @@ fn keygen_writes_a_private_pkcs8_key_and_a_public_spki_key() {
 fn unknown_config_key_is_a_usage_error_naming_key_and_line() {
     let env = Env::new();
     reference_releases(&env);
-    env.config(&format!("file://{}", env.repo().display()), "[apply]\nkeep_backup = 1\n");
-    env.apply(&[]).code(2).error_contains(&["keep_backup", "line"]);
+    env.config(
+        &format!("file://{}", env.repo().display()),
+        "[apply]\nkeep_backup = 1\n",
+    );
+    env.apply(&[])
+        .code(2)
+        .error_contains(&["keep_backup", "line"]);
 }
 
 #[test]
@@ -44,14 +54,22 @@ fn a_private_key_in_place_of_a_public_one_is_explained() {
     let env = Env::new();
     reference_releases(&env);
     env.file_config();
-    fs::copy(env.path("keys/release.key.pem"), env.path("keys/release.pub.pem")).unwrap();
-    env.apply(&[]).code(2).error_contains(&["release.pub.pem", "public key"]);
+    fs::copy(
+        env.path("keys/release.key.pem"),
+        env.path("keys/release.pub.pem"),
+    )
+    .unwrap();
+    env.apply(&[])
+        .code(2)
+        .error_contains(&["release.pub.pem", "public key"]);
 }
 
 #[test]
 fn missing_config_file_is_a_usage_error() {
     let env = Env::new();
-    env.molt(&["status", "--config", "nope.toml"]).code(2).error_contains(&["nope.toml"]);
+    env.molt(&["status", "--config", "nope.toml"])
+        .code(2)
+        .error_contains(&["nope.toml"]);
 }
 
 #[test]
@@ -66,7 +84,12 @@ fn status_of_a_fresh_install_reports_nothing_installed() {
     let env = Env::new();
     reference_releases(&env);
     env.file_config();
-    let s = env.molt(&["status", "--config", "molt.toml", "--json"]).success().json_lines().pop().unwrap();
+    let s = env
+        .molt(&["status", "--config", "molt.toml", "--json"])
+        .success()
+        .json_lines()
+        .pop()
+        .unwrap();
     assert!(s["version"].is_null(), "{s}");
     assert_eq!(s["serial"], 0);
 }

@@ -108,6 +108,8 @@ pub struct RawEntry {
     pub data: Vec<u8>,
     pub link: Option<String>,
     pub mode: u32,
+    /// For GNU sparse entries: the size the entry claims to expand to.
+    pub real_size: Option<u64>,
 }
 
 impl RawEntry {
@@ -118,6 +120,7 @@ impl RawEntry {
             data: data.to_vec(),
             link: None,
             mode: 0o644,
+            real_size: None,
         }
     }
 
@@ -128,6 +131,7 @@ impl RawEntry {
             data: vec![],
             link: None,
             mode: 0o755,
+            real_size: None,
         }
     }
 
@@ -138,6 +142,7 @@ impl RawEntry {
             data: vec![],
             link: link.map(str::to_owned),
             mode: 0o644,
+            real_size: None,
         }
     }
 }
@@ -158,6 +163,11 @@ pub fn raw_package(entries: &[RawEntry]) -> Vec<u8> {
         h.set_size(e.data.len() as u64);
         if let Some(l) = &e.link {
             h.set_link_name(l).unwrap();
+        }
+        if let Some(real) = e.real_size {
+            let gnu = h.as_gnu_mut().unwrap();
+            let octal = format!("{real:011o}\0");
+            gnu.realsize.copy_from_slice(octal.as_bytes());
         }
         h.set_cksum();
         b.append(&h, &e.data[..]).unwrap();

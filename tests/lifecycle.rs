@@ -13,7 +13,13 @@ use crate::util::{Env, Snapshot, assert_same_tree, snapshot, tree_snapshot};
 fn with_user_files(tree: &std::path::Path) -> Snapshot {
     let mut s = tree_snapshot(tree);
     let user = Env::new();
-    let t = user.tree("u", &[("data/user.db", "precious\n", 0o600), ("extra.log", "unowned\n", 0o644)]);
+    let t = user.tree(
+        "u",
+        &[
+            ("data/user.db", "precious\n", 0o600),
+            ("extra.log", "unowned\n", 0o644),
+        ],
+    );
     s.extend(snapshot(&t));
     s
 }
@@ -25,15 +31,50 @@ fn publish_writes_full_packages_and_patches_from_every_earlier_release() {
     let m = env.manifest();
     assert_eq!(m["serial"], 3);
     assert_eq!(m["product"], "demo-app");
-    let r3 = m["releases"].as_array().unwrap().iter().find(|r| r["version"] == "1.2.0").unwrap();
+    let r3 = m["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "1.2.0")
+        .unwrap();
     let patches = r3["artifacts"]["x86_64"]["patches"].as_array().unwrap();
-    let froms: Vec<_> = patches.iter().map(|p| p["from"].as_str().unwrap()).collect();
-    assert!(froms.contains(&"1.0.0") && froms.contains(&"1.1.0"), "{froms:?}");
-    let r2 = m["releases"].as_array().unwrap().iter().find(|r| r["version"] == "1.1.0").unwrap();
+    let froms: Vec<_> = patches
+        .iter()
+        .map(|p| p["from"].as_str().unwrap())
+        .collect();
+    assert!(
+        froms.contains(&"1.0.0") && froms.contains(&"1.1.0"),
+        "{froms:?}"
+    );
+    let r2 = m["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "1.1.0")
+        .unwrap();
     let ops = &r2["artifacts"]["x86_64"]["patches"][0]["operations"];
-    let deleted: Vec<_> = ops["delete"]["files"].as_array().unwrap().iter().chain(ops["delete"]["directories"].as_array().unwrap()).map(|v| v.as_str().unwrap().to_owned()).collect();
-    assert!(deleted.iter().any(|d| d == "conf/legacy.yml"), "{ops}");
-    assert!(deleted.iter().any(|d| d == "plugins" || d == "plugins/legacy"), "{ops}");
+    let deleted: Vec<_> = ops["delete"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(ops["delete"]["directories"].as_array().unwrap())
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let replaced_dirs = ops["replace"]["directories"].as_array().unwrap();
+    assert!(
+        deleted.iter().any(|d| d == "conf/legacy.yml") || replaced_dirs.contains(&json!("conf")),
+        "{ops}"
+    );
+    assert!(
+        replaced_dirs.contains(&json!("web")),
+        "web/ lost b.js, so it is replaced whole: {ops}"
+    );
+    assert!(
+        deleted
+            .iter()
+            .any(|d| d == "plugins" || d == "plugins/legacy"),
+        "{ops}"
+    );
     for r in m["releases"].as_array().unwrap() {
         let full = &r["artifacts"]["x86_64"]["full"];
         let bytes = fs::read(env.repo().join(full["url"].as_str().unwrap())).unwrap();
@@ -53,7 +94,10 @@ fn publishing_the_same_tree_twice_gives_identical_packages() {
     let m = env.manifest();
     assert_eq!(m["serial"], 2);
     assert_eq!(m["releases"].as_array().unwrap().len(), 1);
-    assert_eq!(m["releases"][0]["artifacts"]["x86_64"]["full"]["sha256"], first["sha256"]);
+    assert_eq!(
+        m["releases"][0]["artifacts"]["x86_64"]["full"]["sha256"],
+        first["sha256"]
+    );
 }
 
 #[test]
@@ -67,44 +111,89 @@ fn full_install_patches_rollback_force_full_and_verify() {
 
     // First install into a directory that does not exist yet: a full package.
     let r = env.apply(&["--version", "1.0.0"]).success().result();
-    assert_eq!((r["kind"].clone(), r["to"].clone()), (json!("full"), json!("1.0.0")));
-    assert_same_tree(&snapshot(&env.install()), &tree_snapshot(&t1), "after full install of 1.0.0");
+    assert_eq!(
+        (r["kind"].clone(), r["to"].clone()),
+        (json!("full"), json!("1.0.0"))
+    );
+    assert_same_tree(
+        &snapshot(&env.install()),
+        &tree_snapshot(&t1),
+        "after full install of 1.0.0",
+    );
 
     // The application writes user data and an unowned file.
     fs::create_dir_all(env.install().join("data")).unwrap();
     fs::write(env.install().join("data/user.db"), "precious\n").unwrap();
-    fs::set_permissions(env.install().join("data/user.db"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        env.install().join("data/user.db"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     fs::write(env.install().join("extra.log"), "unowned\n").unwrap();
 
     let r = env.apply(&["--version", "1.1.0"]).success().result();
     assert_eq!(r["kind"], "patch");
-    assert_eq!((r["from"].clone(), r["to"].clone()), (json!("1.0.0"), json!("1.1.0")));
-    assert_same_tree(&snapshot(&env.install()), &with_user_files(&t2), "after patch to 1.1.0");
+    assert_eq!(
+        (r["from"].clone(), r["to"].clone()),
+        (json!("1.0.0"), json!("1.1.0"))
+    );
+    assert_same_tree(
+        &snapshot(&env.install()),
+        &with_user_files(&t2),
+        "after patch to 1.1.0",
+    );
 
     let r = env.apply(&[]).success().result();
-    assert_eq!((r["kind"].clone(), r["from"].clone(), r["to"].clone()), (json!("patch"), json!("1.1.0"), json!("1.2.0")));
-    assert_same_tree(&snapshot(&env.install()), &with_user_files(&t3), "after patch to 1.2.0");
-    let mode = fs::metadata(env.install().join("bin/tool")).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o644);
+    assert_eq!(
+        (r["kind"].clone(), r["from"].clone(), r["to"].clone()),
+        (json!("patch"), json!("1.1.0"), json!("1.2.0"))
+    );
+    assert_same_tree(
+        &snapshot(&env.install()),
+        &with_user_files(&t3),
+        "after patch to 1.2.0",
+    );
+    let mode = fs::metadata(env.install().join("bin/tool"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o644
+    );
 
     let r = env.apply(&[]).success().result();
     assert_eq!(r["kind"], "none", "{r}");
 
     env.molt(&["rollback", "--config", "molt.toml"]).success();
-    assert_same_tree(&snapshot(&env.install()), &with_user_files(&t2), "after rollback to 1.1.0");
+    assert_same_tree(
+        &snapshot(&env.install()),
+        &with_user_files(&t2),
+        "after rollback to 1.1.0",
+    );
     assert_eq!(env.installed_version(), "1.1.0");
 
     env.apply(&["--force-full", "--version", "1.2.0"]).success();
-    assert_same_tree(&snapshot(&env.install()), &with_user_files(&t3), "after forced full 1.2.0");
+    assert_same_tree(
+        &snapshot(&env.install()),
+        &with_user_files(&t3),
+        "after forced full 1.2.0",
+    );
 
-    let status = env.molt(&["status", "--config", "molt.toml", "--json"]).success().json_lines().pop().unwrap();
+    let status = env
+        .molt(&["status", "--config", "molt.toml", "--json"])
+        .success()
+        .json_lines()
+        .pop()
+        .unwrap();
     assert_eq!(status["version"], "1.2.0");
     assert_eq!(status["serial"], 3);
     assert!(status["history"].as_array().unwrap().len() >= 4, "{status}");
 
     env.molt(&["verify", "--config", "molt.toml"]).success();
     fs::write(env.install().join("conf/app.yml"), "tampered\n").unwrap();
-    env.molt(&["verify", "--config", "molt.toml"]).code(1).error_contains(&["conf/app.yml"]);
+    env.molt(&["verify", "--config", "molt.toml"])
+        .code(1)
+        .error_contains(&["conf/app.yml"]);
     let _ = (R1, R2, R3);
 }
 
@@ -114,10 +203,16 @@ fn dry_run_and_check_change_nothing() {
     reference_releases(&env);
     env.file_config();
     let r = env.apply(&["--dry-run"]).success().result();
-    assert_eq!((r["kind"].clone(), r["to"].clone()), (json!("full"), json!("1.2.0")));
+    assert_eq!(
+        (r["kind"].clone(), r["to"].clone()),
+        (json!("full"), json!("1.2.0"))
+    );
     assert!(r["bytes"].as_u64().unwrap() > 0);
     assert!(snapshot(&env.install()).is_empty());
-    let r = env.molt(&["check", "--config", "molt.toml", "--json"]).success().result();
+    let r = env
+        .molt(&["check", "--config", "molt.toml", "--json"])
+        .success()
+        .result();
     assert_eq!(r["kind"], "full");
     assert!(snapshot(&env.install()).is_empty());
 }
@@ -128,5 +223,9 @@ fn plain_path_sources_work_like_file_urls() {
     let [_, _, t3] = reference_releases(&env);
     env.config("repo", "");
     env.apply(&[]).success();
-    assert_same_tree(&snapshot(&env.install()), &tree_snapshot(&t3), "install from a plain path");
+    assert_same_tree(
+        &snapshot(&env.install()),
+        &tree_snapshot(&t3),
+        "install from a plain path",
+    );
 }

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream;
+use futures_util::{StreamExt, stream};
 
 /// How the server treats one path.
 #[derive(Clone, Debug)]
@@ -131,7 +131,9 @@ async fn serve(State(state): State<AppState>, req: Request) -> Response {
                 if n <= 1 {
                     shared.faults.remove(&path);
                 } else {
-                    shared.faults.insert(path.clone(), Fault::StatusTimes(code, n - 1));
+                    shared
+                        .faults
+                        .insert(path.clone(), Fault::StatusTimes(code, n - 1));
                 }
                 Some(Fault::StatusTimes(code, n))
             }
@@ -175,10 +177,14 @@ async fn serve(State(state): State<AppState>, req: Request) -> Response {
     };
     if let Some(Fault::DropAfterOnce(n)) = fault {
         let head = body[..n.min(body.len())].to_vec();
-        let chunks = stream::iter(vec![
-            Ok::<_, std::io::Error>(head),
-            Err(std::io::Error::other("connection dropped by the test server")),
-        ]);
+        // Let the head reach the client before the connection is cut.
+        let cut = async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            Err::<Vec<u8>, _>(std::io::Error::other(
+                "connection dropped by the test server",
+            ))
+        };
+        let chunks = stream::iter(vec![Ok::<_, std::io::Error>(head)]).chain(stream::once(cut));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         return (status, headers, Body::from_stream(chunks)).into_response();
     }

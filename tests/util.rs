@@ -201,16 +201,17 @@ impl Run {
         self.stdout
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
             .collect()
     }
 
     /// The final `{"result": ...}` object of a `--json` run.
     pub fn result(&self) -> Value {
         let last = self.json_lines().pop().expect("no JSON output");
-        assert!(last.get("result").is_some(), "last line is not a result: {last}");
+        assert!(
+            last.get("result").is_some(),
+            "last line is not a result: {last}"
+        );
         last
     }
 
@@ -248,7 +249,12 @@ pub fn snapshot(root: &Path) -> Snapshot {
     }
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
-        let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if rel == ".molt" || rel.starts_with(".molt/") {
             continue;
         }

@@ -6,6 +6,7 @@ use molt::output::Output;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
+    molt::failpoint::init_from_env();
     let cli = Cli::parse();
     let default_level = match cli.verbose {
         0 => "warn",
@@ -30,6 +31,5 @@ fn main() {
             code
         }
     };
-    molt::failpoint::report_steps();
     std::process::exit(code);
 }

@@ -55,7 +55,9 @@ impl Output {
             let due = last.is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
             if due || done == total {
                 *last = Some(Instant::now());
-                print_json_line(&json!({"event": "progress", "what": what, "done": done, "total": total}));
+                print_json_line(
+                    &json!({"event": "progress", "what": what, "done": done, "total": total}),
+                );
             }
         } else if self.tty {
             let mut bar = self.bar.borrow_mut();

@@ -136,9 +136,11 @@ pub fn resolve(
             "chose {to}, but the operator asked for --version {wanted}"
         )));
     }
-    let release = manifest
-        .release(&to)
-        .ok_or_else(|| refuse(format!("chose {to}, which the signed manifest does not list")))?;
+    let release = manifest.release(&to).ok_or_else(|| {
+        refuse(format!(
+            "chose {to}, which the signed manifest does not list"
+        ))
+    })?;
     let artifacts = release.artifacts_for(&config.arch).ok_or_else(|| {
         refuse(format!(
             "chose {to}, which has no artifacts for {} in the signed manifest",

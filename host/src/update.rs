@@ -213,7 +213,10 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
     let new_state = txn.next_state(&plan, &state);
     let validation = ValidationInput {
         old_version: state.version.clone(),
-        new_version: plan.to.clone().unwrap_or_else(|| unreachable!("an update has a target")),
+        new_version: plan
+            .to
+            .clone()
+            .unwrap_or_else(|| unreachable!("an update has a target")),
         changed: plan
             .ops
             .iter()
@@ -293,7 +296,10 @@ fn describe(choice: &Choice, from: Option<&str>) -> String {
     match choice {
         Choice::Nothing { reason } => format!("no update: {reason}"),
         Choice::Full { to, package, .. } => {
-            format!("full install {from} → {to} ({} bytes to fetch)", package.size)
+            format!(
+                "full install {from} → {to} ({} bytes to fetch)",
+                package.size
+            )
         }
         Choice::Patch { to, package, .. } => {
             format!("patch {from} → {to} ({} bytes to fetch)", package.size)

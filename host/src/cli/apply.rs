@@ -31,7 +31,11 @@ pub fn run(args: &ApplyArgs, out: &Output) -> Result<(), Error> {
         version: args.version.as_deref().map(Version::parse).transpose()?,
         force_full: args.force_full,
     };
-    let mode = if args.dry_run { Mode::DryRun } else { Mode::Apply };
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Apply
+    };
     let result = update(&config, &request, mode, out)?;
     out.success(&summary(&result, mode), result);
     Ok(())

@@ -24,7 +24,10 @@ pub fn run(
     if !out.is_json()
         && let Some(ops) = result["plan"].get("operations")
     {
-        eprintln!("operations: {}", serde_json::to_string_pretty(ops).unwrap_or_default());
+        eprintln!(
+            "operations: {}",
+            serde_json::to_string_pretty(ops).unwrap_or_default()
+        );
     }
     out.success(&summary(&result, Mode::Check), result);
     Ok(())

@@ -19,7 +19,11 @@ use crate::Error;
 use crate::output::Output;
 
 #[derive(Debug, Parser)]
-#[command(name = "molt", version, about = "Keeps an install directory at the release its deployment wants")]
+#[command(
+    name = "molt",
+    version,
+    about = "Keeps an install directory at the release its deployment wants"
+)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

@@ -41,11 +41,19 @@ pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
         .version
         .as_ref()
         .map_or("nothing installed".to_owned(), |v| v.to_string());
-    println!("{} in {}: {version}", config.product, config.install_dir.display());
+    println!(
+        "{} in {}: {version}",
+        config.product,
+        config.install_dir.display()
+    );
     println!("trusted manifest serial: {}", trust.highest_serial);
     println!("owned files: {}", state.files.len());
     if !state.rolled_back_from.is_empty() {
-        let list: Vec<_> = state.rolled_back_from.iter().map(ToString::to_string).collect();
+        let list: Vec<_> = state
+            .rolled_back_from
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         println!("rolled back from: {}", list.join(", "));
     }
     if !state.failed.is_empty() {
@@ -65,7 +73,10 @@ pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
             v(&h.from),
             v(&h.to),
             h.outcome,
-            h.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            h.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         );
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! The signed repository: its manifest model, signatures, trust checks and the publisher.
 
+pub mod diff;
 pub mod manifest;
+pub mod publish;
 pub mod signature;
 pub mod trust;
-pub mod diff;
-pub mod publish;
