@@ -292,3 +292,12 @@ fn patch_naming_a_path_in_replace_and_delete_is_refused() {
     });
     assert_rejected(&env, &before, &["--version", "1.1.0"], &["bin/app"]);
 }
+
+#[test]
+fn package_smaller_than_its_signed_unpacked_size_is_refused() {
+    assert_archive_rejected(
+        vec![RawEntry::file("bin/app", b"only one file")],
+        4096,
+        &["unpacks to 13 bytes", "4096"],
+    );
+}

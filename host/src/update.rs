@@ -1,8 +1,8 @@
 //! The flow of `molt check` and `molt apply`.
 //!
-//! 1. Load what the operator configured — trusted keys and plugins — so a missing key or a broken
-//!    plugin is reported before anything is fetched.
-//! 2. Open the install: lock the state dir and recover an interrupted transaction.
+//! 1. Open the install: lock the state dir and recover an interrupted transaction.
+//! 2. Load what the operator configured — trusted keys and plugins (compiled once, then cached in
+//!    the state dir) — so a missing key or a broken plugin is reported before anything is fetched.
 //! 3. Fetch `manifest.json` and its signature (both capped), verify the signatures over the exact
 //!    bytes, then parse and check product, expiry and serial (`repo::trust`).
 //! 4. Ask the strategy plugin, and resolve its answer against the signed manifest (`strategy`).
@@ -57,14 +57,14 @@ pub struct Prepared {
     pub validators: Vec<ValidatorPlugin>,
 }
 
-/// Loads the trusted keys and every configured plugin (step 1).
-pub fn prepare(config: &Config) -> Result<Prepared, Error> {
+/// Loads the trusted keys and every configured plugin (step 2).
+pub fn prepare(config: &Config, install: &Install) -> Result<Prepared, Error> {
     let keys = config
         .keys
         .iter()
         .map(|k| load_verifying_key(k))
         .collect::<Result<Vec<_>, _>>()?;
-    let runtime = plugin_runtime(config)?;
+    let runtime = plugin_runtime(config, &install.state_dir.cache_dir().join("plugins"))?;
     let strategy = runtime.load_strategy(&PluginRef::parse(&config.strategy.plugin)?)?;
     let validators = config
         .validators
@@ -79,22 +79,21 @@ pub fn prepare(config: &Config) -> Result<Prepared, Error> {
     })
 }
 
-/// The plugin runtime for `config`: its limits, and the compiled-component cache in the state
-/// dir (created here, mode 0700, so it exists before any plugin is loaded).
-pub fn plugin_runtime(config: &Config) -> Result<PluginRuntime, Error> {
+/// The plugin runtime for `config`: its limits, and the compiled-component cache `cache` (a
+/// directory only molt writes, because cached entries are native code).
+pub fn plugin_runtime(config: &Config, cache: &Path) -> Result<PluginRuntime, Error> {
     let limits = PluginLimits {
         timeout: config.plugin_timeout,
         memory_bytes: usize::try_from(config.plugin_memory_bytes).unwrap_or(usize::MAX),
         ..PluginLimits::default()
     };
-    let cache = config.state_dir.join("cache").join("plugins");
-    Ok(PluginRuntime::new(Some(&cache), limits)?)
+    Ok(PluginRuntime::new(Some(cache), limits)?)
 }
 
-/// Steps 3–8; returns the final JSON fields of the command's result.
+/// Steps 1–8; returns the final JSON fields of the command's result.
 pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Result<Value, Error> {
-    let prepared = prepare(config)?;
     let install = Install::open(config, out)?;
+    let prepared = prepare(config, &install)?;
     let state = install.state()?;
     let trust = install.trust()?;
 
@@ -172,12 +171,26 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
         Choice::Patch { operations, .. } => Allowed::Operations(operations),
         _ => Allowed::Any,
     };
-    let staged = match extract(&pkg_path, &txn.stage_dir(), &limits, allowed) {
+    let extracted = extract(&pkg_path, &txn.stage_dir(), &limits, allowed)
+        .map_err(Error::from)
+        .and_then(|staged| {
+            // The cap stops an archive that is too big; equality also catches one that is short.
+            if staged.total_size() == package.unpacked_size {
+                Ok(staged)
+            } else {
+                Err(Error::UnpackedSizeMismatch {
+                    url: source.display_url(&package.url),
+                    expected: package.unpacked_size,
+                    actual: staged.total_size(),
+                })
+            }
+        });
+    let staged = match extracted {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&pkg_path);
             txn.abandon()?;
-            return Err(e.into());
+            return Err(e);
         }
     };
     out.event(
