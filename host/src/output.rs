@@ -17,6 +17,8 @@ pub struct Output {
     tty: bool,
     bar: RefCell<Option<ProgressBar>>,
     last_json_progress: RefCell<Option<Instant>>,
+    /// Last quarter (0–4) reported as a plain line when stderr is not a terminal.
+    last_plain_quarter: RefCell<Option<u64>>,
 }
 
 impl Output {
@@ -26,6 +28,7 @@ impl Output {
             tty: std::io::stderr().is_terminal(),
             bar: RefCell::new(None),
             last_json_progress: RefCell::new(None),
+            last_plain_quarter: RefCell::new(None),
         }
     }
 
@@ -74,11 +77,19 @@ impl Output {
                 b
             });
             bar.set_position(done);
+        } else {
+            let quarter = (done * 4).checked_div(total).unwrap_or(4).min(4);
+            let mut last = self.last_plain_quarter.borrow_mut();
+            if last.is_none_or(|q| quarter > q) {
+                *last = Some(quarter);
+                eprintln!("{what}: {done}/{total} bytes ({}%)", quarter * 25);
+            }
         }
     }
 
     /// Ends a progress bar, if one is showing.
     pub fn clear_bar(&self) {
+        self.last_plain_quarter.replace(None);
         if let Some(bar) = self.bar.borrow_mut().take() {
             bar.finish_and_clear();
         }
