@@ -270,3 +270,20 @@ fn plugin_inspect_describes_a_component() {
         .success();
     assert!(human.stdout.contains("default"), "{}", human.stdout);
 }
+
+#[test]
+fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions() {
+    let env = Env::new();
+    reference_releases(&env);
+    env.config(
+        &format!("file://{}", env.repo().display()),
+        &format!(
+            "[strategy]\nplugin = \"{}\"\n",
+            wasm("test_wrong_version").display()
+        ),
+    );
+    env.apply(&[])
+        .code(2)
+        .error_contains(&["molt:plugin@0.2.0", "molt:plugin@0.1.0"]);
+    assert!(snapshot(&env.install()).is_empty());
+}
