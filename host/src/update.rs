@@ -243,10 +243,12 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
             .map(|o| o.path.clone())
             .collect(),
     };
-    let outcome = txn.apply(&plan, new_state, |tree: &Path| {
+    let applied = txn.apply(&plan, new_state, |tree: &Path| {
         run_validators(config, &prepared.validators, &validation, tree, out)
-    })?;
+    });
+    // Staged files were moved out of the stage; the package is no longer needed either way.
     let _ = std::fs::remove_file(&pkg_path);
+    let outcome = applied?;
     save_trust(&install, &manifest, trust)?;
     result["changes"] = json!(outcome.changes);
     Ok(result)
