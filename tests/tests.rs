@@ -8,6 +8,7 @@ mod util;
 
 mod cli;
 mod crash;
+mod full_disk;
 mod http;
 mod lifecycle;
 mod plugins;
