@@ -21,7 +21,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{BenchError, Child, MIB, Measured, Table, env_count, mib, molt_binary, ratio, secs};
+use common::{BenchError, Child, MIB, Measured, Table, env_count, mib, molt_binary, ratio};
 use molt::repo::manifest::{Manifest, Package};
 use molt::version::Version;
 
@@ -97,7 +97,11 @@ impl TreeSpec {
     }
 
     fn mode(index: usize) -> u32 {
-        if index % 50 == 0 { 0o755 } else { 0o644 }
+        if index.is_multiple_of(50) {
+            0o755
+        } else {
+            0o644
+        }
     }
 
     /// The files 1.1.0 changes: `count` indices spread evenly over the tree.
@@ -258,6 +262,11 @@ fn packages(manifest: &Manifest, version: &str) -> Result<(Package, Option<Packa
     Ok((full, patch))
 }
 
+/// Seconds with millisecond precision.
+fn secs(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
 fn throughput(bytes: u64, wall: Duration) -> String {
     format!("{:.0}", bytes as f64 / MIB / wall.as_secs_f64().max(1e-9))
 }
@@ -386,7 +395,7 @@ fn main() -> Result<(), BenchError> {
     row(
         &format!("molt apply 1.1.0 (patch, {} files)", changed.len()),
         &apply_patch,
-        Some(changed_bytes),
+        None,
     );
     row("molt verify (hashes the install)", &verify, Some(total));
     println!();

@@ -19,7 +19,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{BenchError, Child, Measured, Table, env_count, mib, molt_binary, ratio, secs};
+use common::{BenchError, Child, Measured, Table, env_count, mib, molt_binary, ratio};
 use molt::config::Config;
 use molt::fetch::{MANIFEST_CAP, SIGNATURE_CAP, Source};
 use molt::keys::{generate_keypair, load_verifying_key};
@@ -313,8 +313,8 @@ fn main() -> Result<(), BenchError> {
 
     let mut processes = Table::new(&[
         "molt check (process)",
-        "wall s",
-        "CPU s",
+        "wall ms",
+        "CPU ms",
         "peak RSS MiB",
         "vs warm",
     ]);
@@ -325,8 +325,8 @@ fn main() -> Result<(), BenchError> {
     ] {
         processes.row(vec![
             step.to_owned(),
-            secs(m.wall),
-            secs(m.cpu),
+            millis(m.wall),
+            millis(m.cpu),
             mib(m.peak_rss_bytes),
             ratio(m.wall, warm_check.wall),
         ]);

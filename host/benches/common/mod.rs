@@ -360,17 +360,17 @@ impl Table {
     }
 }
 
-/// Seconds with millisecond precision.
-pub fn secs(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
-}
-
-/// `a / b` as a ratio, e.g. `1.84x`.
+/// `a / b` as a ratio: `1.84x`, or `1/205` when `a` is under a tenth of `b`.
 pub fn ratio(a: Duration, b: Duration) -> String {
-    if b.is_zero() {
+    if b.is_zero() || a.is_zero() {
         return "-".to_owned();
     }
-    format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64())
+    let r = a.as_secs_f64() / b.as_secs_f64();
+    if r >= 0.1 {
+        format!("{r:.2}x")
+    } else {
+        format!("1/{:.0}", 1.0 / r)
+    }
 }
 
 /// Mebibytes with one decimal.
