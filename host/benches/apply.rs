@@ -1,0 +1,423 @@
+//! `cargo bench -p molt --bench apply`: publish and apply a large release end to end with the
+//! real `molt` binary, next to `sha256sum PKG && tar xzf PKG -C DIR` on the same package.
+//!
+//! It generates two release trees in a scratch directory (default ~1 GiB over 10,000 files in
+//! nested directories; the second identical except 10 files), publishes them as 1.0.0 and 1.1.0
+//! (full packages plus a 10-file patch), then applies 1.0.0 into an empty install (full) and
+//! 1.1.0 on top (patch). Every step is its own process, measured for wall time, CPU time and
+//! peak RSS with `wait4`. Nothing is asserted about the timings: this prints a table.
+//!
+//! Overrides: `MOLT_BENCH_MB` (total tree size, default 1024), `MOLT_BENCH_FILES` (default
+//! 10000), `MOLT_BENCH_CHANGED` (files changed in 1.1.0, default 10), `MOLT_BENCH_DIR` (where
+//! the scratch directory goes; keep it on the filesystem you care about), `MOLT_BENCH_KEEP`
+//! (keep the scratch directory).
+
+mod common;
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{BenchError, Child, MIB, Measured, Table, env_count, mib, molt_binary, ratio};
+use molt::repo::manifest::{Manifest, Package};
+use molt::version::Version;
+
+const PRODUCT: &str = "bench-app";
+const SEED_TREE: u64 = 0x6d6f_6c74_2d62_656e;
+const SEED_CHANGED: u64 = 0x6368_616e_6765_6421;
+/// Content is produced in blocks of this size; each block is either raw PRNG bytes
+/// (incompressible) or PRNG nibbles spelled as hex text (compresses about 2:1, no long matches),
+/// so gzip has real work and the package is somewhat smaller than the tree, as with binaries.
+const BLOCK: usize = 64 * 1024;
+
+/// splitmix64: a fast, seeded, well-mixed generator (not for cryptography).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Fills `block` with either random bytes or random hex text.
+    fn fill_block(&mut self, block: &mut [u8]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        if self.next() & 1 == 0 {
+            for chunk in block.chunks_mut(8) {
+                let bytes = self.next().to_le_bytes();
+                chunk.copy_from_slice(&bytes[..chunk.len()]);
+            }
+        } else {
+            for chunk in block.chunks_mut(16) {
+                let mut word = self.next();
+                for byte in chunk {
+                    *byte = HEX[(word & 0xf) as usize];
+                    word >>= 4;
+                }
+            }
+        }
+    }
+}
+
+/// The layout of a generated release tree.
+struct TreeSpec {
+    sizes: Vec<u64>,
+}
+
+impl TreeSpec {
+    /// `files` files totalling exactly `total` bytes, sizes spread over 0.25x–1.75x the mean.
+    fn new(total: u64, files: u64) -> TreeSpec {
+        let mut rng = SplitMix64(SEED_TREE ^ files);
+        let weights: Vec<u64> = (0..files).map(|_| 1 + rng.next() % 6).collect();
+        let weight_sum: u64 = weights.iter().sum();
+        let mut sizes: Vec<u64> = weights
+            .iter()
+            .map(|w| (u128::from(total) * u128::from(*w) / u128::from(weight_sum)) as u64)
+            .collect();
+        let assigned: u64 = sizes.iter().sum();
+        if let Some(last) = sizes.last_mut() {
+            *last += total - assigned;
+        }
+        TreeSpec { sizes }
+    }
+
+    /// `lib/dNN/mNN/file-NNNNN.bin`: 20 × 25 directories, three levels deep.
+    fn path(index: usize) -> PathBuf {
+        PathBuf::from(format!(
+            "lib/d{:02}/m{:02}/file-{index:05}.bin",
+            index % 20,
+            (index / 20) % 25
+        ))
+    }
+
+    fn mode(index: usize) -> u32 {
+        if index.is_multiple_of(50) {
+            0o755
+        } else {
+            0o644
+        }
+    }
+
+    /// The files 1.1.0 changes: `count` indices spread evenly over the tree.
+    fn changed(&self, count: u64) -> Vec<usize> {
+        let files = self.sizes.len();
+        let count = usize::try_from(count).unwrap_or(files).min(files);
+        (0..count)
+            .map(|k| k * files / count + files / (2 * count))
+            .collect()
+    }
+
+    fn total(&self) -> u64 {
+        self.sizes.iter().sum()
+    }
+}
+
+fn write_file(path: &Path, size: u64, rng: &mut SplitMix64, mode: u32) -> Result<(), BenchError> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(BenchError::io("cannot create", parent))?;
+    }
+    let mut file = File::create(path).map_err(BenchError::io("cannot create", path))?;
+    let mut block = vec![0u8; BLOCK];
+    let mut left = size;
+    while left > 0 {
+        let n = usize::try_from(left).unwrap_or(BLOCK).min(BLOCK);
+        rng.fill_block(&mut block[..n]);
+        file.write_all(&block[..n])
+            .map_err(BenchError::io("cannot write", path))?;
+        left -= n as u64;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(BenchError::io("cannot chmod", path))
+}
+
+/// Writes 1.0.0's tree, then 1.1.0's: hard links to 1.0.0's files except the changed ones,
+/// which get new content of the same size.
+fn generate_trees(
+    spec: &TreeSpec,
+    changed: &[usize],
+    v1: &Path,
+    v2: &Path,
+) -> Result<(), BenchError> {
+    let mut rng = SplitMix64(SEED_TREE);
+    for (index, size) in spec.sizes.iter().enumerate() {
+        write_file(
+            &v1.join(TreeSpec::path(index)),
+            *size,
+            &mut rng,
+            TreeSpec::mode(index),
+        )?;
+    }
+    let mut rng = SplitMix64(SEED_CHANGED);
+    for (index, size) in spec.sizes.iter().enumerate() {
+        let rel = TreeSpec::path(index);
+        let target = v2.join(&rel);
+        if changed.contains(&index) {
+            write_file(&target, *size, &mut rng, TreeSpec::mode(index))?;
+        } else {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(BenchError::io("cannot create", parent))?;
+            }
+            fs::hard_link(v1.join(&rel), &target)
+                .map_err(BenchError::io("cannot hard-link into", &target))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs measured processes in the scratch directory.
+struct Runner<'a> {
+    root: &'a Path,
+    logs: PathBuf,
+}
+
+impl Runner<'_> {
+    fn run(&self, label: &str, program: &OsStr, args: &[&OsStr]) -> Result<Measured, BenchError> {
+        Child {
+            label,
+            program,
+            args: args.to_vec(),
+            cwd: self.root,
+            logs: &self.logs,
+        }
+        .run()
+    }
+
+    fn molt(&self, label: &str, args: &[&OsStr]) -> Result<Measured, BenchError> {
+        self.run(label, molt_binary().as_os_str(), args)
+    }
+
+    fn publish(&self, version: &str, tree: &Path) -> Result<Measured, BenchError> {
+        let os = |s: &'static str| OsStr::new(s);
+        self.molt(
+            &format!("publish-{version}"),
+            &[
+                os("publish"),
+                os("--repo"),
+                os("repo"),
+                os("--key"),
+                os("keys/release.key.pem"),
+                os("--product"),
+                os(PRODUCT),
+                os("--version"),
+                OsStr::new(version),
+                os("--tree"),
+                tree.as_os_str(),
+            ],
+        )
+    }
+
+    /// `molt apply --json` plus `extra`; checks the final JSON object says `ok` and `kind`.
+    fn apply(&self, label: &str, extra: &[&str], kind: &str) -> Result<Measured, BenchError> {
+        let args: Vec<&OsStr> = ["apply", "--config", "molt.toml", "--json"]
+            .iter()
+            .chain(extra)
+            .map(OsStr::new)
+            .collect();
+        let measured = self.molt(label, &args)?;
+        let last = measured.final_object()?;
+        if last["result"] != "ok" || last["kind"] != kind {
+            return Err(BenchError::Unexpected {
+                command: format!("molt {}", extra.join(" ")),
+                reason: format!("expected a {kind} update, got {last}"),
+            });
+        }
+        Ok(measured)
+    }
+}
+
+fn read_manifest(repo: &Path) -> Result<Manifest, BenchError> {
+    let path = repo.join("manifest.json");
+    let bytes = fs::read(&path).map_err(BenchError::io("cannot read", &path))?;
+    serde_json::from_slice(&bytes).map_err(|e| BenchError::Unexpected {
+        command: "molt publish".into(),
+        reason: format!("{} is not a manifest: {e}", path.display()),
+    })
+}
+
+/// The full package and the patch from 1.0.0 of `version`.
+fn packages(manifest: &Manifest, version: &str) -> Result<(Package, Option<Package>), BenchError> {
+    let missing = |what: &str| BenchError::Unexpected {
+        command: "molt publish".into(),
+        reason: format!("the manifest has no {what} for {version}"),
+    };
+    let wanted = Version::parse(version).map_err(molt::Error::from)?;
+    let from = Version::parse("1.0.0").map_err(molt::Error::from)?;
+    let release = manifest
+        .release(&wanted)
+        .ok_or_else(|| missing("release"))?;
+    let artifacts = release
+        .artifacts_for(molt::version::host_arch())
+        .ok_or_else(|| missing("artifacts for this arch"))?;
+    let full = artifacts
+        .full
+        .clone()
+        .ok_or_else(|| missing("full package"))?;
+    let patch = artifacts.patch_from(&from).map(|p| p.package.clone());
+    Ok((full, patch))
+}
+
+/// Seconds with millisecond precision.
+fn secs(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+fn throughput(bytes: u64, wall: Duration) -> String {
+    format!("{:.0}", bytes as f64 / MIB / wall.as_secs_f64().max(1e-9))
+}
+
+fn main() -> Result<(), BenchError> {
+    common::serve_as_measuring_helper();
+    let megabytes = env_count("MOLT_BENCH_MB", 1024)?;
+    let files = env_count("MOLT_BENCH_FILES", 10_000)?;
+    let changed_count = env_count("MOLT_BENCH_CHANGED", 10)?;
+    let scratch = common::scratch_dir("molt-bench-apply-")?;
+    let root = scratch.path();
+    let runner = Runner {
+        root,
+        logs: root.join("logs"),
+    };
+    fs::create_dir_all(&runner.logs).map_err(BenchError::io("cannot create", &runner.logs))?;
+
+    let spec = TreeSpec::new(megabytes * 1024 * 1024, files);
+    let changed = spec.changed(changed_count);
+    let changed_bytes: u64 = changed.iter().map(|i| spec.sizes[*i]).sum();
+    let total = spec.total();
+    println!(
+        "molt apply bench ({}), {}: {} files, {} MiB; 1.1.0 changes {} files ({} MiB); in {}",
+        common::today(),
+        molt_binary().display(),
+        files,
+        mib(total),
+        changed.len(),
+        mib(changed_bytes),
+        root.display()
+    );
+
+    let (v1, v2) = (root.join("tree-1.0.0"), root.join("tree-1.1.0"));
+    let started = Instant::now();
+    generate_trees(&spec, &changed, &v1, &v2)?;
+    let generated = started.elapsed();
+    println!(
+        "generated both trees in {} s ({} MiB/s)",
+        secs(generated),
+        throughput(total, generated)
+    );
+
+    let os = OsStr::new;
+    let floor = runner.run("floor", os("true"), &[])?;
+    let keygen = runner.molt("keygen", &[os("keygen"), os("--out-dir"), os("keys")])?;
+    let publish_full = runner.publish("1.0.0", &v1)?;
+    let publish_patch = runner.publish("1.1.0", &v2)?;
+    let manifest = read_manifest(&root.join("repo"))?;
+    let (full_package, _) = packages(&manifest, "1.0.0")?;
+    let (_, patch_package) = packages(&manifest, "1.1.0")?;
+    let patch_package = patch_package.ok_or_else(|| BenchError::Unexpected {
+        command: "molt publish 1.1.0".into(),
+        reason: "no patch from 1.0.0 was published".into(),
+    })?;
+    let package_path = root.join("repo").join(&full_package.url);
+
+    // The baseline: hash the package, then unpack it into an empty directory.
+    let untar_dir = root.join("baseline");
+    fs::create_dir_all(&untar_dir).map_err(BenchError::io("cannot create", &untar_dir))?;
+    let script: OsString = "sha256sum \"$1\" && tar xzf \"$1\" -C \"$2\"".into();
+    let baseline = runner.run(
+        "baseline",
+        os("sh"),
+        &[
+            os("-c"),
+            &script,
+            os("sh"),
+            package_path.as_os_str(),
+            untar_dir.as_os_str(),
+        ],
+    )?;
+
+    let config = format!(
+        "product = \"{PRODUCT}\"\ninstall_dir = \"install\"\ndevice_id = \"bench\"\n\n\
+         [source]\nurl = \"file://{}\"\nkeys = [\"keys/release.pub.pem\"]\n",
+        root.join("repo").display()
+    );
+    let config_path = root.join("molt.toml");
+    fs::write(&config_path, config).map_err(BenchError::io("cannot write", &config_path))?;
+
+    let check = runner.molt(
+        "check",
+        &[os("check"), os("--config"), os("molt.toml"), os("--json")],
+    )?;
+    let apply_full = runner.apply("apply-full", &["--version", "1.0.0"], "full")?;
+    let apply_patch = runner.apply("apply-patch", &[], "patch")?;
+    let verify = runner.molt("verify", &[os("verify"), os("--config"), os("molt.toml")])?;
+
+    let mut table = Table::new(&[
+        "step",
+        "wall s",
+        "MiB/s",
+        "CPU s",
+        "peak RSS MiB",
+        "vs baseline",
+    ]);
+    let mut row = |step: &str, m: &Measured, bytes: Option<u64>| {
+        table.row(vec![
+            step.to_owned(),
+            secs(m.wall),
+            bytes.map_or_else(|| "-".to_owned(), |b| throughput(b, m.wall)),
+            secs(m.cpu),
+            mib(m.peak_rss_bytes),
+            ratio(m.wall, baseline.wall),
+        ]);
+    };
+    row(
+        "baseline: sha256sum + tar xzf (full)",
+        &baseline,
+        Some(total),
+    );
+    row("measurement floor: true", &floor, None);
+    row("molt keygen", &keygen, None);
+    row("molt publish 1.0.0 (full)", &publish_full, Some(total));
+    row(
+        "molt publish 1.1.0 (full + patch)",
+        &publish_patch,
+        Some(total),
+    );
+    row("molt check (compiles the plugin)", &check, None);
+    row(
+        "molt apply 1.0.0 (full, empty install)",
+        &apply_full,
+        Some(total),
+    );
+    row(
+        &format!("molt apply 1.1.0 (patch, {} files)", changed.len()),
+        &apply_patch,
+        None,
+    );
+    row("molt verify (hashes the install)", &verify, Some(total));
+    println!();
+    table.print();
+    println!();
+    println!(
+        "full package {} MiB ({:.2} of the tree), patch package {} MiB",
+        mib(full_package.size),
+        full_package.size as f64 / total as f64,
+        mib(patch_package.size)
+    );
+    println!(
+        "patch apply vs full apply: {} s vs {} s = {:.1} % ({} faster)",
+        secs(apply_patch.wall),
+        secs(apply_full.wall),
+        100.0 * apply_patch.wall.as_secs_f64() / apply_full.wall.as_secs_f64(),
+        ratio(apply_full.wall, apply_patch.wall)
+    );
+    println!(
+        "notes: the filesystem is synced before each step. molt apply syncs it after extracting \
+         and fsyncs its journal and the directories it changes; tar does not sync. The \
+         baseline's peak RSS is the largest of sh, sha256sum, tar and gzip, not their sum."
+    );
+    Ok(())
+}
