@@ -203,6 +203,35 @@ fn strategy_errors_are_rejections_naming_the_field() {
     assert!(err.to_string().contains("7.0.0"), "{err}");
 }
 
+/// `allow_downgrade` is molt's own key of `[strategy.config]` (README): every strategy must
+/// accept it next to its own keys, even one that denies unknown fields.
+#[test]
+fn every_strategy_accepts_the_host_key_allow_downgrade() {
+    let runtime = runtime();
+    for (plugin, config) in [
+        (
+            PluginRef::Builtin(Builtin::Default),
+            r#"{"pin": "1.0.0", "allow_downgrade": true}"#,
+        ),
+        (
+            file("staged_rollout"),
+            r#"{"percent": 100, "pin": "1.0.0", "allow_downgrade": true}"#,
+        ),
+        (
+            file("maintenance_window"),
+            r#"{"start": "00:00", "end": "23:59", "pin": "1.0.0", "allow_downgrade": true}"#,
+        ),
+    ] {
+        let strategy = runtime.load_strategy(&plugin).unwrap();
+        let ctx = input(Some("1.2.0"));
+        assert_eq!(
+            strategy.decide(&ctx, config).unwrap(),
+            full("1.0.0"),
+            "{plugin}"
+        );
+    }
+}
+
 #[test]
 fn staged_rollout_is_stable_per_device_and_close_to_percent() {
     let plugin = runtime().load_strategy(&file("staged_rollout")).unwrap();
