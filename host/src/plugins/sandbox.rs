@@ -1,5 +1,5 @@
 //! One sandboxed plugin call: a fresh `Store` with an empty WASI context (plus, for validators,
-//! one read-only preopen), memory and instance caps, an epoch deadline, captured stdout/stderr,
+//! one read-only preopen), caps on the memory of all its memories together and on instances, an epoch deadline, captured stdout/stderr,
 //! and the host `log` import forwarded to `tracing` under a byte budget.
 //!
 //! The call runs on a thread of its own and the caller waits at most
@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -39,10 +39,27 @@ pub(super) struct SandboxState {
     log: LogBudget,
 }
 
-/// `StoreLimits`, remembering whether a memory growth was refused.
+/// The store's resource limiter. Unlike wasmtime's `StoreLimits`, whose caps apply to each
+/// memory and each table on its own, the caps here are totals over everything the plugin
+/// creates: a component may hold several core instances, each with its own memory and tables,
+/// and must not get [`MAX_MEMORIES`] times the memory it was allowed.
 struct Limiter {
-    limits: StoreLimits,
+    memory_limit: usize,
+    memory_total: usize,
+    table_elements_total: usize,
+    /// A memory growth was refused (the error is then [`PluginError::MemoryLimit`]).
     memory_refused: bool,
+}
+
+impl Limiter {
+    fn new(memory_limit: usize) -> Limiter {
+        Limiter {
+            memory_limit,
+            memory_total: 0,
+            table_elements_total: 0,
+            memory_refused: false,
+        }
+    }
 }
 
 impl ResourceLimiter for Limiter {
@@ -52,11 +69,23 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum);
-        if !matches!(allowed, Ok(true)) {
+        let total = self
+            .memory_total
+            .saturating_add(desired.saturating_sub(current));
+        if total > self.memory_limit || maximum.is_some_and(|max| desired > max) {
             self.memory_refused = true;
+            wasmtime::bail!(
+                "plugin memory limit: growing a memory to {desired} bytes would make {total} bytes in all, more than {} bytes",
+                self.memory_limit
+            );
         }
-        allowed
+        self.memory_total = total;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        Err(error.context("growing a plugin memory failed"))
     }
 
     fn table_growing(
@@ -65,19 +94,32 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        let total = self
+            .table_elements_total
+            .saturating_add(desired.saturating_sub(current));
+        if total > MAX_TABLE_ELEMENTS || maximum.is_some_and(|max| desired > max) {
+            wasmtime::bail!(
+                "plugin table limit: {total} table elements in all, more than {MAX_TABLE_ELEMENTS}"
+            );
+        }
+        self.table_elements_total = total;
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(error.context("growing a plugin table failed"))
     }
 
     fn instances(&self) -> usize {
-        self.limits.instances()
+        MAX_INSTANCES
     }
 
     fn tables(&self) -> usize {
-        self.limits.tables()
+        MAX_TABLES
     }
 
     fn memories(&self) -> usize {
-        self.limits.memories()
+        MAX_MEMORIES
     }
 }
 
@@ -232,21 +274,10 @@ impl Call {
                     reason: format!("cannot open {} for the validator: {e:#}", tree.display()),
                 })?;
         }
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .instances(MAX_INSTANCES)
-            .tables(MAX_TABLES)
-            .memories(MAX_MEMORIES)
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .trap_on_grow_failure(true)
-            .build();
         let state = SandboxState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: Limiter {
-                limits,
-                memory_refused: false,
-            },
+            limiter: Limiter::new(self.limits.memory_bytes),
             log: LogBudget {
                 plugin: self.plugin.clone(),
                 remaining: self.limits.output_bytes,
@@ -292,5 +323,39 @@ impl Call {
                 guest_stderr: output,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn memory_cap_is_a_total_over_all_memories() {
+        let mut limiter = Limiter::new(64 * MIB);
+        assert!(limiter.memory_growing(0, 40 * MIB, None).unwrap());
+        assert!(!limiter.memory_refused);
+        // A second memory of the same size would stay under a per-memory cap of 64 MiB.
+        assert!(limiter.memory_growing(0, 40 * MIB, None).is_err());
+        assert!(limiter.memory_refused);
+        // Growing the first memory by what is left is still allowed.
+        assert!(limiter.memory_growing(40 * MIB, 64 * MIB, None).unwrap());
+        assert!(
+            limiter
+                .memory_growing(64 * MIB, 64 * MIB + 65536, None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn table_cap_is_a_total_over_all_tables() {
+        let mut limiter = Limiter::new(64 * MIB);
+        let half = MAX_TABLE_ELEMENTS / 2;
+        assert!(limiter.table_growing(0, half, None).unwrap());
+        assert!(limiter.table_growing(0, half, None).unwrap());
+        assert!(limiter.table_growing(0, 2, None).is_err());
+        assert!(!limiter.memory_refused);
     }
 }
