@@ -10,7 +10,8 @@ pub struct PluginLimits {
     /// Cap on the linear memory of the plugin, all its memories together. Default 64 MiB.
     pub memory_bytes: usize,
     /// Cap on captured guest stdout and stderr (each), and on bytes forwarded from the `log`
-    /// import per call. A guest writing past the stdout/stderr cap traps. Default 64 KiB.
+    /// import per call, and on each string it returns (cut beyond). A guest writing past the
+    /// stdout/stderr cap traps. Default 64 KiB.
     pub output_bytes: usize,
 }
 

@@ -130,28 +130,49 @@ struct LogBudget {
     dropped: usize,
 }
 
+/// `text` cut to at most `cap` bytes, at a character boundary.
+fn cut(text: &str, cap: usize) -> &str {
+    let mut end = text.len().min(cap);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Control characters (terminal escapes, newlines that forge log lines) replaced by U+FFFD.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// A string a plugin handed to the host (an error, a reason, a version, its `info()`, its
+/// stderr), made safe to keep and show: at most `cap` bytes, the cut noted, no control
+/// characters. The guest can return strings as large as its memory.
+pub(super) fn guest_text(text: &str, cap: usize) -> String {
+    let kept = cut(text, cap);
+    let mut safe = printable(kept);
+    if kept.len() < text.len() {
+        safe.push_str(&format!("… ({} more bytes cut)", text.len() - kept.len()));
+    }
+    safe
+}
+
 impl LogBudget {
     fn forward(&mut self, level: LogLevel, msg: &str) {
-        if self.remaining == 0 {
-            self.dropped += msg.len();
+        let kept = cut(msg, self.remaining);
+        self.dropped += msg.len() - kept.len();
+        if kept.is_empty() {
             return;
         }
-        let mut cut = msg.len().min(self.remaining);
-        while !msg.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        self.dropped += msg.len() - cut;
-        self.remaining -= cut;
-        let text: String = msg[..cut]
-            .chars()
-            .map(|c| {
-                if c.is_control() && c != '\t' {
-                    '\u{fffd}'
-                } else {
-                    c
-                }
-            })
-            .collect();
+        self.remaining -= kept.len();
+        let text = printable(kept);
         let plugin = self.plugin.as_str();
         match level {
             LogLevel::Trace => tracing::trace!(target: "molt::plugin", plugin, "{text}"),
@@ -305,12 +326,9 @@ impl Call {
                 };
             }
             tracing::debug!(plugin = %self.plugin, "plugin trapped: {error:?}");
-            let mut output = String::from_utf8_lossy(&stderr.contents())
-                .trim()
-                .to_owned();
-            let out = String::from_utf8_lossy(&stdout.contents())
-                .trim()
-                .to_owned();
+            let cap = self.limits.output_bytes;
+            let mut output = guest_text(String::from_utf8_lossy(&stderr.contents()).trim(), cap);
+            let out = guest_text(String::from_utf8_lossy(&stdout.contents()).trim(), cap);
             if !out.is_empty() {
                 if !output.is_empty() {
                     output.push_str(" | ");
@@ -346,6 +364,20 @@ mod tests {
             limiter
                 .memory_growing(64 * MIB, 64 * MIB + 65536, None)
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn guest_text_is_capped_and_printable() {
+        assert_eq!(guest_text("plain\ttext", 100), "plain\ttext");
+        assert_eq!(
+            guest_text("\u{1b}[2Jfake\nERROR line", 100),
+            "\u{fffd}[2Jfake\u{fffd}ERROR line"
+        );
+        assert_eq!(guest_text("aé", 2), "a… (2 more bytes cut)");
+        assert_eq!(
+            guest_text(&"x".repeat(1 << 20), 10).len(),
+            10 + "… (1048566 more bytes cut)".len()
         );
     }
 

@@ -483,6 +483,31 @@ fn hostile_bogus_version_is_returned_for_the_pipeline_to_refuse() {
     assert_eq!(result.unwrap(), full("9.9.9"));
 }
 
+#[test]
+fn hostile_huge_answers_are_capped_and_made_printable() {
+    let cap = PluginLimits::default().output_bytes;
+    let (result, _) = hostile("huge-error", short_limits());
+    match result {
+        Err(PluginError::Rejected { reason, .. }) => {
+            assert!(reason.len() < cap + 100, "{} bytes kept", reason.len());
+            assert!(!reason.contains('\u{1b}'), "terminal escape passed through");
+            assert!(reason.ends_with("more bytes cut)"), "cut not noted");
+        }
+        other => panic!("expected a capped rejection, got {other:?}"),
+    }
+    let (result, _) = hostile("huge-version", short_limits());
+    match result {
+        Err(err @ PluginError::Malformed { .. }) => {
+            assert!(
+                err.to_string().len() < cap + 1000,
+                "{} bytes",
+                err.to_string().len()
+            )
+        }
+        other => panic!("expected a malformed answer, got {:?}", other.map(|_| ())),
+    }
+}
+
 /// A `tracing` writer into a shared buffer.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
