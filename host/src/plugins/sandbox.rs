@@ -14,22 +14,12 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings;
+use super::bindings::{self, strategy::Level};
 use super::error::PluginError;
 use super::limits::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, PluginLimits};
 
 /// Where a validator sees the new install tree.
 pub(super) const GUEST_ROOT: &str = "/install";
-
-/// Severity of a guest log line (the same enum in both worlds).
-#[derive(Debug, Clone, Copy)]
-enum LogLevel {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
 
 /// The host state of one call's store.
 pub(super) struct SandboxState {
@@ -165,7 +155,7 @@ pub(super) fn guest_text(text: &str, cap: usize) -> String {
 }
 
 impl LogBudget {
-    fn forward(&mut self, level: LogLevel, msg: &str) {
+    fn forward(&mut self, level: Level, msg: &str) {
         let kept = cut(msg, self.remaining);
         self.dropped += msg.len() - kept.len();
         if kept.is_empty() {
@@ -175,11 +165,11 @@ impl LogBudget {
         let text = printable(kept);
         let plugin = self.plugin.as_str();
         match level {
-            LogLevel::Trace => tracing::trace!(target: "molt::plugin", plugin, "{text}"),
-            LogLevel::Debug => tracing::debug!(target: "molt::plugin", plugin, "{text}"),
-            LogLevel::Info => tracing::info!(target: "molt::plugin", plugin, "{text}"),
-            LogLevel::Warn => tracing::warn!(target: "molt::plugin", plugin, "{text}"),
-            LogLevel::Error => tracing::error!(target: "molt::plugin", plugin, "{text}"),
+            Level::Trace => tracing::trace!(target: "molt::plugin", plugin, "{text}"),
+            Level::Debug => tracing::debug!(target: "molt::plugin", plugin, "{text}"),
+            Level::Info => tracing::info!(target: "molt::plugin", plugin, "{text}"),
+            Level::Warn => tracing::warn!(target: "molt::plugin", plugin, "{text}"),
+            Level::Error => tracing::error!(target: "molt::plugin", plugin, "{text}"),
         }
     }
 
@@ -205,37 +195,14 @@ impl WasiView for SandboxState {
     }
 }
 
+/// The `host` interface of both worlds (generated once, see `bindings`).
 impl bindings::strategy::Host for SandboxState {
-    fn log(&mut self, level: bindings::strategy::Level, msg: String) {
-        use bindings::strategy::Level;
-        let level = match level {
-            Level::Trace => LogLevel::Trace,
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-        };
+    fn log(&mut self, level: Level, msg: String) {
         self.log.forward(level, &msg);
     }
 }
 
 impl bindings::strategy::TypesHost for SandboxState {}
-
-impl bindings::validator::Host for SandboxState {
-    fn log(&mut self, level: bindings::validator::Level, msg: String) {
-        use bindings::validator::Level;
-        let level = match level {
-            Level::Trace => LogLevel::Trace,
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-        };
-        self.log.forward(level, &msg);
-    }
-}
-
-impl bindings::validator::TypesHost for SandboxState {}
 
 /// One call to make in the sandbox.
 pub(super) struct Call {

@@ -140,12 +140,7 @@ impl StrategyPlugin {
             let plugin = pre.instantiate(&mut *store)?;
             plugin.molt_plugin_strategy_plugin().call_info(&mut *store)
         })?;
-        let text = |t: &str| guest_text(t, self.limits.output_bytes);
-        Ok(PluginInfo {
-            name: text(&info.name),
-            version: text(&info.version),
-            description: text(&info.description),
-        })
+        Ok(PluginInfo::from_guest(info, self.limits.output_bytes))
     }
 
     /// Asks the plugin what to do. `config_json` is the `[strategy.config]` table as JSON.

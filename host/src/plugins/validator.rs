@@ -63,12 +63,7 @@ impl ValidatorPlugin {
             let plugin = pre.instantiate(&mut *store)?;
             plugin.molt_plugin_validator_plugin().call_info(&mut *store)
         })?;
-        let text = |t: &str| guest_text(t, self.limits.output_bytes);
-        Ok(PluginInfo {
-            name: text(&info.name),
-            version: text(&info.version),
-            description: text(&info.description),
-        })
+        Ok(PluginInfo::from_guest(info, self.limits.output_bytes))
     }
 
     /// Runs the validator against `tree` (mounted read-only at `/install`). `config_json` is
