@@ -87,12 +87,12 @@ impl PluginRuntime {
         };
         let compatible = world.is_some() && package_version.as_deref() == Some(WIT_VERSION);
         let info = match world {
-            Some(PluginKind::Strategy) if compatible => {
-                self.load_strategy(&plugin).and_then(|p| p.info())
-            }
-            Some(PluginKind::Validator) if compatible => {
-                self.load_validator(&plugin).and_then(|p| p.info())
-            }
+            Some(PluginKind::Strategy) if compatible => self
+                .prepare_strategy(name.clone(), &component)
+                .and_then(|p| p.info()),
+            Some(PluginKind::Validator) if compatible => self
+                .prepare_validator(name.clone(), &component)
+                .and_then(|p| p.info()),
             Some(_) => Err(PluginError::WrongVersion {
                 plugin: name.clone(),
                 found: package_version.clone().unwrap_or_default(),

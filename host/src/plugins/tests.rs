@@ -764,7 +764,14 @@ fn second_load_comes_from_the_cache_and_a_corrupt_entry_is_recompiled() {
 #[test]
 fn inspect_reports_one_world_per_plugin() {
     let rt = runtime();
+    let before = rt.load_stats();
     let report = rt.inspect(&wasm("default")).unwrap();
+    let after = rt.load_stats();
+    assert_eq!(
+        after.compiled + after.from_cache,
+        before.compiled + before.from_cache + 1,
+        "inspect reads and compiles the component once, also for calling its info()"
+    );
     assert_eq!(report.world, Some(PluginKind::Strategy));
     assert_eq!(report.package_version.as_deref(), Some(WIT_VERSION));
     assert_eq!(report.info.as_ref().unwrap().name, "default");
