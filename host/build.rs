@@ -101,11 +101,15 @@ fn ensure_wasm_target() {
     }
 }
 
-/// The target directory of the host build: `CARGO_TARGET_DIR` if set, else the first ancestor
-/// of `OUT_DIR` that cargo tagged with `CACHEDIR.TAG`, else the parent of the profile directory.
+/// The target directory of the host build: `CARGO_TARGET_DIR` if it is absolute, else the first
+/// ancestor of `OUT_DIR` that cargo tagged with `CACHEDIR.TAG`, else the parent of the profile
+/// directory. A relative `CARGO_TARGET_DIR` is relative to where cargo was started, which a
+/// build script (run in `host/`) cannot know; `OUT_DIR` is always absolute.
 fn main_target_dir(out_dir: &Path) -> PathBuf {
-    if let Some(dir) = env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
+    if let Some(dir) = env::var_os("CARGO_TARGET_DIR").map(PathBuf::from)
+        && dir.is_absolute()
+    {
+        return dir;
     }
     if let Some(tagged) = out_dir
         .ancestors()

@@ -141,15 +141,34 @@ pub trait Validator {
     fn validate(ctx: &ValidationContext, config: Self::Config) -> Result<(), String>;
 }
 
-/// Parses the JSON config handed over by molt into the plugin's config type. Empty input or
-/// `null` means "no config table" and gives `C::default()`; errors name the offending field.
+/// Keys of a `[strategy.config]` / `[validators.config]` table that molt itself reads (see the
+/// README): they are removed before the plugin's `Config` sees the table, so a plugin with
+/// `deny_unknown_fields` does not refuse an operator's `allow_downgrade = true`.
+pub const HOST_KEYS: &[&str] = &["allow_downgrade"];
+
+/// Parses the JSON config handed over by molt into the plugin's config type. Empty input,
+/// `null` and an empty table (what molt sends when `molt.toml` has no config table) mean "no
+/// config" and give `C::default()`, so `type Config = ()` works; [`HOST_KEYS`] are dropped
+/// first; errors name the offending field.
 pub fn parse_config<C: DeserializeOwned + Default>(json: &str) -> Result<C, String> {
     let trimmed = json.trim();
-    if trimmed.is_empty() || trimmed == "null" {
+    if trimmed.is_empty() {
         return Ok(C::default());
     }
-    let mut deserializer = serde_json::Deserializer::from_str(trimmed);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+    let mut value: serde_json::Value =
+        serde_json::from_str(trimmed).map_err(|e| format!("invalid plugin config: {e}"))?;
+    if let Some(table) = value.as_object_mut() {
+        for key in HOST_KEYS {
+            table.remove(*key);
+        }
+        if table.is_empty() {
+            return Ok(C::default());
+        }
+    }
+    if value.is_null() {
+        return Ok(C::default());
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." {
@@ -484,6 +503,31 @@ mod tests {
         assert_eq!(parse_config::<Config>("null"), Ok(Config::default()));
         assert_eq!(parse_config::<Config>("{}"), Ok(Config::default()));
         assert_eq!(parse_config::<()>("null"), Ok(()));
+    }
+
+    #[test]
+    fn unit_config_accepts_the_empty_table_molt_sends() {
+        assert_eq!(parse_config::<()>("{}"), Ok(()));
+        assert_eq!(parse_config::<()>(" { } "), Ok(()));
+        assert!(parse_config::<()>(r#"{"x": 1}"#).is_err());
+    }
+
+    #[test]
+    fn host_keys_never_reach_the_plugin_config() {
+        assert_eq!(
+            parse_config::<Config>(r#"{"percent": 5, "allow_downgrade": true}"#),
+            Ok(Config {
+                percent: 5,
+                paths: vec![]
+            })
+        );
+        assert_eq!(parse_config::<()>(r#"{"allow_downgrade": true}"#), Ok(()));
+    }
+
+    #[test]
+    fn malformed_json_is_an_error() {
+        let err = parse_config::<Config>("{percent").unwrap_err();
+        assert!(err.starts_with("invalid plugin config"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Host bindings of the two worlds of `wit/molt-plugin.wit`, one `bindgen!` module per world,
 //! with the names the rest of the module uses re-exported (like wasmtime-wasi's p2 bindings).
+//! The interfaces both worlds share (`host`, `types`) are generated once, in `strategy`, and
+//! reused by `validator` (`with`), so the host implements `log` once.
 
 /// The `strategy` world.
 pub(super) mod strategy {
@@ -7,16 +9,23 @@ pub(super) mod strategy {
 
     pub use self::molt::plugin::host::{Host, Level};
     pub use self::molt::plugin::types::Host as TypesHost;
-    pub use self::molt::plugin::types::{Decision, PatchOffer, ReleaseOffer, StrategyContext};
+    pub use self::molt::plugin::types::{
+        Decision, PatchOffer, PluginInfo, ReleaseOffer, StrategyContext,
+    };
 }
 
 /// The `validator` world.
 pub(super) mod validator {
-    wasmtime::component::bindgen!({ world: "validator", path: "../wit" });
+    wasmtime::component::bindgen!({
+        world: "validator",
+        path: "../wit",
+        with: {
+            "molt:plugin/host": super::strategy::molt::plugin::host,
+            "molt:plugin/types": super::strategy::molt::plugin::types,
+        },
+    });
 
-    pub use self::molt::plugin::host::{Host, Level};
-    pub use self::molt::plugin::types::Host as TypesHost;
-    pub use self::molt::plugin::types::ValidationContext;
+    pub use super::strategy::molt::plugin::types::ValidationContext;
 }
 
 /// Export names as they appear in a component (`molt:plugin/strategy-plugin@0.1.0`).

@@ -183,12 +183,26 @@ impl PluginRuntime {
 
     /// Loads the strategy named in `[strategy]`.
     pub fn load_strategy(&self, plugin: &PluginRef) -> Result<StrategyPlugin, PluginError> {
-        let name = plugin.to_string();
         let component = self.load_component(plugin)?;
-        self.expect_kind(&name, &component, PluginKind::Strategy)?;
+        self.prepare_strategy(plugin.to_string(), &component)
+    }
+
+    /// Loads a validator named in `[[validators]]`.
+    pub fn load_validator(&self, plugin: &PluginRef) -> Result<ValidatorPlugin, PluginError> {
+        let component = self.load_component(plugin)?;
+        self.prepare_validator(plugin.to_string(), &component)
+    }
+
+    /// Checks that a compiled component is a strategy of our WIT version and pre-instantiates it.
+    pub(super) fn prepare_strategy(
+        &self,
+        name: String,
+        component: &Component,
+    ) -> Result<StrategyPlugin, PluginError> {
+        self.expect_kind(&name, component, PluginKind::Strategy)?;
         let pre = self
             .strategy_linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .and_then(bindings::strategy::StrategyPre::new)
             .map_err(|e| PluginError::load(&name, e))?;
         Ok(StrategyPlugin::new(
@@ -199,14 +213,16 @@ impl PluginRuntime {
         ))
     }
 
-    /// Loads a validator named in `[[validators]]`.
-    pub fn load_validator(&self, plugin: &PluginRef) -> Result<ValidatorPlugin, PluginError> {
-        let name = plugin.to_string();
-        let component = self.load_component(plugin)?;
-        self.expect_kind(&name, &component, PluginKind::Validator)?;
+    /// Checks that a compiled component is a validator of our WIT version and pre-instantiates it.
+    pub(super) fn prepare_validator(
+        &self,
+        name: String,
+        component: &Component,
+    ) -> Result<ValidatorPlugin, PluginError> {
+        self.expect_kind(&name, component, PluginKind::Validator)?;
         let pre = self
             .validator_linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .and_then(bindings::validator::ValidatorPre::new)
             .map_err(|e| PluginError::load(&name, e))?;
         Ok(ValidatorPlugin::new(

@@ -7,9 +7,11 @@ use std::path::Path;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::bindings;
 use super::builtin::PluginRef;
 use super::engine::{Identity, PluginRuntime, identify};
 use super::error::PluginError;
+use super::sandbox::guest_text;
 use super::{WIT_PACKAGE, WIT_VERSION};
 
 /// The two kinds of plugins (the two worlds of the WIT package).
@@ -35,6 +37,17 @@ pub struct PluginInfo {
     pub name: String,
     pub version: String,
     pub description: String,
+}
+
+impl PluginInfo {
+    /// What the guest's `info()` returned (the same record in both worlds), made safe to show.
+    pub(super) fn from_guest(info: bindings::strategy::PluginInfo, cap: usize) -> PluginInfo {
+        PluginInfo {
+            name: guest_text(&info.name, cap),
+            version: guest_text(&info.version, cap),
+            description: guest_text(&info.description, cap),
+        }
+    }
 }
 
 /// The description of one component.
@@ -74,12 +87,12 @@ impl PluginRuntime {
         };
         let compatible = world.is_some() && package_version.as_deref() == Some(WIT_VERSION);
         let info = match world {
-            Some(PluginKind::Strategy) if compatible => {
-                self.load_strategy(&plugin).and_then(|p| p.info())
-            }
-            Some(PluginKind::Validator) if compatible => {
-                self.load_validator(&plugin).and_then(|p| p.info())
-            }
+            Some(PluginKind::Strategy) if compatible => self
+                .prepare_strategy(name.clone(), &component)
+                .and_then(|p| p.info()),
+            Some(PluginKind::Validator) if compatible => self
+                .prepare_validator(name.clone(), &component)
+                .and_then(|p| p.info()),
             Some(_) => Err(PluginError::WrongVersion {
                 plugin: name.clone(),
                 found: package_version.clone().unwrap_or_default(),

@@ -7,10 +7,11 @@ use std::time::Duration;
 pub struct PluginLimits {
     /// Wall-clock time of one call (instantiation included). Default 1 s.
     pub timeout: Duration,
-    /// Size cap of each linear memory of the plugin. Default 64 MiB.
+    /// Cap on the linear memory of the plugin, all its memories together. Default 64 MiB.
     pub memory_bytes: usize,
     /// Cap on captured guest stdout and stderr (each), and on bytes forwarded from the `log`
-    /// import per call. A guest writing past the stdout/stderr cap traps. Default 64 KiB.
+    /// import per call, and on each string it returns (cut beyond). A guest writing past the
+    /// stdout/stderr cap traps. Default 64 KiB.
     pub output_bytes: usize,
 }
 
@@ -27,7 +28,8 @@ impl Default for PluginLimits {
 /// How often the epoch ticker advances the engine's epoch; the granularity of `timeout`.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Core instances, tables and memories one plugin may create (a wasip2 component needs a few).
+/// Core instances, tables and memories one plugin may create (a wasip2 component needs a few),
+/// and the table elements of all its tables together.
 pub(super) const MAX_INSTANCES: usize = 32;
 pub(super) const MAX_TABLES: usize = 32;
 pub(super) const MAX_MEMORIES: usize = 8;

@@ -1,5 +1,5 @@
 //! One sandboxed plugin call: a fresh `Store` with an empty WASI context (plus, for validators,
-//! one read-only preopen), memory and instance caps, an epoch deadline, captured stdout/stderr,
+//! one read-only preopen), caps on the memory of all its memories together and on instances, an epoch deadline, captured stdout/stderr,
 //! and the host `log` import forwarded to `tracing` under a byte budget.
 //!
 //! The call runs on a thread of its own and the caller waits at most
@@ -10,26 +10,16 @@
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings;
+use super::bindings::{self, strategy::Level};
 use super::error::PluginError;
 use super::limits::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, PluginLimits};
 
 /// Where a validator sees the new install tree.
 pub(super) const GUEST_ROOT: &str = "/install";
-
-/// Severity of a guest log line (the same enum in both worlds).
-#[derive(Debug, Clone, Copy)]
-enum LogLevel {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
 
 /// The host state of one call's store.
 pub(super) struct SandboxState {
@@ -39,10 +29,27 @@ pub(super) struct SandboxState {
     log: LogBudget,
 }
 
-/// `StoreLimits`, remembering whether a memory growth was refused.
+/// The store's resource limiter. Unlike wasmtime's `StoreLimits`, whose caps apply to each
+/// memory and each table on its own, the caps here are totals over everything the plugin
+/// creates: a component may hold several core instances, each with its own memory and tables,
+/// and must not get [`MAX_MEMORIES`] times the memory it was allowed.
 struct Limiter {
-    limits: StoreLimits,
+    memory_limit: usize,
+    memory_total: usize,
+    table_elements_total: usize,
+    /// A memory growth was refused (the error is then [`PluginError::MemoryLimit`]).
     memory_refused: bool,
+}
+
+impl Limiter {
+    fn new(memory_limit: usize) -> Limiter {
+        Limiter {
+            memory_limit,
+            memory_total: 0,
+            table_elements_total: 0,
+            memory_refused: false,
+        }
+    }
 }
 
 impl ResourceLimiter for Limiter {
@@ -52,11 +59,23 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum);
-        if !matches!(allowed, Ok(true)) {
+        let total = self
+            .memory_total
+            .saturating_add(desired.saturating_sub(current));
+        if total > self.memory_limit || maximum.is_some_and(|max| desired > max) {
             self.memory_refused = true;
+            wasmtime::bail!(
+                "plugin memory limit: growing a memory to {desired} bytes would make {total} bytes in all, more than {} bytes",
+                self.memory_limit
+            );
         }
-        allowed
+        self.memory_total = total;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        Err(error.context("growing a plugin memory failed"))
     }
 
     fn table_growing(
@@ -65,19 +84,32 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        let total = self
+            .table_elements_total
+            .saturating_add(desired.saturating_sub(current));
+        if total > MAX_TABLE_ELEMENTS || maximum.is_some_and(|max| desired > max) {
+            wasmtime::bail!(
+                "plugin table limit: {total} table elements in all, more than {MAX_TABLE_ELEMENTS}"
+            );
+        }
+        self.table_elements_total = total;
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(error.context("growing a plugin table failed"))
     }
 
     fn instances(&self) -> usize {
-        self.limits.instances()
+        MAX_INSTANCES
     }
 
     fn tables(&self) -> usize {
-        self.limits.tables()
+        MAX_TABLES
     }
 
     fn memories(&self) -> usize {
-        self.limits.memories()
+        MAX_MEMORIES
     }
 }
 
@@ -88,35 +120,56 @@ struct LogBudget {
     dropped: usize,
 }
 
+/// `text` cut to at most `cap` bytes, at a character boundary.
+fn cut(text: &str, cap: usize) -> &str {
+    let mut end = text.len().min(cap);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Control characters (terminal escapes, newlines that forge log lines) replaced by U+FFFD.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// A string a plugin handed to the host (an error, a reason, a version, its `info()`, its
+/// stderr), made safe to keep and show: at most `cap` bytes, the cut noted, no control
+/// characters. The guest can return strings as large as its memory.
+pub(super) fn guest_text(text: &str, cap: usize) -> String {
+    let kept = cut(text, cap);
+    let mut safe = printable(kept);
+    if kept.len() < text.len() {
+        safe.push_str(&format!("… ({} more bytes cut)", text.len() - kept.len()));
+    }
+    safe
+}
+
 impl LogBudget {
-    fn forward(&mut self, level: LogLevel, msg: &str) {
-        if self.remaining == 0 {
-            self.dropped += msg.len();
+    fn forward(&mut self, level: Level, msg: &str) {
+        let kept = cut(msg, self.remaining);
+        self.dropped += msg.len() - kept.len();
+        if kept.is_empty() {
             return;
         }
-        let mut cut = msg.len().min(self.remaining);
-        while !msg.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        self.dropped += msg.len() - cut;
-        self.remaining -= cut;
-        let text: String = msg[..cut]
-            .chars()
-            .map(|c| {
-                if c.is_control() && c != '\t' {
-                    '\u{fffd}'
-                } else {
-                    c
-                }
-            })
-            .collect();
+        self.remaining -= kept.len();
+        let text = printable(kept);
         let plugin = self.plugin.as_str();
         match level {
-            LogLevel::Trace => tracing::trace!(target: "molt::plugin", plugin, "{text}"),
-            LogLevel::Debug => tracing::debug!(target: "molt::plugin", plugin, "{text}"),
-            LogLevel::Info => tracing::info!(target: "molt::plugin", plugin, "{text}"),
-            LogLevel::Warn => tracing::warn!(target: "molt::plugin", plugin, "{text}"),
-            LogLevel::Error => tracing::error!(target: "molt::plugin", plugin, "{text}"),
+            Level::Trace => tracing::trace!(target: "molt::plugin", plugin, "{text}"),
+            Level::Debug => tracing::debug!(target: "molt::plugin", plugin, "{text}"),
+            Level::Info => tracing::info!(target: "molt::plugin", plugin, "{text}"),
+            Level::Warn => tracing::warn!(target: "molt::plugin", plugin, "{text}"),
+            Level::Error => tracing::error!(target: "molt::plugin", plugin, "{text}"),
         }
     }
 
@@ -142,37 +195,14 @@ impl WasiView for SandboxState {
     }
 }
 
+/// The `host` interface of both worlds (generated once, see `bindings`).
 impl bindings::strategy::Host for SandboxState {
-    fn log(&mut self, level: bindings::strategy::Level, msg: String) {
-        use bindings::strategy::Level;
-        let level = match level {
-            Level::Trace => LogLevel::Trace,
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-        };
+    fn log(&mut self, level: Level, msg: String) {
         self.log.forward(level, &msg);
     }
 }
 
 impl bindings::strategy::TypesHost for SandboxState {}
-
-impl bindings::validator::Host for SandboxState {
-    fn log(&mut self, level: bindings::validator::Level, msg: String) {
-        use bindings::validator::Level;
-        let level = match level {
-            Level::Trace => LogLevel::Trace,
-            Level::Debug => LogLevel::Debug,
-            Level::Info => LogLevel::Info,
-            Level::Warn => LogLevel::Warn,
-            Level::Error => LogLevel::Error,
-        };
-        self.log.forward(level, &msg);
-    }
-}
-
-impl bindings::validator::TypesHost for SandboxState {}
 
 /// One call to make in the sandbox.
 pub(super) struct Call {
@@ -232,21 +262,10 @@ impl Call {
                     reason: format!("cannot open {} for the validator: {e:#}", tree.display()),
                 })?;
         }
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .instances(MAX_INSTANCES)
-            .tables(MAX_TABLES)
-            .memories(MAX_MEMORIES)
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .trap_on_grow_failure(true)
-            .build();
         let state = SandboxState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: Limiter {
-                limits,
-                memory_refused: false,
-            },
+            limiter: Limiter::new(self.limits.memory_bytes),
             log: LogBudget {
                 plugin: self.plugin.clone(),
                 remaining: self.limits.output_bytes,
@@ -274,12 +293,9 @@ impl Call {
                 };
             }
             tracing::debug!(plugin = %self.plugin, "plugin trapped: {error:?}");
-            let mut output = String::from_utf8_lossy(&stderr.contents())
-                .trim()
-                .to_owned();
-            let out = String::from_utf8_lossy(&stdout.contents())
-                .trim()
-                .to_owned();
+            let cap = self.limits.output_bytes;
+            let mut output = guest_text(String::from_utf8_lossy(&stderr.contents()).trim(), cap);
+            let out = guest_text(String::from_utf8_lossy(&stdout.contents()).trim(), cap);
             if !out.is_empty() {
                 if !output.is_empty() {
                     output.push_str(" | ");
@@ -292,5 +308,53 @@ impl Call {
                 guest_stderr: output,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn memory_cap_is_a_total_over_all_memories() {
+        let mut limiter = Limiter::new(64 * MIB);
+        assert!(limiter.memory_growing(0, 40 * MIB, None).unwrap());
+        assert!(!limiter.memory_refused);
+        // A second memory of the same size would stay under a per-memory cap of 64 MiB.
+        assert!(limiter.memory_growing(0, 40 * MIB, None).is_err());
+        assert!(limiter.memory_refused);
+        // Growing the first memory by what is left is still allowed.
+        assert!(limiter.memory_growing(40 * MIB, 64 * MIB, None).unwrap());
+        assert!(
+            limiter
+                .memory_growing(64 * MIB, 64 * MIB + 65536, None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn guest_text_is_capped_and_printable() {
+        assert_eq!(guest_text("plain\ttext", 100), "plain\ttext");
+        assert_eq!(
+            guest_text("\u{1b}[2Jfake\nERROR line", 100),
+            "\u{fffd}[2Jfake\u{fffd}ERROR line"
+        );
+        assert_eq!(guest_text("aé", 2), "a… (2 more bytes cut)");
+        assert_eq!(
+            guest_text(&"x".repeat(1 << 20), 10).len(),
+            10 + "… (1048566 more bytes cut)".len()
+        );
+    }
+
+    #[test]
+    fn table_cap_is_a_total_over_all_tables() {
+        let mut limiter = Limiter::new(64 * MIB);
+        let half = MAX_TABLE_ELEMENTS / 2;
+        assert!(limiter.table_growing(0, half, None).unwrap());
+        assert!(limiter.table_growing(0, half, None).unwrap());
+        assert!(limiter.table_growing(0, 2, None).is_err());
+        assert!(!limiter.memory_refused);
     }
 }

@@ -10,7 +10,7 @@ use super::bindings::strategy as wit;
 use super::error::PluginError;
 use super::inspect::PluginInfo;
 use super::limits::PluginLimits;
-use super::sandbox::{Call, SandboxState};
+use super::sandbox::{Call, SandboxState, guest_text};
 use crate::version::Version;
 
 /// A patch into a release, from `from`.
@@ -140,11 +140,7 @@ impl StrategyPlugin {
             let plugin = pre.instantiate(&mut *store)?;
             plugin.molt_plugin_strategy_plugin().call_info(&mut *store)
         })?;
-        Ok(PluginInfo {
-            name: info.name,
-            version: info.version,
-            description: info.description,
-        })
+        Ok(PluginInfo::from_guest(info, self.limits.output_bytes))
     }
 
     /// Asks the plugin what to do. `config_json` is the `[strategy.config]` table as JSON.
@@ -162,12 +158,13 @@ impl StrategyPlugin {
                 .molt_plugin_strategy_plugin()
                 .call_decide(&mut *store, &ctx, &config)
         })?;
+        let text = |t: &str| guest_text(t, self.limits.output_bytes);
         let decision = answer.map_err(|reason| PluginError::Rejected {
             plugin: self.name.clone(),
-            reason,
+            reason: text(&reason),
         })?;
-        let parse = |text: &str, what: &str| {
-            Version::parse(text).map_err(|e| PluginError::Malformed {
+        let parse = |version: &str, what: &str| {
+            Version::parse(&text(version)).map_err(|e| PluginError::Malformed {
                 plugin: self.name.clone(),
                 what: format!("{what}: {e}"),
             })
@@ -180,7 +177,9 @@ impl StrategyPlugin {
                 from: parse(&choice.from, "patch from")?,
                 to: parse(&choice.to, "patch to")?,
             },
-            wit::Decision::None(reason) => Decision::None { reason },
+            wit::Decision::None(reason) => Decision::None {
+                reason: text(&reason),
+            },
         })
     }
 }

@@ -203,6 +203,35 @@ fn strategy_errors_are_rejections_naming_the_field() {
     assert!(err.to_string().contains("7.0.0"), "{err}");
 }
 
+/// `allow_downgrade` is molt's own key of `[strategy.config]` (README): every strategy must
+/// accept it next to its own keys, even one that denies unknown fields.
+#[test]
+fn every_strategy_accepts_the_host_key_allow_downgrade() {
+    let runtime = runtime();
+    for (plugin, config) in [
+        (
+            PluginRef::Builtin(Builtin::Default),
+            r#"{"pin": "1.0.0", "allow_downgrade": true}"#,
+        ),
+        (
+            file("staged_rollout"),
+            r#"{"percent": 100, "pin": "1.0.0", "allow_downgrade": true}"#,
+        ),
+        (
+            file("maintenance_window"),
+            r#"{"start": "00:00", "end": "23:59", "pin": "1.0.0", "allow_downgrade": true}"#,
+        ),
+    ] {
+        let strategy = runtime.load_strategy(&plugin).unwrap();
+        let ctx = input(Some("1.2.0"));
+        assert_eq!(
+            strategy.decide(&ctx, config).unwrap(),
+            full("1.0.0"),
+            "{plugin}"
+        );
+    }
+}
+
 #[test]
 fn staged_rollout_is_stable_per_device_and_close_to_percent() {
     let plugin = runtime().load_strategy(&file("staged_rollout")).unwrap();
@@ -452,6 +481,31 @@ fn hostile_panic_and_stack_overflow_trap_with_a_message() {
 fn hostile_bogus_version_is_returned_for_the_pipeline_to_refuse() {
     let (result, _) = hostile("bogus-version", short_limits());
     assert_eq!(result.unwrap(), full("9.9.9"));
+}
+
+#[test]
+fn hostile_huge_answers_are_capped_and_made_printable() {
+    let cap = PluginLimits::default().output_bytes;
+    let (result, _) = hostile("huge-error", short_limits());
+    match result {
+        Err(PluginError::Rejected { reason, .. }) => {
+            assert!(reason.len() < cap + 100, "{} bytes kept", reason.len());
+            assert!(!reason.contains('\u{1b}'), "terminal escape passed through");
+            assert!(reason.ends_with("more bytes cut)"), "cut not noted");
+        }
+        other => panic!("expected a capped rejection, got {other:?}"),
+    }
+    let (result, _) = hostile("huge-version", short_limits());
+    match result {
+        Err(err @ PluginError::Malformed { .. }) => {
+            assert!(
+                err.to_string().len() < cap + 1000,
+                "{} bytes",
+                err.to_string().len()
+            )
+        }
+        other => panic!("expected a malformed answer, got {:?}", other.map(|_| ())),
+    }
 }
 
 /// A `tracing` writer into a shared buffer.
@@ -710,7 +764,14 @@ fn second_load_comes_from_the_cache_and_a_corrupt_entry_is_recompiled() {
 #[test]
 fn inspect_reports_one_world_per_plugin() {
     let rt = runtime();
+    let before = rt.load_stats();
     let report = rt.inspect(&wasm("default")).unwrap();
+    let after = rt.load_stats();
+    assert_eq!(
+        after.compiled + after.from_cache,
+        before.compiled + before.from_cache + 1,
+        "inspect reads and compiles the component once, also for calling its info()"
+    );
     assert_eq!(report.world, Some(PluginKind::Strategy));
     assert_eq!(report.package_version.as_deref(), Some(WIT_VERSION));
     assert_eq!(report.info.as_ref().unwrap().name, "default");

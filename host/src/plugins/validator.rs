@@ -7,7 +7,7 @@ use super::bindings::validator as wit;
 use super::error::PluginError;
 use super::inspect::PluginInfo;
 use super::limits::PluginLimits;
-use super::sandbox::{Call, GUEST_ROOT, SandboxState};
+use super::sandbox::{Call, GUEST_ROOT, SandboxState, guest_text};
 use crate::relpath::RelPath;
 use crate::version::Version;
 
@@ -63,11 +63,7 @@ impl ValidatorPlugin {
             let plugin = pre.instantiate(&mut *store)?;
             plugin.molt_plugin_validator_plugin().call_info(&mut *store)
         })?;
-        Ok(PluginInfo {
-            name: info.name,
-            version: info.version,
-            description: info.description,
-        })
+        Ok(PluginInfo::from_guest(info, self.limits.output_bytes))
     }
 
     /// Runs the validator against `tree` (mounted read-only at `/install`). `config_json` is
@@ -97,7 +93,7 @@ impl ValidatorPlugin {
         })?;
         answer.map_err(|reason| PluginError::Rejected {
             plugin: self.name.clone(),
-            reason,
+            reason: guest_text(&reason, self.limits.output_bytes),
         })
     }
 }

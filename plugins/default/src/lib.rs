@@ -9,7 +9,7 @@
 //! * `pin = "1.2.0"`: stay on / move to exactly this version (may be a downgrade);
 //! * `allow_prerelease = true`: consider `1.3.0-rc.1` and the like (default false);
 //! * `allow_downgrade`: read by molt itself (whether it accepts a decision that goes back a
-//!   version), accepted and ignored here.
+//!   version); the SDK removes it before this plugin's config is parsed.
 
 use molt_plugin_sdk::serde::Deserialize;
 use molt_plugin_sdk::{
@@ -21,8 +21,6 @@ use molt_plugin_sdk::{
 pub struct Config {
     pin: Option<Version>,
     allow_prerelease: bool,
-    #[allow(dead_code)]
-    allow_downgrade: bool,
 }
 
 pub struct Default;

@@ -3,7 +3,9 @@
 //!
 //! Config `mode`: `loop` (spins forever), `memory` (grows a Vec without bound), `panic`,
 //! `stack` (unbounded recursion), `bogus-version` (decides `full("9.9.9")`, a version no
-//! manifest offers), `sleep` (blocks in the host for an hour), `log-flood` (logs ~100 MiB).
+//! manifest offers), `sleep` (blocks in the host for an hour), `log-flood` (logs ~100 MiB),
+//! `huge-error` (an 8 MiB error that starts with a terminal escape), `huge-version` (decides
+//! `full` of a valid 8 MiB version).
 //! Each mode logs what it is about to try before it does.
 
 use std::hint::black_box;
@@ -70,6 +72,11 @@ impl Strategy for HostileStrategy {
                 }
                 Ok(Decision::None("flooded the log".into()))
             }
+            "huge-error" => Err(format!("\u{1b}[2J{}", "e".repeat(8 << 20))),
+            "huge-version" => Ok(Decision::Full(
+                Version::parse(&format!("1.0.0-{}", "a".repeat(8 << 20)))
+                    .map_err(|e| e.to_string())?,
+            )),
             other => Err(format!("unknown mode {other:?}")),
         }
     }
