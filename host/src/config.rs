@@ -247,6 +247,12 @@ impl Config {
                 "plugin limits must be greater than 0".into(),
             ));
         }
+        let plugin_memory_bytes = memory_mb.checked_mul(1 << 20).ok_or_else(|| {
+            invalid(
+                "limits.plugin_memory_mb",
+                format!("is {memory_mb}, more memory than a machine can address"),
+            )
+        })?;
         Ok(Config {
             path: path.to_owned(),
             product: raw.product,
@@ -264,7 +270,7 @@ impl Config {
             preserve,
             keep_backups: raw.apply.keep_backups.unwrap_or(2),
             plugin_timeout: Duration::from_millis(timeout_ms),
-            plugin_memory_bytes: memory_mb << 20,
+            plugin_memory_bytes,
         })
     }
 }
@@ -334,5 +340,17 @@ keep_backups = 3
             let text = FULL.replace(from, to);
             assert!(Config::parse(&text, Path::new("m.toml")).is_err(), "{to}");
         }
+    }
+
+    #[test]
+    fn an_oversized_memory_limit_is_refused_not_wrapped() {
+        // 2^44 MiB << 20 wraps to 0 bytes: every plugin would run out of memory at once.
+        let text = format!("{FULL}\n[limits]\nplugin_memory_mb = {}\n", 1u64 << 44);
+        let err = Config::parse(&text, Path::new("m.toml")).unwrap_err();
+        assert!(err.to_string().contains("plugin_memory_mb"), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Usage);
+        let text = format!("{FULL}\n[limits]\nplugin_memory_mb = 128\n");
+        let c = Config::parse(&text, Path::new("m.toml")).unwrap();
+        assert_eq!(c.plugin_memory_bytes, 128 << 20);
     }
 }

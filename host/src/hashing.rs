@@ -6,7 +6,7 @@
 //! tough's `io.rs`).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -16,11 +16,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Lowercase hex SHA-256 of a file's contents, read in 64 KiB blocks.
+/// Lowercase hex SHA-256 of a file's contents.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut reader = CappedHashReader::new(File::open(path)?, u64::MAX);
+    sha256_file_and_size(path).map(|(sha256, _)| sha256)
+}
+
+/// Lowercase hex SHA-256 and length of a file's contents, both from the same read (a length from
+/// `metadata` could belong to other contents than the hash), read in 64 KiB blocks.
+pub fn sha256_file_and_size(path: &Path) -> io::Result<(String, u64)> {
+    let file = BufReader::with_capacity(64 * 1024, File::open(path)?);
+    let mut reader = CappedHashReader::new(file, u64::MAX);
     io::copy(&mut reader, &mut io::sink())?;
-    Ok(reader.finish().0)
+    Ok(reader.finish())
 }
 
 /// Wraps a reader: hashes every byte read and fails once more than `cap` bytes have passed.

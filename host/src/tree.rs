@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::hashing::sha256_file;
+use crate::hashing::sha256_file_and_size;
 use crate::relpath::RelPath;
 
 /// What molt records about one regular file.
@@ -82,12 +82,12 @@ impl TreeListing {
                     source,
                 };
                 let meta = entry.metadata().map_err(|e| read_err(e.into()))?;
-                let sha256 = sha256_file(entry.path()).map_err(read_err)?;
+                let (sha256, size) = sha256_file_and_size(entry.path()).map_err(read_err)?;
                 listing.files.insert(
                     rel,
                     FileRecord {
                         sha256,
-                        size: meta.len(),
+                        size,
                         mode: meta.permissions().mode() & 0o777,
                     },
                 );

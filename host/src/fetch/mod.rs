@@ -189,31 +189,32 @@ fn parse_location(spec: &str, base_dir: &Path) -> Result<Location, FetchError> {
 /// A path from the manifest, proven to name a file below the repository root: relative,
 /// normalized, no scheme, nothing a URL parser or a server could reinterpret.
 fn repo_path(url: &str) -> Result<RelPath, FetchError> {
-    let refuse = |reason: &str| FetchError::UnsafePackageUrl {
+    parse_repo_path(url).map_err(|reason| FetchError::UnsafePackageUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
-    };
+    })
+}
+
+/// The rule behind [`Source::fetch_package`]'s URL check, also applied to every package of a
+/// manifest when it is verified (`repo::trust`), so both refuse exactly the same URLs.
+pub(crate) fn parse_repo_path(url: &str) -> Result<RelPath, &'static str> {
     if url
         .split('/')
         .next()
         .is_some_and(|first| first.contains(':'))
     {
-        return Err(refuse(
-            "it has a scheme; package URLs are relative to the repository",
-        ));
+        return Err("it has a scheme; package URLs are relative to the repository");
     }
     if url.contains('\\') {
-        return Err(refuse("it contains a backslash"));
+        return Err("it contains a backslash");
     }
     if url.contains(['%', '?', '#']) {
-        return Err(refuse(
-            "percent-escapes, queries and fragments are not allowed",
-        ));
+        return Err("percent-escapes, queries and fragments are not allowed");
     }
     if url.chars().any(char::is_control) {
-        return Err(refuse("it contains a control character"));
+        return Err("it contains a control character");
     }
-    RelPath::new(url).map_err(|e| refuse(e.reason))
+    RelPath::new(url).map_err(|e| e.reason)
 }
 
 /// `base` joined with `path`, each component percent-encoded so none can act as a separator.

@@ -6,8 +6,9 @@
 //! to `0o777`; paths too long for a header use GNU long-name entries (as the tar crate writes
 //! them); the gzip header carries no file name and mtime 0.
 //!
-//! File contents are streamed, never read whole, and each file must still have the size the
-//! listing recorded while it is copied. The package is written to a temp file beside `out`,
+//! File contents are streamed, never read whole, and each file must still have the size and
+//! SHA-256 the listing recorded while it is copied (the manifest's patch operations were derived
+//! from those hashes). The package is written to a temp file beside `out`,
 //! fsynced, renamed into place, and the directory is fsynced, so `out` is either the complete
 //! package or absent.
 
@@ -21,7 +22,7 @@ use flate2::{Compression, GzBuilder};
 use tar::{EntryType, Header};
 
 use crate::error::ExitClass;
-use crate::hashing::HashingWriter;
+use crate::hashing::{CappedHashReader, HashingWriter};
 use crate::relpath::RelPath;
 use crate::repo::manifest::PathSet;
 use crate::tree::{FileRecord, TreeListing};
@@ -284,7 +285,7 @@ fn append_file<W: Write>(
     }
     let mut header = fixed_header(EntryType::Regular, record.mode, record.size);
     let mut contents = ExactReader {
-        inner: (&file).take(record.size),
+        inner: CappedHashReader::new((&file).take(record.size), record.size),
         remaining: record.size,
     };
     if let Err(source) = builder.append_data(&mut header, path.as_str(), &mut contents) {
@@ -298,6 +299,17 @@ fn append_file<W: Write>(
         return Err(ArchiveError::WritePackage {
             path: out.to_owned(),
             source,
+        });
+    }
+    let (sha256, _) = contents.inner.finish();
+    if sha256 != record.sha256 {
+        return Err(ArchiveError::FileChanged {
+            path: full,
+            expected: record.size,
+            found: format!(
+                "other contents of that size (sha256 {sha256}, listed {})",
+                record.sha256
+            ),
         });
     }
     let mut probe = [0u8; 1];
@@ -493,6 +505,22 @@ mod tests {
         let err = write_package(&pkg, tree.path(), &listing, PackageEntries::FullTree).unwrap_err();
         assert!(matches!(err, ArchiveError::FileChanged { .. }), "{err}");
         assert_eq!(err.exit_class(), ExitClass::Failure);
+        assert!(!pkg.exists());
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn refuses_a_file_whose_contents_changed_at_the_same_size() {
+        // The manifest's patch operations come from the listed hashes: a package holding other
+        // bytes would make a patched install differ from a full one.
+        let tree = sample_tree();
+        let listing = TreeListing::scan(tree.path(), &[]).unwrap();
+        fs::write(tree.path().join("conf/app.yml"), b"a: 9\n").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let pkg = out.path().join("full.tar.gz");
+        let err = write_package(&pkg, tree.path(), &listing, PackageEntries::FullTree).unwrap_err();
+        assert!(matches!(err, ArchiveError::FileChanged { .. }), "{err}");
+        assert!(err.to_string().contains("conf/app.yml"), "{err}");
         assert!(!pkg.exists());
         assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
     }

@@ -36,21 +36,28 @@ pub fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
         .map(|(path, _)| path)
         .collect();
 
+    // Directories with an unchanged file below them, and directories that lose a file or a
+    // directory below them: each a set lookup per directory instead of a scan of every path.
+    let keeps_something: BTreeSet<RelPath> = unchanged.iter().flat_map(|p| p.ancestors()).collect();
+    let lost = old
+        .files
+        .keys()
+        .filter(|p| !new.files.contains_key(*p))
+        .chain(old.dirs.iter().filter(|p| !new.dirs.contains(*p)));
+    let loses_something: BTreeSet<RelPath> = lost.flat_map(|p| p.ancestors()).collect();
+
     let mut replaced_dirs: BTreeSet<RelPath> = BTreeSet::new();
     for dir in &new.dirs {
-        if replaced_dirs.iter().any(|r| dir.starts_with(r)) {
+        if at_or_below(dir, &replaced_dirs) {
             continue;
         }
-        let replace_whole = if old.dirs.contains(dir) {
-            !unchanged.iter().any(|p| p.starts_with(dir)) && loses_something(old, new, dir)
-        } else {
-            true
-        };
+        let replace_whole = !old.dirs.contains(dir)
+            || (!keeps_something.contains(dir) && loses_something.contains(dir));
         if replace_whole {
             replaced_dirs.insert(dir.clone());
         }
     }
-    let under_replaced_dir = |path: &RelPath| replaced_dirs.iter().any(|d| path.starts_with(d));
+    let under_replaced_dir = |path: &RelPath| at_or_below(path, &replaced_dirs);
 
     let replaced_files: BTreeSet<RelPath> = new
         .files
@@ -58,9 +65,8 @@ pub fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
         .filter(|path| !unchanged.contains(path) && !under_replaced_dir(path))
         .cloned()
         .collect();
-    let under_replaced = |path: &RelPath| {
-        under_replaced_dir(path) || replaced_files.iter().any(|f| path.starts_with(f))
-    };
+    let under_replaced =
+        |path: &RelPath| under_replaced_dir(path) || at_or_below(path, &replaced_files);
 
     let in_new = |path: &RelPath| new.dirs.contains(path) || new.files.contains_key(path);
     let parent_kept = |path: &RelPath| path.parent().is_none_or(|p| new.dirs.contains(&p));
@@ -80,14 +86,9 @@ pub fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
     }
 }
 
-/// True if the old tree has a file or directory under `dir` that the new tree does not.
-fn loses_something(old: &TreeListing, new: &TreeListing, dir: &RelPath) -> bool {
-    let below = |p: &&RelPath| *p != dir && p.starts_with(dir);
-    old.files
-        .keys()
-        .filter(below)
-        .any(|p| !new.files.contains_key(p))
-        || old.dirs.iter().filter(below).any(|p| !new.dirs.contains(p))
+/// True if `path` or one of its ancestors is in `set`.
+fn at_or_below(path: &RelPath, set: &BTreeSet<RelPath>) -> bool {
+    set.contains(path) || path.ancestors().any(|a| set.contains(&a))
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@
 //!   run. The reverse order would be refused the same way; no order exposes an unsigned manifest
 //!   as valid.
 //! - Old package files are left in place (clients may be downloading them).
+//! - Packages of the default channel go to `packages/`, those of any other channel to
+//!   `packages/<channel>/`: the same version may be on two channels with different trees.
 //! - An advisory lock (`.molt-publish.lock` in the repository) keeps two publishes apart.
 
 use std::fs::{self, File, OpenOptions};
@@ -52,7 +54,9 @@ use crate::version::{Version, host_arch, normalize_arch};
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The signature file name inside a repository.
 pub const SIGNATURE_FILE: &str = "manifest.json.sig";
-/// Where packages are written, relative to the repository.
+/// Where packages are written, relative to the repository; a channel other than
+/// [`DEFAULT_CHANNEL`] gets its own subdirectory, because the same version may be published on two
+/// channels from different trees and package file names carry no channel.
 pub const PACKAGES_DIR: &str = "packages";
 /// How long a manifest stays valid when `--expires-days` is not given.
 pub const DEFAULT_EXPIRES_DAYS: u32 = 90;
@@ -229,6 +233,8 @@ struct Plan<'a> {
     req: &'a PublishRequest,
     arch: String,
     channel: String,
+    /// The packages directory of this channel, relative to the repository.
+    packages_dir: String,
     now: OffsetDateTime,
     expires: OffsetDateTime,
 }
@@ -243,7 +249,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
             path: req.tree.clone(),
         });
     }
-    let packages_dir = req.repo.join(PACKAGES_DIR);
+    let packages_dir = req.repo.join(&plan.packages_dir);
     fs::create_dir_all(&packages_dir).map_err(|source| PublishError::CreateRepo {
         path: packages_dir.clone(),
         source,
@@ -255,7 +261,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
 
     let full_name = format!("{}-{}-{}.tar.gz", req.product, req.version, plan.arch);
     let full = write(
-        &req.repo,
+        &plan,
         &full_name,
         &req.tree,
         &listing,
@@ -364,10 +370,16 @@ fn plan(req: &PublishRequest) -> Result<Plan<'_>, PublishError> {
         return invalid(format!("--expires-days {days} must be between 1 and 3650"));
     }
     let now = req.now.replace_nanosecond(0).unwrap_or(req.now);
+    let packages_dir = if channel == DEFAULT_CHANNEL {
+        PACKAGES_DIR.to_owned()
+    } else {
+        format!("{PACKAGES_DIR}/{channel}")
+    };
     Ok(Plan {
         req,
         arch,
         channel,
+        packages_dir,
         now,
         expires: now + Duration::days(i64::from(days)),
     })
@@ -485,16 +497,16 @@ fn read_capped(path: &Path, max: u64) -> Result<Option<Vec<u8>>, PublishError> {
     Ok(Some(bytes))
 }
 
-/// Writes `packages/<name>` from `root` and returns its manifest entry.
+/// Writes `<packages dir>/<name>` from `root` and returns its manifest entry.
 fn write(
-    repo: &Path,
+    plan: &Plan<'_>,
     name: &str,
     root: &Path,
     listing: &TreeListing,
     entries: PackageEntries<'_>,
 ) -> Result<Package, PublishError> {
-    let url = format!("{PACKAGES_DIR}/{name}");
-    let out = repo.join(&url);
+    let url = format!("{}/{name}", plan.packages_dir);
+    let out = plan.req.repo.join(&url);
     let PackageInfo {
         size,
         sha256,
@@ -525,7 +537,7 @@ fn make_patch(
     let operations = diff_trees(old, new);
     let name = format!("{}-{from}-to-{to}-{}.tar.gz", plan.req.product, plan.arch);
     let package = write(
-        &plan.req.repo,
+        plan,
         &name,
         new_root,
         new,
@@ -1092,6 +1104,31 @@ mod tests {
         let mut beta = request(&f, "3.0.0", &t1);
         beta.channel = Some("beta".into());
         assert!(publish(&beta).unwrap().patches.is_empty());
+    }
+
+    #[test]
+    fn the_same_version_on_two_channels_keeps_both_packages_intact() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        let t2 = make_tree(&f, "2", V2);
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        publish(&request(&f, "1.1.0", &t1)).unwrap();
+        let mut beta = request(&f, "1.1.0", &t2);
+        beta.channel = Some("beta".into());
+        publish(&beta).unwrap();
+        let mut beta = request(&f, "1.0.0", &t2);
+        beta.channel = Some("beta".into());
+        publish(&beta).unwrap();
+        // Every package the signed manifest names, on either channel, is still the file it names.
+        let m = verified(&f);
+        assert_eq!(m.releases.len(), 4);
+        for release in &m.releases {
+            let artifacts = &release.artifacts["x86_64"];
+            assert_matches_file(&f, artifacts.full.as_ref().unwrap());
+            for patch in &artifacts.patches {
+                assert_matches_file(&f, &patch.package);
+            }
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::ExitClass;
+use crate::fetch::parse_repo_path;
 use crate::package::extract::{ExtractError, validate_operations};
-use crate::relpath::RelPath;
 use crate::repo::manifest::{FORMAT, Manifest, Operations, Package};
 use crate::repo::signature;
 use crate::version::normalize_arch;
@@ -247,20 +247,15 @@ fn is_plain_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// A package must sit inside the repository and carry a well-formed hash.
+/// A package must sit inside the repository (by the fetcher's own rule) and carry a
+/// well-formed hash.
 fn check_package(package: &Package) -> Result<(), String> {
-    RelPath::new(&package.url).map_err(|e| {
+    parse_repo_path(&package.url).map_err(|reason| {
         format!(
-            "package url {:?} must be a relative path inside the repository: {}",
-            package.url, e.reason
+            "package url {:?} must be a plain relative path inside the repository: {reason}",
+            package.url
         )
     })?;
-    if package.url.contains(['?', '#', '\\', ':']) {
-        return Err(format!(
-            "package url {:?} must be a plain relative path (no `?`, `#`, `\\` or `:`)",
-            package.url
-        ));
-    }
     let well_formed = package.sha256.len() == 64
         && package
             .sha256
@@ -581,6 +576,24 @@ mod tests {
         for (edit, needle) in cases {
             let err = check(&manifest_json(edit), &k, &p).unwrap_err();
             expect_security(err, &[URL, needle]);
+        }
+    }
+
+    #[test]
+    fn refuses_package_urls_the_fetcher_would_refuse() {
+        // A URL parser or server could turn these into `..` or another file: the manifest is
+        // refused at verification, not later when one of them happens to be fetched.
+        let k = key(1);
+        for url in [
+            "packages/%2e%2e/x.tar.gz",
+            "packages/.\t./x.tar.gz",
+            "pa\nckages/x",
+        ] {
+            let bytes = manifest_json(|v| {
+                v["releases"][0]["artifacts"]["x86_64"]["full"]["url"] = url.into()
+            });
+            let err = check(&bytes, &k, &policy(&[&k])).unwrap_err();
+            expect_security(err, &[URL, "relative path inside the repository"]);
         }
     }
 
