@@ -152,6 +152,7 @@ impl Transaction {
             ops: plan.ops.clone(),
             created_dirs: plan.created_dirs.clone(),
             old_state,
+            preserved_written: plan.preserved_written.clone(),
             consumes: plan.consumes.clone(),
         };
         let journal_path = self.dir.join("journal");

@@ -6,6 +6,7 @@
 //! forward without recomputing anything. A torn last line (power loss mid-append) is ignored and
 //! cut off before the next append.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -36,6 +37,10 @@ pub struct Intent {
     pub created_dirs: Vec<RelPath>,
     /// `state.json` as it was when the transaction started.
     pub old_state: InstallState,
+    /// Preserved paths the update wrote because nothing was there, with the SHA-256 it wrote:
+    /// once changed they are user data, which a `molt rollback` must not delete.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub preserved_written: BTreeMap<RelPath, String>,
     /// For a rollback: the kept transaction (in `history/`) whose backup is the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumes: Option<String>,
@@ -227,6 +232,7 @@ mod tests {
             }],
             created_dirs: vec![RelPath::new("web").unwrap()],
             old_state: InstallState::default(),
+            preserved_written: BTreeMap::new(),
             consumes: None,
         }
     }
