@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::plugins::{Decision, PatchOffer, ReleaseOffer, StrategyInput};
 use crate::repo::manifest::{Manifest, Operations, Package};
 use crate::state::InstallState;
+use crate::txn::version_or_nothing;
 use crate::version::Version;
 
 /// What the operator asked for on the command line.
@@ -185,7 +186,7 @@ pub fn resolve(
             if installed.as_ref() != Some(&from) {
                 return Err(refuse(format!(
                     "chose a patch from {from}, but the installed version is {}",
-                    installed.map_or("nothing".to_owned(), |v| v.to_string())
+                    version_or_nothing(&installed)
                 )));
             }
             let patch = artifacts.patch_from(&from).ok_or_else(|| {

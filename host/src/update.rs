@@ -189,8 +189,7 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&pkg_path);
-            txn.abandon()?;
-            return Err(e);
+            return Err(abandon(txn, e));
         }
     };
     out.event(
@@ -218,10 +217,7 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
     };
     let plan = match planned {
         Ok(p) => p,
-        Err(e) => {
-            txn.abandon()?;
-            return Err(e.into());
-        }
+        Err(e) => return Err(abandon(txn, e.into())),
     };
     let new_state = txn.next_state(&plan, &state);
     let validation = ValidationInput {
@@ -252,6 +248,16 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
     save_trust(&install, &manifest, trust)?;
     result["changes"] = json!(outcome.changes);
     Ok(result)
+}
+
+/// Gives up a transaction that has not touched the install, returning `err`: that is what the
+/// operator must see (and its exit class), not a failure to tidy up, which the next recovery
+/// finishes anyway.
+fn abandon(txn: Transaction, err: Error) -> Error {
+    if let Err(e) = txn.abandon() {
+        tracing::warn!("{e}; the next molt command removes it");
+    }
+    err
 }
 
 fn fetch_verified_manifest(

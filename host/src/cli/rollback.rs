@@ -7,17 +7,18 @@ use crate::Error;
 use crate::config::Config;
 use crate::install::Install;
 use crate::output::Output;
-use crate::txn::rollback_last;
+use crate::txn::{rollback_last, version_or_nothing};
 
 pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
     let config = Config::load(&common.config)?;
     let install = Install::open(&config, out)?;
     let done = rollback_last(&install.state_dir, config.keep_backups)?;
-    let show = |v: &Option<crate::version::Version>| {
-        v.as_ref().map_or("nothing".to_owned(), ToString::to_string)
-    };
     out.success(
-        &format!("rolled back {} → {}", show(&done.from), show(&done.to)),
+        &format!(
+            "rolled back {} → {}",
+            version_or_nothing(&done.from),
+            version_or_nothing(&done.to)
+        ),
         json!({
             "kind": "rollback",
             "from": done.from.as_ref().map(ToString::to_string),

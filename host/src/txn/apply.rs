@@ -152,6 +152,7 @@ impl Transaction {
             ops: plan.ops.clone(),
             created_dirs: plan.created_dirs.clone(),
             old_state,
+            preserved_written: plan.preserved_written.clone(),
             consumes: plan.consumes.clone(),
         };
         let journal_path = self.dir.join("journal");
@@ -181,8 +182,18 @@ impl Transaction {
         let commit = Record::Commit {
             new_state: Box::new(new_state.clone()),
         };
-        if let Err(e) = journal.append(&commit) {
-            return Err(self.fail(&mut journal, &intent, Outcome::Failed, e.to_string()));
+        match journal.append(&commit) {
+            Ok(()) => {}
+            // Undoing now could leave a durable commit over the old tree, which recovery would
+            // roll forward: leave the tree alone and let recovery follow the journal.
+            Err(e @ TxnError::JournalUncertain { .. }) => {
+                return Err(TxnError::CommitUncertain {
+                    to: version_or_nothing(&intent.to),
+                    txn_dir: self.dir.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => return Err(self.fail(&mut journal, &intent, Outcome::Failed, e.to_string())),
         }
 
         let kept_in = finish_committed(&self.state, &self.dir, &intent, &new_state, &mut journal)

@@ -6,6 +6,7 @@
 //! forward without recomputing anything. A torn last line (power loss mid-append) is ignored and
 //! cut off before the next append.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -36,6 +37,10 @@ pub struct Intent {
     pub created_dirs: Vec<RelPath>,
     /// `state.json` as it was when the transaction started.
     pub old_state: InstallState,
+    /// Preserved paths the update wrote because nothing was there, with the SHA-256 it wrote:
+    /// once changed they are user data, which a `molt rollback` must not delete.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub preserved_written: BTreeMap<RelPath, String>,
     /// For a rollback: the kept transaction (in `history/`) whose backup is the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumes: Option<String>,
@@ -76,6 +81,8 @@ pub struct JournalSummary {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Bytes of complete, durable records: where a failed append is cut back to.
+    len: u64,
 }
 
 impl Journal {
@@ -100,6 +107,7 @@ impl Journal {
         Ok(Journal {
             path: path.to_owned(),
             file,
+            len: 0,
         })
     }
 
@@ -122,6 +130,7 @@ impl Journal {
         Ok(Journal {
             path: path.to_owned(),
             file,
+            len: complete as u64,
         })
     }
 
@@ -129,19 +138,42 @@ impl Journal {
         &self.path
     }
 
-    /// Appends one record and makes it durable.
+    /// Appends one record and makes it durable. A failed append is cut off again, so it leaves
+    /// no record behind (`JournalWrite`); if even that fails, the record may be on disk
+    /// (`JournalUncertain`).
     pub fn append(&mut self, record: &Record) -> Result<(), TxnError> {
-        let write_err = |source| TxnError::JournalWrite {
+        let mut line = serde_json::to_vec(record).map_err(|e| TxnError::JournalWrite {
             path: self.path.clone(),
-            source,
-        };
-        let mut line = serde_json::to_vec(record)
-            .map_err(|e| write_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
         line.push(b'\n');
-        self.file.write_all(&line).map_err(write_err)?;
-        self.file.sync_data().map_err(write_err)?;
+        if let Err(source) = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+        {
+            return Err(self.retract(source));
+        }
+        self.len += line.len() as u64;
         failpoint::step(&format!("journal {}", record.name()));
         Ok(())
+    }
+
+    /// After a failed append: durably cut the journal back to its complete records, so the
+    /// failed one is certainly not there (a write may have landed even though `fsync` failed).
+    fn retract(&mut self, source: io::Error) -> TxnError {
+        let path = self.path.clone();
+        match self
+            .file
+            .set_len(self.len)
+            .and_then(|()| self.file.sync_data())
+        {
+            Ok(()) => TxnError::JournalWrite { path, source },
+            Err(e) => {
+                tracing::warn!(journal = %path.display(), "cannot cut off a failed record: {e}");
+                TxnError::JournalUncertain { path, source }
+            }
+        }
     }
 }
 
@@ -227,6 +259,7 @@ mod tests {
             }],
             created_dirs: vec![RelPath::new("web").unwrap()],
             old_state: InstallState::default(),
+            preserved_written: BTreeMap::new(),
             consumes: None,
         }
     }
@@ -270,6 +303,77 @@ mod tests {
         let s = summarize(&p).unwrap();
         assert_eq!(s.rolled_back.unwrap().0, Outcome::Interrupted);
         assert_eq!(read_records(&p).unwrap().len(), 2);
+    }
+
+    /// A commit record too big for the file-size limit: `write` fails after a partial write.
+    fn big_commit() -> Record {
+        let mut state = InstallState::default();
+        for i in 0..200 {
+            state
+                .dirs
+                .insert(RelPath::new(&format!("dir-{i:04}")).unwrap());
+        }
+        Record::Commit {
+            new_state: Box::new(state),
+        }
+    }
+
+    /// Runs only inside the child process spawned by the test below (it lowers RLIMIT_FSIZE).
+    #[test]
+    fn fsize_child_appends_past_the_limit() {
+        let Some(dir) = std::env::var_os("MOLT_JOURNAL_CHILD_DIR") else {
+            return;
+        };
+        let p = Path::new(&dir).join("journal");
+        let mut j = Journal::create(&p).unwrap();
+        j.append(&Record::Applied).unwrap();
+        // SAFETY: plain libc calls on this single-test child process, with valid arguments.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+        }
+        let err = j.append(&big_commit()).unwrap_err();
+        assert!(matches!(err, TxnError::JournalWrite { .. }), "{err}");
+        assert_eq!(fs::read(&p).unwrap(), b"{\"record\":\"applied\"}\n");
+        j.append(&Record::Done).unwrap();
+        assert_eq!(read_records(&p).unwrap(), [Record::Applied, Record::Done]);
+    }
+
+    #[test]
+    fn a_failed_append_is_cut_off_again() {
+        let d = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "txn::journal::tests::fsize_child_appends_past_the_limit",
+            ])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("MOLT_JOURNAL_CHILD_DIR", d.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "{text}");
+    }
+
+    #[test]
+    fn an_append_that_cannot_be_cut_off_is_uncertain() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("journal");
+        Journal::create(&p).unwrap();
+        let mut j = Journal {
+            path: p.clone(),
+            file: File::open(&p).unwrap(),
+            len: 0,
+        };
+        let err = j.append(&Record::Applied).unwrap_err();
+        assert!(matches!(err, TxnError::JournalUncertain { .. }), "{err}");
+        assert!(err.to_string().contains("may be on disk"), "{err}");
     }
 
     #[test]

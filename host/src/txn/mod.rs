@@ -81,6 +81,14 @@ pub enum TxnError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "cannot write journal {path}: {source}; nor cut the failed record off again, so it may \
+         be on disk"
+    )]
+    JournalUncertain {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read journal {path}: {source}")]
     JournalRead {
         path: PathBuf,
@@ -129,6 +137,16 @@ pub enum TxnError {
         txn_dir: PathBuf,
         step: String,
     },
+    #[error(
+        "the update to {to} passed validation, but whether its commit record reached the disk is \
+         unknown ({reason}); the new tree is left in place. Check the disk: the next molt command \
+         completes or undoes transaction {txn_dir}, whichever its journal says"
+    )]
+    CommitUncertain {
+        to: String,
+        txn_dir: PathBuf,
+        reason: String,
+    },
     #[error("cannot read kept transactions in {path}: {source}")]
     ReadHistory {
         path: PathBuf,
@@ -157,9 +175,9 @@ impl TxnError {
         match self {
             TxnError::State(e) => e.exit_class(),
             TxnError::Plan(e) => e.exit_class(),
-            TxnError::RollbackFailed { .. } | TxnError::JournalCorrupt { .. } => {
-                ExitClass::RollbackFailed
-            }
+            TxnError::RollbackFailed { .. }
+            | TxnError::JournalCorrupt { .. }
+            | TxnError::CommitUncertain { .. } => ExitClass::RollbackFailed,
             _ => ExitClass::Failure,
         }
     }

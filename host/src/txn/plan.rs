@@ -13,6 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::ExitClass;
+use crate::hashing::sha256_file;
 use crate::relpath::RelPath;
 use crate::repo::manifest::Operations;
 use crate::state::{InstallState, StateDir, TxnKind};
@@ -116,6 +117,8 @@ pub struct Plan {
     pub owned_files: BTreeMap<RelPath, FileRecord>,
     /// `state.json`'s `dirs` after the transaction.
     pub owned_dirs: BTreeSet<RelPath>,
+    /// Preserved paths a full update writes (nothing was there), with their SHA-256.
+    pub preserved_written: BTreeMap<RelPath, String>,
     /// For a rollback: the kept transaction whose backup is consumed.
     pub consumes: Option<String>,
 }
@@ -371,10 +374,14 @@ pub fn plan_full(
     }
 
     let mut wanted = Wanted::default();
-    for f in staged.files.keys() {
+    let mut preserved_written = BTreeMap::new();
+    for (f, record) in &staged.files {
         ctx.check_not_state(f)?;
-        if ctx.is_preserved(f) && probe.kind(f)?.is_some() {
-            continue;
+        if ctx.is_preserved(f) {
+            if probe.kind(f)?.is_some() {
+                continue;
+            }
+            preserved_written.insert(f.clone(), record.sha256.clone());
         }
         wanted.puts.insert(f.clone(), (f.under(stage_dir), false));
     }
@@ -435,6 +442,7 @@ pub fn plan_full(
         absent_deletes: assembled.absent_deletes,
         owned_files,
         owned_dirs,
+        preserved_written,
         consumes: None,
     })
 }
@@ -554,6 +562,7 @@ pub fn plan_patch(
         absent_deletes: assembled.absent_deletes,
         owned_files,
         owned_dirs,
+        preserved_written: BTreeMap::new(),
         consumes: None,
     })
 }
@@ -629,7 +638,8 @@ fn check_patch_paths(ctx: &PlanContext, operations: &Operations) -> Result<(), P
 }
 
 /// Plans the inverse of a kept transaction whose backup lies in `backup_dir`: every path that
-/// had an old version gets it back, every path it created is removed, and the directories it
+/// had an old version gets it back, every path it created is removed (except a preserved file
+/// that no longer holds what the update wrote: that is user data now), and the directories it
 /// created are removed where nothing else has been put in them since.
 pub(crate) fn plan_inverse(
     ctx: &PlanContext,
@@ -654,7 +664,9 @@ pub(crate) fn plan_inverse(
                     wanted.replaceable_dirs.insert(op.path.clone());
                 }
             }
-            None if op.source.is_some() => {
+            None if op.source.is_some()
+                && !changed_since_written(ctx, &mut probe, intent, &op.path)? =>
+            {
                 wanted.deletes.insert(op.path.clone());
             }
             None => {}
@@ -672,8 +684,31 @@ pub(crate) fn plan_inverse(
         absent_deletes: assembled.absent_deletes,
         owned_files: intent.old_state.files.clone(),
         owned_dirs: intent.old_state.dirs.clone(),
+        preserved_written: BTreeMap::new(),
         consumes: Some(consumes.to_owned()),
     })
+}
+
+/// True if `path` is a preserved path the update wrote and it no longer holds exactly that file.
+fn changed_since_written(
+    ctx: &PlanContext,
+    probe: &mut Probe<'_>,
+    intent: &super::journal::Intent,
+    path: &RelPath,
+) -> Result<bool, PlanError> {
+    let Some(written) = intent.preserved_written.get(path) else {
+        return Ok(false);
+    };
+    match probe.kind(path)? {
+        None => Ok(false),
+        Some(EntryKind::File) => {
+            let full = path.under(&ctx.install_dir);
+            let now =
+                sha256_file(&full).map_err(|source| PlanError::Inspect { path: full, source })?;
+            Ok(&now != written)
+        }
+        Some(_) => Ok(true),
+    }
 }
 
 #[cfg(test)]

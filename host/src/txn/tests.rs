@@ -391,6 +391,27 @@ fn rollback_restores_the_previous_release_exactly() {
     );
 }
 
+#[test]
+fn rollback_keeps_a_preserved_file_the_update_wrote_once_it_changed() {
+    let f = Fixture::with_v1();
+    f.full(V2, "2.0.0", 2, |_| Ok(())).unwrap();
+    assert_eq!(read(&f.install, "data/default.db"), "shipped default");
+    write(
+        &f.install,
+        "data/default.db",
+        "the application's records",
+        0o644,
+    );
+    rollback_last(&f.sd, 2).unwrap();
+    assert_eq!(f.version(), Some(v("1.0.0")));
+    assert_eq!(
+        read(&f.install, "data/default.db"),
+        "the application's records"
+    );
+    let st = f.sd.load_state().unwrap();
+    assert!(!st.files.contains_key(&rp("data/default.db")));
+}
+
 impl Fixture {
     /// A failed update in between leaves the kept backups as they were.
     fn failed_update_keeps_history(&self) {
