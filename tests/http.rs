@@ -118,3 +118,27 @@ fn missing_repository_names_the_url_and_changes_nothing() {
         .error_contains(&["not found", "manifest.json"]);
     assert!(snapshot(&env.install()).is_empty());
 }
+
+#[test]
+fn a_manifest_read_between_the_publishers_two_renames_is_read_again() {
+    let env = Env::new();
+    let [_, _, t3] = reference_releases(&env);
+    let older = std::fs::read(env.repo().join("manifest.json")).unwrap();
+    crate::craft::edit_manifest(&env, |_| {});
+    let server = Server::start(env.repo());
+    // The first read sees the old manifest next to the new signature.
+    server.fault("manifest.json", Fault::BodyOnce(older));
+    env.config(&server.url(), "");
+    env.apply(&[]).success();
+    assert_same_tree(
+        &snapshot(&env.install()),
+        &tree_snapshot(&t3),
+        "after a torn read",
+    );
+    let reads = server
+        .seen()
+        .iter()
+        .filter(|s| s.path == "manifest.json")
+        .count();
+    assert_eq!(reads, 2);
+}

@@ -21,6 +21,8 @@ pub enum Fault {
     Endless,
     /// Answer with this status, this many times, then behave.
     StatusTimes(u16, usize),
+    /// Serve these bytes instead of the file, once.
+    BodyOnce(Vec<u8>),
 }
 
 #[derive(Clone, Debug)]
@@ -126,7 +128,7 @@ async fn serve(State(state): State<AppState>, req: Request) -> Response {
         });
         let fault = shared.faults.get(&path).cloned();
         match fault {
-            Some(Fault::DropAfterOnce(_)) => shared.faults.remove(&path),
+            Some(Fault::DropAfterOnce(_) | Fault::BodyOnce(_)) => shared.faults.remove(&path),
             Some(Fault::StatusTimes(code, n)) => {
                 if n <= 1 {
                     shared.faults.remove(&path);
@@ -146,6 +148,9 @@ async fn serve(State(state): State<AppState>, req: Request) -> Response {
     }
     if let Some(Fault::StatusTimes(code, _)) = fault {
         return StatusCode::from_u16(code).unwrap().into_response();
+    }
+    if let Some(Fault::BodyOnce(bytes)) = fault {
+        return bytes.into_response();
     }
     if path.contains("..") {
         return StatusCode::BAD_REQUEST.into_response();

@@ -137,7 +137,7 @@ pub fn resolve(
             "chose {to}, but the operator asked for --version {wanted}"
         )));
     }
-    let release = manifest.release(&to).ok_or_else(|| {
+    let release = manifest.release(&to, &config.channel).ok_or_else(|| {
         refuse(format!(
             "chose {to}, which the signed manifest does not list"
         ))

@@ -30,7 +30,7 @@ use crate::plugins::{
     PluginLimits, PluginRef, PluginRuntime, StrategyPlugin, ValidationInput, ValidatorPlugin,
 };
 use crate::repo::manifest::Manifest;
-use crate::repo::trust::{TrustPolicy, verify_manifest};
+use crate::repo::trust::{TrustError, TrustPolicy, verify_manifest};
 use crate::state::TrustState;
 use crate::strategy::{Choice, Request, resolve, strategy_input};
 use crate::txn::{PlanContext, Transaction, plan_full, plan_patch};
@@ -266,8 +266,6 @@ fn fetch_verified_manifest(
     keys: &[VerifyingKey],
     trust: &TrustState,
 ) -> Result<Manifest, Error> {
-    let manifest_bytes = source.fetch_small("manifest.json", MANIFEST_CAP)?;
-    let sig_bytes = source.fetch_small("manifest.json.sig", SIGNATURE_CAP)?;
     let policy = TrustPolicy {
         product: config.product.clone(),
         keys: keys.to_vec(),
@@ -275,12 +273,27 @@ fn fetch_verified_manifest(
         min_serial: trust.highest_serial,
         now: OffsetDateTime::now_utc(),
     };
-    Ok(verify_manifest(
-        &manifest_bytes,
-        &sig_bytes,
-        &policy,
-        &source.display_url("manifest.json"),
-    )?)
+    let url = source.display_url("manifest.json");
+    let fetch_pair = || -> Result<(Vec<u8>, Vec<u8>), Error> {
+        Ok((
+            source.fetch_small("manifest.json", MANIFEST_CAP)?,
+            source.fetch_small("manifest.json.sig", SIGNATURE_CAP)?,
+        ))
+    };
+    let (manifest_bytes, sig_bytes) = fetch_pair()?;
+    match verify_manifest(&manifest_bytes, &sig_bytes, &policy, &url) {
+        // A publisher renames the manifest, then its signature: a read between the two renames
+        // sees a mismatched pair. Read once more; only changed bytes get a second verification.
+        Err(mismatch @ TrustError::SignatureThresholdNotMet { .. }) => {
+            let (again_manifest, again_sig) = fetch_pair()?;
+            if (&again_manifest, &again_sig) == (&manifest_bytes, &sig_bytes) {
+                return Err(mismatch.into());
+            }
+            tracing::info!(%url, "the repository changed while it was read; verifying the new pair");
+            Ok(verify_manifest(&again_manifest, &again_sig, &policy, &url)?)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Persists the manifest's serial as the highest accepted (only ever raises it).

@@ -537,8 +537,12 @@ fn hostile_log_flood_is_capped() {
         output_bytes: 16 << 10,
         ..PluginLimits::default()
     };
-    let (result, _) =
-        tracing::subscriber::with_default(subscriber, || hostile("log-flood", limits));
+    let (result, _) = tracing::subscriber::with_default(subscriber, || {
+        // Tests on other threads may have registered the log callsite while no subscriber
+        // wanted it; recompute its interest now that this one is in scope.
+        tracing::callsite::rebuild_interest_cache();
+        hostile("log-flood", limits)
+    });
     assert!(
         matches!(
             &result,

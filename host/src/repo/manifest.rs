@@ -114,8 +114,13 @@ impl Manifest {
         found.into_iter()
     }
 
-    pub fn release(&self, version: &Version) -> Option<&Release> {
-        self.releases.iter().find(|r| &r.version == version)
+    /// The release `version`; when it is published on several channels, the one on
+    /// `preferred_channel` (the install's own).
+    pub fn release(&self, version: &Version, preferred_channel: &str) -> Option<&Release> {
+        self.releases
+            .iter()
+            .filter(|r| &r.version == version)
+            .min_by_key(|r| r.channel != preferred_channel)
     }
 }
 
@@ -164,6 +169,14 @@ mod tests {
         assert_eq!(r.version.to_string(), "1.2.0");
         let p = a.patch_from(&Version::parse("1.1.0").unwrap()).unwrap();
         assert_eq!(p.operations.replace.directories[0].as_str(), "web");
+        let v = Version::parse("1.2.0").unwrap();
+        assert_eq!(m.release(&v, "beta").unwrap().channel, "stable");
+        let mut two = m.clone();
+        let mut beta = two.releases[0].clone();
+        beta.channel = "beta".into();
+        two.releases.push(beta);
+        assert_eq!(two.release(&v, "beta").unwrap().channel, "beta");
+        assert_eq!(two.release(&v, "stable").unwrap().channel, "stable");
         let back = serde_json::to_value(&m).unwrap();
         assert_eq!(back["mirror_hint"], "kept");
     }
