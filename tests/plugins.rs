@@ -287,3 +287,32 @@ fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions() {
         .error_contains(&["molt:plugin@0.2.0", "molt:plugin@0.1.0"]);
     assert!(snapshot(&env.install()).is_empty());
 }
+
+#[test]
+fn the_template_plugin_keeps_an_install_within_its_major_version() {
+    let env = Env::new();
+    let [_, _, t3] = reference_releases(&env);
+    let t4 = env.tree("2.0.0", &[("bin/app", "app 2.0.0\n", 0o755)]);
+    env.publish(&t4, "2.0.0").success();
+    env.file_config();
+    env.apply(&["--version", "1.0.0"]).success();
+    env.config(
+        &format!("file://{}", env.repo().display()),
+        &format!(
+            "[strategy]\nplugin = \"{}\"\n[strategy.config]\nmajor = 1\n",
+            wasm("template").display()
+        ),
+    );
+    let r = env.apply(&[]).success().result();
+    assert_eq!(
+        (r["kind"].clone(), r["to"].clone()),
+        (json!("patch"), json!("1.2.0")),
+        "{r}"
+    );
+    assert_same_tree(
+        &snapshot(&env.install()),
+        &tree_snapshot(&t3),
+        "stayed on 1.x",
+    );
+    assert_eq!(env.apply(&[]).success().result()["kind"], "none");
+}

@@ -16,7 +16,7 @@
 //!    [strategy]
 //!    plugin = "/etc/molt/plugins/my_strategy.wasm"
 //!    [strategy.config]
-//!    channel_prefix = "lts-"
+//!    major = 1
 //!    ```
 //!
 //! The plugin runs sandboxed: no files, no network, no environment, 1 s and 64 MiB by default.
@@ -32,8 +32,8 @@ use molt_plugin_sdk::{
 #[derive(Debug, Default, Deserialize)]
 #[serde(crate = "molt_plugin_sdk::serde", default, deny_unknown_fields)]
 pub struct Config {
-    /// Only consider releases whose channel starts with this prefix.
-    channel_prefix: Option<String>,
+    /// Never leave this major version (e.g. stay on 1.x while 2.0 is on offer).
+    major: Option<u64>,
 }
 
 pub struct Template;
@@ -45,17 +45,16 @@ impl Strategy for Template {
         PluginInfo::new(
             "template",
             env!("CARGO_PKG_VERSION"),
-            "the default policy, restricted to channels with a given prefix",
+            "the default policy, kept within one major version",
         )
     }
 
     fn decide(ctx: &StrategyContext, config: Config) -> Result<Decision, String> {
         let mut ctx = ctx.clone();
-        if let Some(prefix) = &config.channel_prefix {
-            ctx.releases
-                .retain(|r| r.channel.starts_with(prefix.as_str()));
+        if let Some(major) = config.major {
+            ctx.releases.retain(|r| r.version.major == major);
             log::info(&format!(
-                "{} releases on channels {prefix}*",
+                "{} releases in major version {major}",
                 ctx.releases.len()
             ));
         }
