@@ -249,7 +249,7 @@ fn packages(manifest: &Manifest, version: &str) -> Result<(Package, Option<Packa
     let wanted = Version::parse(version).map_err(molt::Error::from)?;
     let from = Version::parse("1.0.0").map_err(molt::Error::from)?;
     let release = manifest
-        .release(&wanted)
+        .release(&wanted, "stable")
         .ok_or_else(|| missing("release"))?;
     let artifacts = release
         .artifacts_for(molt::version::host_arch())
