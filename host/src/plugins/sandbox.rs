@@ -7,7 +7,7 @@
 //! also covers a guest blocked inside a host call (a WASI sleep), which no epoch can interrupt.
 //! Such a thread is abandoned; the deadline traps it as soon as it re-enters wasm.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use wasmtime::{ResourceLimiter, Store, Trap};
@@ -203,6 +203,36 @@ impl bindings::strategy::Host for SandboxState {
 }
 
 impl bindings::strategy::TypesHost for SandboxState {}
+
+/// What a loaded plugin of either kind keeps: its name as configured, its pre-instantiated
+/// component, and what every call needs.
+pub(super) struct Loaded<P> {
+    pub name: String,
+    pub pre: P,
+    pub limits: PluginLimits,
+    engine: wasmtime::Engine,
+}
+
+impl<P> Loaded<P> {
+    pub fn new(name: String, pre: P, engine: wasmtime::Engine, limits: PluginLimits) -> Self {
+        Loaded {
+            name,
+            pre,
+            limits,
+            engine,
+        }
+    }
+
+    /// A call of this plugin, with `preopen` mounted read-only at [`GUEST_ROOT`] if given.
+    pub fn call(&self, preopen: Option<&Path>) -> Call {
+        Call {
+            plugin: self.name.clone(),
+            engine: self.engine.clone(),
+            limits: self.limits,
+            preopen: preopen.map(Path::to_path_buf),
+        }
+    }
+}
 
 /// One call to make in the sandbox.
 pub(super) struct Call {

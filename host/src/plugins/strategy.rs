@@ -10,7 +10,7 @@ use super::bindings::strategy as wit;
 use super::error::PluginError;
 use super::inspect::PluginInfo;
 use super::limits::PluginLimits;
-use super::sandbox::{Call, SandboxState, guest_text};
+use super::sandbox::{Loaded, SandboxState, guest_text};
 use crate::version::Version;
 
 /// A patch into a release, from `from`.
@@ -58,10 +58,7 @@ pub enum Decision {
 
 /// A loaded strategy plugin, pre-instantiated; each call gets a fresh store.
 pub struct StrategyPlugin {
-    name: String,
-    pre: wit::StrategyPre<SandboxState>,
-    engine: wasmtime::Engine,
-    limits: PluginLimits,
+    loaded: Loaded<wit::StrategyPre<SandboxState>>,
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {
@@ -111,36 +108,27 @@ impl StrategyPlugin {
         engine: wasmtime::Engine,
         limits: PluginLimits,
     ) -> Self {
-        StrategyPlugin {
-            name,
-            pre,
-            engine,
-            limits,
+        Self {
+            loaded: Loaded::new(name, pre, engine, limits),
         }
     }
 
     /// The plugin as named in molt.toml (`builtin:default` or its path).
     pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn call(&self) -> Call {
-        Call {
-            plugin: self.name.clone(),
-            engine: self.engine.clone(),
-            limits: self.limits,
-            preopen: None,
-        }
+        &self.loaded.name
     }
 
     /// The plugin's `info()`, called in the sandbox.
     pub fn info(&self) -> Result<PluginInfo, PluginError> {
-        let pre = self.pre.clone();
-        let info = self.call().run(move |store| {
+        let pre = self.loaded.pre.clone();
+        let info = self.loaded.call(None).run(move |store| {
             let plugin = pre.instantiate(&mut *store)?;
             plugin.molt_plugin_strategy_plugin().call_info(&mut *store)
         })?;
-        Ok(PluginInfo::from_guest(info, self.limits.output_bytes))
+        Ok(PluginInfo::from_guest(
+            info,
+            self.loaded.limits.output_bytes,
+        ))
     }
 
     /// Asks the plugin what to do. `config_json` is the `[strategy.config]` table as JSON.
@@ -151,21 +139,21 @@ impl StrategyPlugin {
     ) -> Result<Decision, PluginError> {
         let ctx = to_wit(input);
         let config = config_json.to_owned();
-        let pre = self.pre.clone();
-        let answer = self.call().run(move |store| {
+        let pre = self.loaded.pre.clone();
+        let answer = self.loaded.call(None).run(move |store| {
             let plugin = pre.instantiate(&mut *store)?;
             plugin
                 .molt_plugin_strategy_plugin()
                 .call_decide(&mut *store, &ctx, &config)
         })?;
-        let text = |t: &str| guest_text(t, self.limits.output_bytes);
+        let text = |t: &str| guest_text(t, self.loaded.limits.output_bytes);
         let decision = answer.map_err(|reason| PluginError::Rejected {
-            plugin: self.name.clone(),
+            plugin: self.loaded.name.clone(),
             reason: text(&reason),
         })?;
         let parse = |version: &str, what: &str| {
             Version::parse(&text(version)).map_err(|e| PluginError::Malformed {
-                plugin: self.name.clone(),
+                plugin: self.loaded.name.clone(),
                 what: format!("{what}: {e}"),
             })
         };

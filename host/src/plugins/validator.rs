@@ -7,7 +7,7 @@ use super::bindings::validator as wit;
 use super::error::PluginError;
 use super::inspect::PluginInfo;
 use super::limits::PluginLimits;
-use super::sandbox::{Call, GUEST_ROOT, SandboxState, guest_text};
+use super::sandbox::{GUEST_ROOT, Loaded, SandboxState, guest_text};
 use crate::relpath::RelPath;
 use crate::version::Version;
 
@@ -22,10 +22,7 @@ pub struct ValidationInput {
 
 /// A loaded validator plugin, pre-instantiated; each call gets a fresh store.
 pub struct ValidatorPlugin {
-    name: String,
-    pre: wit::ValidatorPre<SandboxState>,
-    engine: wasmtime::Engine,
-    limits: PluginLimits,
+    loaded: Loaded<wit::ValidatorPre<SandboxState>>,
 }
 
 impl ValidatorPlugin {
@@ -35,35 +32,26 @@ impl ValidatorPlugin {
         engine: wasmtime::Engine,
         limits: PluginLimits,
     ) -> Self {
-        ValidatorPlugin {
-            name,
-            pre,
-            engine,
-            limits,
+        Self {
+            loaded: Loaded::new(name, pre, engine, limits),
         }
     }
 
     pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn call(&self, tree: Option<&Path>) -> Call {
-        Call {
-            plugin: self.name.clone(),
-            engine: self.engine.clone(),
-            limits: self.limits,
-            preopen: tree.map(Path::to_path_buf),
-        }
+        &self.loaded.name
     }
 
     /// The plugin's `info()`, called in the sandbox (with no files).
     pub fn info(&self) -> Result<PluginInfo, PluginError> {
-        let pre = self.pre.clone();
-        let info = self.call(None).run(move |store| {
+        let pre = self.loaded.pre.clone();
+        let info = self.loaded.call(None).run(move |store| {
             let plugin = pre.instantiate(&mut *store)?;
             plugin.molt_plugin_validator_plugin().call_info(&mut *store)
         })?;
-        Ok(PluginInfo::from_guest(info, self.limits.output_bytes))
+        Ok(PluginInfo::from_guest(
+            info,
+            self.loaded.limits.output_bytes,
+        ))
     }
 
     /// Runs the validator against `tree` (mounted read-only at `/install`). `config_json` is
@@ -84,16 +72,16 @@ impl ValidatorPlugin {
             root: GUEST_ROOT.to_owned(),
         };
         let config = config_json.to_owned();
-        let pre = self.pre.clone();
-        let answer = self.call(Some(tree)).run(move |store| {
+        let pre = self.loaded.pre.clone();
+        let answer = self.loaded.call(Some(tree)).run(move |store| {
             let plugin = pre.instantiate(&mut *store)?;
             plugin
                 .molt_plugin_validator_plugin()
                 .call_validate(&mut *store, &ctx, &config)
         })?;
         answer.map_err(|reason| PluginError::Rejected {
-            plugin: self.name.clone(),
-            reason: guest_text(&reason, self.limits.output_bytes),
+            plugin: self.loaded.name.clone(),
+            reason: guest_text(&reason, self.loaded.limits.output_bytes),
         })
     }
 }
