@@ -8,8 +8,10 @@ mod util;
 
 mod cli;
 mod crash;
+mod eio;
 mod full_disk;
 mod http;
 mod lifecycle;
 mod plugins;
+mod recovery;
 mod rejections;

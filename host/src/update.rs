@@ -33,7 +33,7 @@ use crate::repo::manifest::Manifest;
 use crate::repo::trust::{TrustError, TrustPolicy, verify_manifest};
 use crate::state::TrustState;
 use crate::strategy::{Choice, Request, resolve, strategy_input};
-use crate::txn::{PlanContext, Transaction, plan_full, plan_patch};
+use crate::txn::{PlanContext, Transaction, ValidationError, plan_full, plan_patch};
 
 /// Most entries a package may hold.
 pub const MAX_PACKAGE_ENTRIES: u64 = 1_000_000;
@@ -245,8 +245,23 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
     // Staged files were moved out of the stage; the package is no longer needed either way.
     let _ = std::fs::remove_file(&pkg_path);
     let outcome = applied?;
-    save_trust(&install, &manifest, trust)?;
+    // The update is committed: what fails from here on is reported, never as a failure.
+    let mut warnings = outcome.warnings.clone();
+    if let Err(e) = save_trust(&install, &manifest, trust) {
+        warnings.push(format!(
+            "the update to {} is committed, but recording the manifest serial {} failed: {}; \
+             the next molt apply records it",
+            plan.to
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
+            manifest.serial,
+            e.report()
+        ));
+    }
     result["changes"] = json!(outcome.changes);
+    if !warnings.is_empty() {
+        result["warnings"] = json!(warnings);
+    }
     Ok(result)
 }
 
@@ -311,7 +326,7 @@ fn run_validators(
     input: &ValidationInput,
     tree: &Path,
     out: &Output,
-) -> Result<(), String> {
+) -> Result<(), ValidationError> {
     for (plugin, cfg) in validators.iter().zip(&config.validators) {
         match plugin.validate(input, &cfg.config_json, tree) {
             Ok(()) => out.event(
@@ -319,7 +334,7 @@ fn run_validators(
                 &format!("validator {} passed", plugin.name()),
                 json!({"plugin": plugin.name()}),
             ),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Box::new(e)),
         }
     }
     Ok(())
