@@ -12,4 +12,5 @@ mod full_disk;
 mod http;
 mod lifecycle;
 mod plugins;
+mod powercut;
 mod rejections;
