@@ -80,7 +80,9 @@ impl Scene {
     /// leftovers and `molt verify`; returns the release the install is at.
     #[track_caller]
     fn settle(&self, what: &str) -> &'static str {
-        let status = self.molt(&["status", "--config", "molt.toml"], &[]).success();
+        let status = self
+            .molt(&["status", "--config", "molt.toml"], &[])
+            .success();
         let state = status.json_lines().pop().unwrap();
         let release = self.release_of(what);
         assert_eq!(
@@ -91,7 +93,10 @@ impl Scene {
         let left: Vec<_> = std::fs::read_dir(&txn)
             .map(|d| d.map(|e| e.unwrap().file_name()).collect())
             .unwrap_or_default();
-        assert!(left.is_empty(), "{what}: transactions left behind: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{what}: transactions left behind: {left:?}"
+        );
         let verify = self.molt(&["verify", "--config", "molt.toml"], &[]);
         assert_eq!(
             verify.code, 0,
@@ -106,7 +111,10 @@ impl Scene {
     fn cut_and_expect(&mut self, release: &str, what: &str) {
         self.fs.cut_power();
         let now = self.release_of(&format!("{what}, after a power cut"));
-        assert_eq!(now, release, "{what}: a power cut turned {release} into {now}");
+        assert_eq!(
+            now, release,
+            "{what}: a power cut turned {release} into {now}"
+        );
     }
 
     fn steps_of(&mut self, start: &Image, args: &[&str]) -> usize {
@@ -136,7 +144,11 @@ impl Scene {
         self.fs.restore(start);
         let k_str = k.to_string();
         let crashed = self.molt(args, &[("MOLT_TEST_CRASH_AT_STEP", &k_str)]);
-        assert_eq!(crashed.code, 137, "{what}: expected SIGKILL\n{}", crashed.stderr);
+        assert_eq!(
+            crashed.code, 137,
+            "{what}: expected SIGKILL\n{}",
+            crashed.stderr
+        );
         self.fs.cut_power();
         let recovered = self.settle(&format!("{what}, recovery"));
         self.cut_and_expect(recovered, &format!("{what}, recovery"));
@@ -147,24 +159,25 @@ impl Scene {
     }
 
     /// Runs `check` for each of `steps`, catching failures; returns the failed ones' messages.
-    fn each_step(
-        &mut self,
-        steps: usize,
-        mut check: impl FnMut(&mut Scene, usize),
-    ) -> Vec<String> {
+    fn each_step(&mut self, steps: usize, mut check: impl FnMut(&mut Scene, usize)) -> Vec<String> {
         let mut failed = Vec::new();
         for k in 1..=steps {
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| check(self, k))) {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                failed.push(format!("step {k}: {}", msg.lines().next().unwrap_or("")));
+                failed.push(format!("step {k}: {}", first_line(&*panic)));
             }
         }
         failed
     }
+}
+
+/// The first line of a caught panic's message (the full message was already printed).
+fn first_line(panic: &(dyn std::any::Any + Send)) -> String {
+    let msg = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    msg.lines().next().unwrap_or("").to_owned()
 }
 
 #[test]
@@ -182,15 +195,18 @@ fn power_cut_after_a_successful_apply_or_rollback_keeps_its_result() {
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| {
             s.cut_after_success(start, args, release, &what)
         })) {
-            let msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
-            failed.push(msg.lines().next().unwrap_or("").to_owned());
+            failed.push(first_line(&*panic));
         }
     }
     eprintln!(
         "power-cut test (a): {}/3 flows kept their result",
         3 - failed.len()
     );
-    assert!(failed.is_empty(), "lost after a power cut:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "lost after a power cut:\n{}",
+        failed.join("\n")
+    );
 }
 
 #[test]
@@ -210,10 +226,7 @@ fn kill_and_power_cut_at_every_step_recovers_to_old_or_new() {
         let failed = s.each_step(steps, |s, k| {
             s.kill_and_cut_at(start, args, k, &format!("{name} step {k}"))
         });
-        report.push(format!(
-            "{name} {}/{steps}",
-            steps - failed.len()
-        ));
+        report.push(format!("{name} {}/{steps}", steps - failed.len()));
         failures.extend(failed.into_iter().map(|f| format!("{name} {f}")));
     }
     eprintln!(

@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
 };
 
 const ROOT: u64 = 1;
@@ -105,7 +105,8 @@ impl Image {
                 continue;
             };
             let mut node = node.clone();
-            node.entries.retain(|_, child| self.nodes.contains_key(child));
+            node.entries
+                .retain(|_, child| self.nodes.contains_key(child));
             todo.extend(node.entries.values().copied());
             nodes.insert(ino, node);
         }
@@ -277,7 +278,9 @@ impl Volume {
             if self.node(other)?.kind == Kind::Dir && self.contains(other, parent) {
                 return Err(Errno::EINVAL);
             }
-            self.node_mut(parent)?.entries.insert(name.to_owned(), other);
+            self.node_mut(parent)?
+                .entries
+                .insert(name.to_owned(), other);
             self.node_mut(newparent)?
                 .entries
                 .insert(newname.to_owned(), ino);

@@ -116,7 +116,10 @@ fn powercut_fs_loses_data_that_was_not_fsynced() {
     write_file(&root.join("c"), b"synced data, unsynced name")
         .sync_all()
         .unwrap();
-    assert_eq!(std::fs::read(root.join("b")).unwrap(), b"overwritten, not synced");
+    assert_eq!(
+        std::fs::read(root.join("b")).unwrap(),
+        b"overwritten, not synced"
+    );
 
     m.cut_power();
     assert_eq!(std::fs::read(root.join("a")).unwrap(), b"", "unsynced data");
@@ -139,7 +142,11 @@ fn powercut_fs_keeps_what_was_fsynced_and_reverts_modes() {
     std::fs::set_permissions(root.join("d/f"), std::fs::Permissions::from_mode(0o600)).unwrap();
     m.cut_power();
     assert_eq!(std::fs::read(root.join("d/f")).unwrap(), b"kept");
-    let mode = std::fs::metadata(root.join("d/f")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(root.join("d/f"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o640, "the chmod after the fsync is lost");
     // The same state survives a second cut with nothing new written.
     m.cut_power();
@@ -164,9 +171,17 @@ fn powercut_fs_loses_namespace_changes_until_the_directory_is_fsynced() {
     std::fs::remove_file(root.join("x/gone")).unwrap();
     std::fs::create_dir(root.join("z")).unwrap();
     m.cut_power();
-    assert_eq!(std::fs::read(root.join("x/f")).unwrap(), b"f", "old name back");
+    assert_eq!(
+        std::fs::read(root.join("x/f")).unwrap(),
+        b"f",
+        "old name back"
+    );
     assert!(!root.join("y/f").exists());
-    assert_eq!(std::fs::read(root.join("x/gone")).unwrap(), b"g", "unlink undone");
+    assert_eq!(
+        std::fs::read(root.join("x/gone")).unwrap(),
+        b"g",
+        "unlink undone"
+    );
     assert!(!root.join("z").exists(), "mkdir undone");
 
     // With both directories fsynced the rename is durable.
@@ -194,7 +209,11 @@ fn powercut_fs_syncfs_is_no_barrier() {
     assert_eq!(unsafe { libc::syncfs(f.as_raw_fd()) }, 0);
     drop(f);
     m.cut_power();
-    assert_eq!(std::fs::read(root.join("f")).unwrap(), b"", "syncfs made data durable");
+    assert_eq!(
+        std::fs::read(root.join("f")).unwrap(),
+        b"",
+        "syncfs made data durable"
+    );
 }
 
 #[test]
