@@ -13,5 +13,6 @@ mod full_disk;
 mod http;
 mod lifecycle;
 mod plugins;
+mod powercut;
 mod recovery;
 mod rejections;
