@@ -14,5 +14,6 @@ mod http;
 mod lifecycle;
 mod plugins;
 mod powercut;
+mod props;
 mod recovery;
 mod rejections;

@@ -172,4 +172,93 @@ mod tests {
             [RelPath::new("a").unwrap(), RelPath::new("a/b").unwrap()]
         );
     }
+
+    /// Component soup: mostly ordinary names, plus every form that must be refused.
+    fn path_like() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let component = prop_oneof![
+            4 => proptest::sample::select(vec!["a", "bin", "x.css", "..a", "a..", ".h", "é", " "])
+                .prop_map(str::to_owned),
+            1 => proptest::sample::select(vec!["", ".", "..", "a\0b", "\\", "a\\..\\b"])
+                .prop_map(str::to_owned),
+            1 => any::<String>(),
+        ];
+        (
+            any::<bool>(),
+            proptest::collection::vec(component, 0..6),
+            any::<bool>(),
+        )
+            .prop_map(|(lead, parts, trail)| {
+                let mut s = parts.join("/");
+                if lead {
+                    s.insert(0, '/');
+                }
+                if trail {
+                    s.push('/');
+                }
+                s
+            })
+    }
+
+    /// Every path `p` derived from an accepted one is itself accepted and plain.
+    fn assert_plain(p: &RelPath) {
+        let s = p.as_str();
+        assert_eq!(RelPath::new(s).as_ref(), Ok(p), "re-parse of {s:?}");
+        assert!(
+            !s.is_empty() && !s.starts_with('/') && !s.contains('\0'),
+            "{s:?}"
+        );
+        for c in s.split('/') {
+            assert!(
+                !c.is_empty() && c != "." && c != "..",
+                "{s:?} has component {c:?}"
+            );
+        }
+        for c in Path::new(s).components() {
+            assert!(
+                matches!(c, std::path::Component::Normal(_)),
+                "{s:?} has a {c:?} component"
+            );
+        }
+        let root = Path::new("/install");
+        let joined = p.under(root);
+        assert!(joined.starts_with(root) && joined != root, "{joined:?}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 512,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        #[test]
+        fn parsing_is_idempotent_and_never_yields_an_unsafe_path(s in path_like()) {
+            match RelPath::new(&s) {
+                Ok(p) => {
+                    proptest::prop_assert_eq!(p.as_str(), s.as_str());
+                    assert_plain(&p);
+                    let from_path = RelPath::from_path(Path::new(&s));
+                    proptest::prop_assert_eq!(from_path.as_ref(), Ok(&p));
+                    let json = serde_json::to_string(&p).unwrap();
+                    proptest::prop_assert_eq!(serde_json::from_str::<RelPath>(&json).unwrap(), p.clone());
+                    for a in p.ancestors().chain(p.parent()) {
+                        assert_plain(&a);
+                        proptest::prop_assert!(p.starts_with(&a) && a != p);
+                    }
+                    if s.len() * 2 < 4096 {
+                        let twice = p.join(&p);
+                        assert_plain(&twice);
+                        proptest::prop_assert!(twice.starts_with(&p));
+                    }
+                }
+                Err(e) => {
+                    proptest::prop_assert_eq!(e.path, s.clone());
+                    // Whatever was refused is not made acceptable by serde either.
+                    let json = serde_json::to_string(&s).unwrap();
+                    proptest::prop_assert!(serde_json::from_str::<RelPath>(&json).is_err());
+                }
+            }
+        }
+    }
 }
