@@ -10,7 +10,7 @@ pub(super) mod strategy {
     pub use self::molt::plugin::host::{Host, Level};
     pub use self::molt::plugin::types::Host as TypesHost;
     pub use self::molt::plugin::types::{
-        Decision, PatchOffer, PluginInfo, ReleaseOffer, StrategyContext,
+        Decision, PatchChoice, PatchOffer, PluginInfo, ReleaseOffer, StrategyContext,
     };
 }
 

@@ -21,6 +21,8 @@ mod builtin;
 mod cache;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inspect;
 mod limits;
 mod sandbox;

@@ -146,28 +146,38 @@ impl StrategyPlugin {
                 .molt_plugin_strategy_plugin()
                 .call_decide(&mut *store, &ctx, &config)
         })?;
-        let text = |t: &str| guest_text(t, self.loaded.limits.output_bytes);
-        let decision = answer.map_err(|reason| PluginError::Rejected {
-            plugin: self.loaded.name.clone(),
-            reason: text(&reason),
-        })?;
-        let parse = |version: &str, what: &str| {
-            Version::parse(&text(version)).map_err(|e| PluginError::Malformed {
-                plugin: self.loaded.name.clone(),
-                what: format!("{what}: {e}"),
-            })
-        };
-        Ok(match decision {
-            wit::Decision::Full(version) => Decision::Full {
-                version: parse(&version, "full(version)")?,
-            },
-            wit::Decision::Patch(choice) => Decision::Patch {
-                from: parse(&choice.from, "patch from")?,
-                to: parse(&choice.to, "patch to")?,
-            },
-            wit::Decision::None(reason) => Decision::None {
-                reason: text(&reason),
-            },
-        })
+        decision_from_guest(&self.loaded.name, answer, self.loaded.limits.output_bytes)
     }
+}
+
+/// What the guest's `decide` returned, made a [`Decision`]: every string capped at `cap` bytes
+/// and made printable, versions parsed; an error string is the plugin's refusal.
+pub(super) fn decision_from_guest(
+    plugin: &str,
+    answer: Result<wit::Decision, String>,
+    cap: usize,
+) -> Result<Decision, PluginError> {
+    let text = |t: &str| guest_text(t, cap);
+    let decision = answer.map_err(|reason| PluginError::Rejected {
+        plugin: plugin.to_owned(),
+        reason: text(&reason),
+    })?;
+    let parse = |version: &str, what: &str| {
+        Version::parse(&text(version)).map_err(|e| PluginError::Malformed {
+            plugin: plugin.to_owned(),
+            what: format!("{what}: {e}"),
+        })
+    };
+    Ok(match decision {
+        wit::Decision::Full(version) => Decision::Full {
+            version: parse(&version, "full(version)")?,
+        },
+        wit::Decision::Patch(choice) => Decision::Patch {
+            from: parse(&choice.from, "patch from")?,
+            to: parse(&choice.to, "patch to")?,
+        },
+        wit::Decision::None(reason) => Decision::None {
+            reason: text(&reason),
+        },
+    })
 }

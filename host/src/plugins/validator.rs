@@ -79,9 +79,19 @@ impl ValidatorPlugin {
                 .molt_plugin_validator_plugin()
                 .call_validate(&mut *store, &ctx, &config)
         })?;
-        answer.map_err(|reason| PluginError::Rejected {
-            plugin: self.loaded.name.clone(),
-            reason: guest_text(&reason, self.loaded.limits.output_bytes),
-        })
+        verdict_from_guest(&self.loaded.name, answer, self.loaded.limits.output_bytes)
     }
+}
+
+/// What the guest's `validate` returned: its error string, capped and made printable, is the
+/// plugin's refusal.
+pub(super) fn verdict_from_guest(
+    plugin: &str,
+    answer: Result<(), String>,
+    cap: usize,
+) -> Result<(), PluginError> {
+    answer.map_err(|reason| PluginError::Rejected {
+        plugin: plugin.to_owned(),
+        reason: guest_text(&reason, cap),
+    })
 }
