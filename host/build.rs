@@ -7,7 +7,10 @@
 //! * `rustup target add wasm32-wasip2` first when the target's standard library is missing;
 //! * `default.wasm` and `require_files.wasm` are copied into `OUT_DIR` for `include_bytes!`
 //!   (the builtins embedded in the binary);
-//! * `MOLT_TEST_PLUGIN_DIR` points the unit tests at every built plugin.
+//! * `MOLT_TEST_PLUGIN_DIR` points the unit tests at every built plugin;
+//! * `MOLT_PLUGIN_TOOLCHAIN` (e.g. `stable`) builds the plugins with that rustup toolchain instead
+//!   of the host's: the fuzz targets build molt with nightly, which may lack the wasm32-wasip2
+//!   standard library where rustup cannot download it.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -27,10 +30,14 @@ fn main() {
     let plugins = root.join("plugins");
 
     watch_sources(&root, &plugins);
-    ensure_wasm_target();
+    println!("cargo:rerun-if-env-changed=MOLT_PLUGIN_TOOLCHAIN");
+    let toolchain = env::var("MOLT_PLUGIN_TOOLCHAIN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    ensure_wasm_target(toolchain.as_deref());
 
     let wasm_target_dir = main_target_dir(&out_dir).join("wasm-plugins");
-    build_plugins(&plugins, &wasm_target_dir);
+    build_plugins(&plugins, &wasm_target_dir, toolchain.as_deref());
 
     let artifacts = wasm_target_dir.join(TARGET).join("release");
     for name in EMBEDDED {
@@ -77,9 +84,24 @@ fn watch_sources(root: &Path, plugins: &Path) {
 }
 
 /// Installs the wasm32-wasip2 standard library with rustup when this toolchain lacks it.
-fn ensure_wasm_target() {
+/// A command for `tool` (`cargo`, `rustc`): the given rustup toolchain's, else `default`.
+fn tool(toolchain: Option<&str>, tool: &str, default: String) -> Command {
+    match toolchain {
+        Some(t) => {
+            let mut c = Command::new("rustup");
+            c.args(["run", t, tool]);
+            for var in ["RUSTUP_TOOLCHAIN", "CARGO", "RUSTC", "RUSTDOC"] {
+                c.env_remove(var);
+            }
+            c
+        }
+        None => Command::new(default),
+    }
+}
+
+fn ensure_wasm_target(toolchain: Option<&str>) {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let output = Command::new(&rustc)
+    let output = tool(toolchain, "rustc", rustc.clone())
         .args(["--print", "target-libdir", "--target", TARGET])
         .output()
         .unwrap_or_else(|e| fail(&format!("cannot run {rustc}: {e}")));
@@ -90,8 +112,12 @@ fn ensure_wasm_target() {
     println!(
         "cargo:warning=installing the {TARGET} target with rustup (needed to build molt's plugins)"
     );
-    let status = Command::new("rustup")
-        .args(["target", "add", TARGET])
+    let mut add = Command::new("rustup");
+    add.args(["target", "add", TARGET]);
+    if let Some(t) = toolchain {
+        add.args(["--toolchain", t]);
+    }
+    let status = add
         .status()
         .unwrap_or_else(|e| fail(&format!("cannot run rustup to install {TARGET}: {e}; install it with `rustup target add {TARGET}`")));
     if !status.success() {
@@ -129,9 +155,9 @@ fn main_target_dir(out_dir: &Path) -> PathBuf {
         })
 }
 
-fn build_plugins(plugins: &Path, target_dir: &Path) {
+fn build_plugins(plugins: &Path, target_dir: &Path, toolchain: Option<&str>) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(&cargo);
+    let mut command = tool(toolchain, "cargo", cargo.clone());
     command
         .current_dir(plugins)
         .args(["build", "--release", "--target", TARGET, "--target-dir"])
