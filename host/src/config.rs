@@ -33,6 +33,19 @@ pub enum ConfigError {
         key: String,
         reason: String,
     },
+    #[error(
+        "invalid config {path}{}: plugin {plugin} rejects `{key}`: {message}",
+        line.map(|n| format!(" line {n}")).unwrap_or_default()
+    )]
+    PluginRejects {
+        path: PathBuf,
+        /// The line of the key in molt.toml (of the plugin's section if the key is not found).
+        line: Option<usize>,
+        plugin: String,
+        /// The key as the operator wrote it, e.g. `validators[0].config.mode`.
+        key: String,
+        message: String,
+    },
 }
 
 impl ConfigError {
@@ -67,6 +80,8 @@ struct RawSource {
     url: String,
     keys: Vec<PathBuf>,
     threshold: Option<usize>,
+    timeout_secs: Option<u64>,
+    min_rate_bytes_per_sec: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +125,10 @@ pub struct Config {
     pub base_dir: PathBuf,
     pub keys: Vec<PathBuf>,
     pub threshold: usize,
+    /// `[source] timeout_secs`: the longest one repository file may take to fetch.
+    pub fetch_deadline: Duration,
+    /// `[source] min_rate_bytes_per_sec`: the slowest average rate accepted (0: no floor).
+    pub fetch_min_rate: u64,
     pub strategy: PluginConfig,
     pub validators: Vec<PluginConfig>,
     pub preserve: Vec<RelPath>,
@@ -127,6 +146,100 @@ pub struct PluginConfig {
     pub config_json: String,
     /// The same table, for the few keys the host itself honours (`allow_downgrade`).
     pub config: toml::Table,
+    /// Where the config table is, as a TOML key path: `strategy.config`, `validators[0].config`.
+    pub table: String,
+    /// Lines in molt.toml of the plugin's section and of each top-level key of its config.
+    pub lines: KeyLines,
+}
+
+/// Lines (1-based) of a plugin section of molt.toml and of the keys of its config table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLines {
+    pub section: Option<usize>,
+    pub keys: std::collections::BTreeMap<String, usize>,
+}
+
+impl PluginConfig {
+    /// The line of `key` (a path such as `paths[1]` or `window.start`): that of its top-level
+    /// key, else that of the plugin's section.
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        let top = key.split(['.', '[']).next().unwrap_or(key);
+        self.lines.keys.get(top).copied().or(self.lines.section)
+    }
+}
+
+/// Finds the plugin sections in the text of molt.toml: `[strategy]` / `[strategy.config]`, and
+/// each `[[validators]]` with its `[validators.config]`; keys written as `key = …` in the config
+/// table or `config.key = …` in the section. Returns the strategy's lines and the validators'.
+fn plugin_lines(text: &str) -> (KeyLines, Vec<KeyLines>) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum At {
+        Elsewhere,
+        Strategy { config: bool },
+        Validator { config: bool },
+    }
+    let mut strategy = KeyLines::default();
+    let mut validators: Vec<KeyLines> = Vec::new();
+    let mut at = At::Elsewhere;
+    for (index, raw) in text.lines().enumerate() {
+        let number = index + 1;
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.starts_with('[') {
+            let header: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+            at = match header.as_str() {
+                "[strategy]" => {
+                    strategy.section.get_or_insert(number);
+                    At::Strategy { config: false }
+                }
+                "[strategy.config]" => {
+                    strategy.section.get_or_insert(number);
+                    At::Strategy { config: true }
+                }
+                "[[validators]]" => {
+                    validators.push(KeyLines {
+                        section: Some(number),
+                        ..KeyLines::default()
+                    });
+                    At::Validator { config: false }
+                }
+                "[validators.config]" => At::Validator { config: true },
+                _ => At::Elsewhere,
+            };
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let key = match at {
+            At::Strategy { config: true } | At::Validator { config: true } => key,
+            At::Strategy { config: false } | At::Validator { config: false } => {
+                match key.strip_prefix("config") {
+                    Some(rest) if rest.trim_start().starts_with('.') => {
+                        rest.trim_start().trim_start_matches('.').trim_start()
+                    }
+                    _ => continue,
+                }
+            }
+            At::Elsewhere => continue,
+        };
+        let top = key
+            .split('.')
+            .next()
+            .unwrap_or(key)
+            .trim()
+            .trim_matches(['"', '\''])
+            .to_owned();
+        let target = match at {
+            At::Strategy { .. } => Some(&mut strategy),
+            At::Validator { .. } => validators.last_mut(),
+            At::Elsewhere => None,
+        };
+        if let Some(target) = target {
+            target.keys.entry(top).or_insert(number);
+        }
+    }
+    (strategy, validators)
 }
 
 impl PluginConfig {
@@ -190,6 +303,16 @@ impl Config {
                 ),
             ));
         }
+        let timeout_secs = raw
+            .source
+            .timeout_secs
+            .unwrap_or(crate::fetch::DEFAULT_DEADLINE.as_secs());
+        if timeout_secs == 0 {
+            return Err(invalid(
+                "source.timeout_secs",
+                "must be greater than 0".into(),
+            ));
+        }
         let preserve = raw
             .apply
             .preserve
@@ -199,7 +322,12 @@ impl Config {
                     .map_err(|e| invalid("apply.preserve", e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let plugin = |key: &str, raw: RawPlugin| -> Result<PluginConfig, ConfigError> {
+        let (strategy_lines, validator_lines) = plugin_lines(text);
+        let plugin = |key: &str,
+                      table: String,
+                      lines: KeyLines,
+                      raw: RawPlugin|
+         -> Result<PluginConfig, ConfigError> {
             let plugin = if raw.plugin.starts_with("builtin:") {
                 raw.plugin
             } else if raw.plugin.is_empty() {
@@ -218,20 +346,38 @@ impl Config {
                 plugin,
                 config_json,
                 config: raw.config,
+                table,
+                lines,
             })
         };
         let strategy = match raw.strategy {
-            Some(s) => plugin("strategy.plugin", s)?,
+            Some(s) => plugin(
+                "strategy.plugin",
+                "strategy.config".into(),
+                strategy_lines,
+                s,
+            )?,
             None => PluginConfig {
                 plugin: "builtin:default".into(),
                 config_json: "{}".into(),
                 config: toml::Table::new(),
+                table: "strategy.config".into(),
+                lines: KeyLines::default(),
             },
         };
         let validators = raw
             .validators
             .into_iter()
-            .map(|v| plugin("validators.plugin", v))
+            .enumerate()
+            .map(|(i, v)| {
+                let lines = validator_lines.get(i).cloned().unwrap_or_default();
+                plugin(
+                    "validators.plugin",
+                    format!("validators[{i}].config"),
+                    lines,
+                    v,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let timeout_ms = raw
             .limits
@@ -265,6 +411,11 @@ impl Config {
             keys: raw.source.keys.iter().map(|k| resolve(k)).collect(),
             base_dir,
             threshold,
+            fetch_deadline: Duration::from_secs(timeout_secs),
+            fetch_min_rate: raw
+                .source
+                .min_rate_bytes_per_sec
+                .unwrap_or(crate::fetch::DEFAULT_MIN_RATE),
             strategy,
             validators,
             preserve,
@@ -328,6 +479,26 @@ keep_backups = 3
             .to_string();
         assert!(err.contains("keep_backup"), "{err}");
         assert!(err.contains("line 23"), "{err}");
+    }
+
+    #[test]
+    fn plugin_config_keys_are_found_on_their_lines() {
+        let text = "product = \"p\"\ninstall_dir = \"app\"\n\n[source]\nurl = \"/r\"\nkeys = [\"k\"]\n\
+                    timeout_secs = 60\nmin_rate_bytes_per_sec = 0\n\n\
+                    [strategy]\nplugin = \"builtin:default\"\nconfig.pin = \"1.0.0\"\n\n\
+                    [[validators]]\nplugin = \"builtin:require-files\"\n\
+                    [[validators]]\nplugin = \"builtin:require-files\"\n[validators.config]\n\
+                    paths = [\"bin/app\"] # the binary\n";
+        let config = Config::parse(text, Path::new("molt.toml")).unwrap();
+        assert_eq!(config.fetch_deadline, Duration::from_secs(60));
+        assert_eq!(config.fetch_min_rate, 0);
+        assert_eq!(config.strategy.line_of("pin"), Some(12));
+        assert_eq!(config.strategy.line_of("other"), Some(10));
+        assert_eq!(config.validators[0].line_of("paths"), Some(14));
+        assert_eq!(config.validators[1].line_of("paths[0]"), Some(19));
+        assert_eq!(config.validators[1].table, "validators[1].config");
+        let zero = text.replace("timeout_secs = 60", "timeout_secs = 0");
+        assert!(Config::parse(&zero, Path::new("molt.toml")).is_err());
     }
 
     #[test]

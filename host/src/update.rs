@@ -20,20 +20,21 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::Error;
-use crate::config::Config;
-use crate::fetch::{MANIFEST_CAP, SIGNATURE_CAP, Source};
+use crate::config::{Config, ConfigError, PluginConfig};
+use crate::fetch::{FetchOptions, MANIFEST_CAP, SIGNATURE_CAP, Source};
 use crate::install::Install;
 use crate::keys::load_verifying_key;
 use crate::output::Output;
 use crate::package::extract::{Allowed, ExtractLimits, extract};
 use crate::plugins::{
-    PluginLimits, PluginRef, PluginRuntime, StrategyPlugin, ValidationInput, ValidatorPlugin,
+    PluginError, PluginLimits, PluginRef, PluginRuntime, StrategyPlugin, ValidationInput,
+    ValidatorPlugin,
 };
 use crate::repo::manifest::Manifest;
 use crate::repo::trust::{TrustError, TrustPolicy, verify_manifest};
 use crate::state::TrustState;
 use crate::strategy::{Choice, Request, resolve, strategy_input};
-use crate::txn::{PlanContext, Transaction, ValidationError, plan_full, plan_patch};
+use crate::txn::{PlanContext, Transaction, ValidationFailure, plan_full, plan_patch};
 
 /// Most entries a package may hold.
 pub const MAX_PACKAGE_ENTRIES: u64 = 1_000_000;
@@ -66,17 +67,54 @@ pub fn prepare(config: &Config, install: &Install) -> Result<Prepared, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let runtime = plugin_runtime(config, &install.state_dir.cache_dir().join("plugins"))?;
     let strategy = runtime.load_strategy(&PluginRef::parse(&config.strategy.plugin)?)?;
+    checked_config(
+        config,
+        &config.strategy,
+        strategy.check_config(&config.strategy.config_json),
+    )?;
     let validators = config
         .validators
         .iter()
-        .map(|v| runtime.load_validator(&PluginRef::parse(&v.plugin)?))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|v| {
+            let plugin = runtime.load_validator(&PluginRef::parse(&v.plugin)?)?;
+            checked_config(config, v, plugin.check_config(&v.config_json))?;
+            Ok(plugin)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     Ok(Prepared {
         keys,
         runtime,
         strategy,
         validators,
     })
+}
+
+/// A plugin's rejection of its config table as a config error naming the key and its line.
+fn checked_config(
+    config: &Config,
+    entry: &PluginConfig,
+    checked: Result<bool, PluginError>,
+) -> Result<(), Error> {
+    match checked {
+        Ok(_) => Ok(()),
+        Err(PluginError::BadConfig {
+            plugin,
+            key,
+            message,
+        }) => Err(ConfigError::PluginRejects {
+            path: config.path.clone(),
+            line: entry.line_of(&key),
+            plugin,
+            key: if key.is_empty() {
+                entry.table.clone()
+            } else {
+                format!("{}.{key}", entry.table)
+            },
+            message,
+        }
+        .into()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The plugin runtime for `config`: its limits, and the compiled-component cache `cache` (a
@@ -97,7 +135,11 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
     let state = install.state()?;
     let trust = install.trust()?;
 
-    let source = Source::parse(&config.source_url, &config.base_dir)?;
+    let source = Source::parse(&config.source_url, &config.base_dir)?.with_options(FetchOptions {
+        deadline: config.fetch_deadline,
+        min_rate: config.fetch_min_rate,
+        ..FetchOptions::default()
+    });
     let manifest = fetch_verified_manifest(config, &source, &prepared.keys, &trust)?;
     out.event(
         "manifest",
@@ -239,7 +281,7 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
             .map(|o| o.path.clone())
             .collect(),
     };
-    let applied = txn.apply(&plan, new_state, |tree: &Path| {
+    let applied = txn.apply_validated(&plan, new_state, |tree: &Path| {
         run_validators(config, &prepared.validators, &validation, tree, out)
     });
     // Staged files were moved out of the stage; the package is no longer needed either way.
@@ -320,13 +362,16 @@ fn save_trust(install: &Install, manifest: &Manifest, mut trust: TrustState) -> 
     Ok(())
 }
 
+/// Runs every validator on `tree`. Only a validator's own rejection of the tree is a verdict
+/// (the release is then recorded as failed validation); a validator that traps, times out or
+/// rejects its config says nothing about the tree.
 fn run_validators(
     config: &Config,
     validators: &[ValidatorPlugin],
     input: &ValidationInput,
     tree: &Path,
     out: &Output,
-) -> Result<(), ValidationError> {
+) -> Result<(), ValidationFailure> {
     for (plugin, cfg) in validators.iter().zip(&config.validators) {
         match plugin.validate(input, &cfg.config_json, tree) {
             Ok(()) => out.event(
@@ -334,7 +379,10 @@ fn run_validators(
                 &format!("validator {} passed", plugin.name()),
                 json!({"plugin": plugin.name()}),
             ),
-            Err(e) => return Err(Box::new(e)),
+            Err(e @ PluginError::Rejected { .. }) => {
+                return Err(ValidationFailure::Verdict(Box::new(e)));
+            }
+            Err(e) => return Err(ValidationFailure::NoVerdict(Box::new(e))),
         }
     }
     Ok(())

@@ -49,6 +49,21 @@ pub enum FetchError {
     #[error("no data from {url} for {timeout:?}; the server or the network stalled")]
     Timeout { url: String, timeout: Duration },
 
+    #[error(
+        "{url} is too slow: {bytes} bytes in {elapsed:.1?}, below the minimum average of {min_rate} bytes/s (`min_rate_bytes_per_sec` in [source])"
+    )]
+    TooSlow {
+        url: String,
+        bytes: u64,
+        elapsed: Duration,
+        min_rate: u64,
+    },
+
+    #[error(
+        "fetching {url} took longer than {limit:?} and was stopped (`timeout_secs` in [source]); an interrupted download resumes on the next run"
+    )]
+    Deadline { url: String, limit: Duration },
+
     #[error("reading the body of {url} failed: {}", error_chain(.source))]
     ReadBody {
         url: String,
@@ -117,6 +132,8 @@ impl FetchError {
             | Self::Connect { .. }
             | Self::Request { .. }
             | Self::Timeout { .. }
+            | Self::TooSlow { .. }
+            | Self::Deadline { .. }
             | Self::ReadBody { .. }
             | Self::UnexpectedRange { .. }
             | Self::NotFound { .. }

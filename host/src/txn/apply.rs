@@ -72,6 +72,17 @@ fn new_txn_id() -> String {
     )
 }
 
+/// Why the validators did not pass a new tree.
+#[derive(Debug)]
+pub enum ValidationFailure {
+    /// A validator examined the tree and rejected it: the release is recorded as failed
+    /// validation (and not chosen again unless asked for).
+    Verdict(ValidationError),
+    /// No verdict: a validator could not run to its end (it trapped, timed out, rejected its
+    /// config). The update is undone all the same, but the release is not held against.
+    NoVerdict(ValidationError),
+}
+
 impl Transaction {
     /// Creates `txn/<id>/{stage,backup}` and its (still empty) journal, durably: a directory
     /// whose journal exists but holds no intent is provably one that never touched the install,
@@ -153,10 +164,24 @@ impl Transaction {
     /// (see [`Transaction::next_state`]). On any failure before the commit record the old tree
     /// is restored; after it, the outcome is `Ok` and carries what failed as warnings.
     pub fn apply(
-        mut self,
+        self,
         plan: &Plan,
         new_state: InstallState,
         validate: impl FnOnce(&Path) -> Result<(), ValidationError>,
+    ) -> Result<ApplyOutcome, TxnError> {
+        self.apply_validated(plan, new_state, |tree| {
+            validate(tree).map_err(ValidationFailure::Verdict)
+        })
+    }
+
+    /// [`Transaction::apply`] with validators that may fail without a verdict on the tree
+    /// ([`ValidationFailure::NoVerdict`]: undone, recorded as `failed`, the release not marked
+    /// failed validation).
+    pub fn apply_validated(
+        mut self,
+        plan: &Plan,
+        new_state: InstallState,
+        validate: impl FnOnce(&Path) -> Result<(), ValidationFailure>,
     ) -> Result<ApplyOutcome, TxnError> {
         let old_state = self.state.load_state()?;
         let intent = Intent {
@@ -189,8 +214,12 @@ impl Transaction {
         if let Err(e) = self.journal.append(&Record::Applied) {
             return Err(self.fail(&intent, Failed::Step(TxnFailure::Journal(Box::new(e)))));
         }
-        if let Err(reason) = validate(&install_dir) {
-            return Err(self.fail(&intent, Failed::Validation(reason)));
+        if let Err(failure) = validate(&install_dir) {
+            let failed = match failure {
+                ValidationFailure::Verdict(reason) => Failed::Validation(reason),
+                ValidationFailure::NoVerdict(reason) => Failed::NoVerdict(reason),
+            };
+            return Err(self.fail(&intent, failed));
         }
         let commit = Record::Commit {
             new_state: Box::new(new_state.clone()),
@@ -267,7 +296,7 @@ impl Transaction {
         }
         let outcome = match failed {
             Failed::Validation(_) => Outcome::FailedValidation,
-            Failed::Step(_) => Outcome::Failed,
+            Failed::Step(_) | Failed::NoVerdict(_) => Outcome::Failed,
         };
         let reason = failed.report();
         if let Err(e) = finish_rolled_back(
@@ -285,7 +314,9 @@ impl Transaction {
             version_or_nothing(&intent.to),
         );
         match failed {
-            Failed::Validation(reason) => TxnError::ValidationFailed { from, to, reason },
+            Failed::Validation(reason) | Failed::NoVerdict(reason) => {
+                TxnError::ValidationFailed { from, to, reason }
+            }
             Failed::Step(cause) => TxnError::ApplyFailed {
                 from,
                 to,
@@ -299,6 +330,8 @@ impl Transaction {
 enum Failed {
     Step(TxnFailure),
     Validation(ValidationError),
+    /// A validator that gave no verdict on the tree (see [`ValidationFailure::NoVerdict`]).
+    NoVerdict(ValidationError),
 }
 
 impl Failed {
@@ -306,7 +339,7 @@ impl Failed {
     fn report(&self) -> String {
         let err: &(dyn std::error::Error + 'static) = match self {
             Failed::Step(f) => f,
-            Failed::Validation(v) => v.as_ref(),
+            Failed::Validation(v) | Failed::NoVerdict(v) => v.as_ref(),
         };
         crate::error::chain(err)
     }
