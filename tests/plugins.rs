@@ -514,3 +514,103 @@ fn the_template_plugin_keeps_an_install_within_its_major_version() {
     );
     assert_eq!(env.apply(&[]).success().result()["kind"], "none");
 }
+
+/// Runs `cargo ARGS` in `dir` as a plugin author would, with this build's own flags removed
+/// and a target directory kept between test runs.
+fn author_cargo(dir: &std::path::Path, args: &[&str]) {
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+    cmd.args(args).current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key.contains("RUSTFLAGS") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env(
+        "CARGO_TARGET_DIR",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-new"),
+    );
+    let output = cmd.output().expect("run cargo");
+    assert!(
+        output.status.success(),
+        "cargo {args:?} in {} failed:\n{}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn plugin_new_writes_crates_that_build_as_printed_and_load_in_molt_check() {
+    let env = Env::new();
+    reference_releases(&env);
+    for (name, kind) in [("my-strategy", "strategy"), ("my-validator", "validator")] {
+        let dir = env.path(name);
+        let created = env
+            .molt(&[
+                "plugin",
+                "new",
+                name,
+                "--kind",
+                kind,
+                "--dir",
+                dir.to_str().unwrap(),
+                "--json",
+            ])
+            .success()
+            .result();
+        assert_eq!(
+            created["build"],
+            "cargo build --release --target wasm32-wasip2"
+        );
+        let toml = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(
+            toml.contains("[workspace]") && toml.contains("[profile.release]"),
+            "{toml}"
+        );
+        assert!(dir.join("README.md").is_file());
+        // Exactly the printed steps.
+        author_cargo(&dir, &["test"]);
+        let build: Vec<&str> = created["build"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .skip(1)
+            .collect();
+        author_cargo(&dir, &build);
+        let wasm = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("plugin-new/wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let inspected = env
+            .molt(&["plugin", "inspect", wasm.to_str().unwrap(), "--json"])
+            .success()
+            .json_lines()
+            .pop()
+            .unwrap();
+        assert_eq!(inspected["compatible"], true, "{inspected}");
+        assert_eq!(inspected["world"], kind, "{inspected}");
+        let section = match kind {
+            "strategy" => format!(
+                "[strategy]\nplugin = \"{}\"\n[strategy.config]\nmajor = 1\n",
+                wasm.display()
+            ),
+            _ => format!(
+                "[[validators]]\nplugin = \"{}\"\n[validators.config]\npaths = [\"bin/app\"]\n",
+                wasm.display()
+            ),
+        };
+        env.config(&format!("file://{}", env.repo().display()), &section);
+        let r = env
+            .molt(&["check", "--config", "molt.toml", "--json"])
+            .success()
+            .result();
+        assert_eq!(r["to"], "1.2.0", "{r}");
+        // The generated config type refuses a mistyped key when molt loads the plugin.
+        env.config(
+            &format!("file://{}", env.repo().display()),
+            &section.replace("major", "majr").replace("paths", "pahts"),
+        );
+        env.molt(&["check", "--config", "molt.toml"])
+            .code(2)
+            .error_contains(&[name.replace('-', "_").as_str(), "line 8", "unknown field"]);
+    }
+}
