@@ -34,6 +34,11 @@ use super::limits::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES,
 /// tokio's blocking pool (a file read in progress) to finish and release what it holds.
 const BLOCKING_GRACE: Duration = Duration::from_secs(2);
 
+/// Captured frames (wasmtime keeps the innermost 20) of one function under an out-of-bounds
+/// trap from which it is reported as a stack overflow (a guest's own stack is in its linear
+/// memory, without a guard).
+const RECURSION_FRAMES: usize = 16;
+
 /// Where a validator sees the new install tree.
 pub(super) const GUEST_ROOT: &str = "/install";
 
@@ -497,9 +502,24 @@ impl Call {
             }
             output.push_str(&out);
         }
+        // A Rust guest keeps its stack in linear memory: running off its end is an out-of-bounds
+        // access, deep in a recursion — every captured frame below the innermost one is the
+        // same function.
+        let recursing = error
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .is_some_and(|trace| {
+                let frames = trace.frames();
+                frames.len() >= RECURSION_FRAMES
+                    && frames[1..]
+                        .iter()
+                        .all(|f| f.func_index() == frames[1].func_index())
+            });
         let message = match error.downcast_ref::<Trap>() {
             Some(Trap::StackOverflow) => {
                 "stack overflow (the plugin recursed too deeply)".to_owned()
+            }
+            Some(Trap::MemoryOutOfBounds) if recursing => {
+                "stack overflow (an out of bounds memory access deep in a recursion: the plugin ran off its stack)".to_owned()
             }
             Some(Trap::Interrupt) => {
                 return Err(PluginError::Timeout {
