@@ -11,5 +11,7 @@ mod crash;
 mod full_disk;
 mod http;
 mod lifecycle;
+mod ownership;
 mod plugins;
 mod rejections;
+mod setup;

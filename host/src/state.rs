@@ -44,6 +44,26 @@ pub enum StateError {
         state_dir: PathBuf,
         install_dir: PathBuf,
     },
+    #[error(
+        "state directory {state_dir} and install directory {install_dir} are on one filesystem \
+         but on different mounts (a bind mount?), so updates cannot move files between them by \
+         rename; choose a state_dir on the install's own mount, e.g. the default \
+         <install_dir>/.molt"
+    )]
+    DifferentMount {
+        state_dir: PathBuf,
+        install_dir: PathBuf,
+    },
+    #[error(
+        "state directory {state_dir} belongs to the install at {recorded} (product {product}), \
+         not to {install_dir}; give each install its own state_dir"
+    )]
+    ForeignStateDir {
+        state_dir: PathBuf,
+        recorded: PathBuf,
+        product: String,
+        install_dir: PathBuf,
+    },
     #[error("cannot open lock file {path}: {source}")]
     OpenLock { path: PathBuf, source: io::Error },
     #[error(
@@ -71,11 +91,18 @@ pub enum StateError {
 impl StateError {
     pub fn exit_class(&self) -> ExitClass {
         match self {
-            StateError::DifferentFilesystem { .. } => ExitClass::Usage,
+            StateError::DifferentFilesystem { .. }
+            | StateError::DifferentMount { .. }
+            | StateError::ForeignStateDir { .. } => ExitClass::Usage,
             _ => ExitClass::Failure,
         }
     }
 }
+
+/// The default state directory's name inside the install (`<install_dir>/.molt`). It is
+/// reserved wherever the state dir is: no release may contain it (publish refuses such a tree,
+/// a client such a package).
+pub const RESERVED_STATE_DIR: &str = ".molt";
 
 /// The state directory of one install, with helpers for the paths inside it.
 #[derive(Debug, Clone)]
@@ -124,11 +151,48 @@ impl StateDir {
                 install_dir: install_dir.to_owned(),
             });
         }
+        dir.check_same_mount()?;
         Ok(dir)
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// One filesystem is not enough: a bind mount shares `st_dev` but refuses renames. Compares
+    /// mount ids, or where the kernel has none, renames a probe file from the state dir into
+    /// the install and back.
+    fn check_same_mount(&self) -> Result<(), StateError> {
+        let different = || StateError::DifferentMount {
+            state_dir: self.root.clone(),
+            install_dir: self.install_dir.clone(),
+        };
+        let id = |p: &Path| {
+            fsutil::mount_id(p).map_err(|source| StateError::Stat {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        match (id(&self.root)?, id(&self.install_dir)?) {
+            (Some(a), Some(b)) if a == b => return Ok(()),
+            (Some(_), Some(_)) => return Err(different()),
+            _ => {}
+        }
+        let name = format!(".molt-mount-probe-{}", fsutil::random_suffix());
+        let (here, there) = (self.txn_root().join(&name), self.install_dir.join(&name));
+        let probe_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Stat { path, source }
+        };
+        File::create(&here).map_err(probe_err(&here))?;
+        let moved = fsutil::rename_noreplace(&here, &there);
+        let result = match moved {
+            Ok(()) => fs::remove_file(&there).map_err(probe_err(&there)),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Err(different()),
+            Err(e) => Err(probe_err(&there)(e)),
+        };
+        let _ = fs::remove_file(&here);
+        result
     }
 
     pub fn install_dir(&self) -> &Path {
@@ -359,6 +423,13 @@ pub struct InstallState {
     /// Versions a validator rejected.
     #[serde(default)]
     pub failed: Vec<Version>,
+    /// The install this state belongs to (canonical path), so a state dir shared by two
+    /// installs is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_dir: Option<PathBuf>,
+    /// The product of that install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
 }
 
 impl InstallState {
