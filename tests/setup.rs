@@ -1,7 +1,8 @@
 //! Setups that cannot be safe are refused at load, before anything is fetched or changed: a
 //! state dir overlapping the install, an install inside the state dir, config or keys a release
 //! could replace, a state dir of another install, a bind-mounted install. Publishing refuses a
-//! tree holding `.molt` and a serial that cannot grow.
+//! tree holding `.molt` and a serial that cannot grow; an unsigned manifest is a security
+//! rejection from every source.
 
 use std::fs;
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::process::Command;
 use serde_json::json;
 
 use crate::craft::{RawEntry, raw_package, reference_releases, swap_package, write_signed};
+use crate::server::Server;
 use crate::util::{Env, snapshot};
 
 fn config_with(env: &Env, head: &str, extra: &str) {
@@ -117,6 +119,34 @@ fn publish_refuses_to_wrap_the_serial() {
         .code(2)
         .error_contains(&["serial", "new repository"]);
     assert_eq!(fs::read(env.repo().join("manifest.json")).unwrap(), before);
+}
+
+#[test]
+fn an_unsigned_manifest_is_a_security_rejection_from_every_source() {
+    let env = Env::new();
+    reference_releases(&env);
+    let server = Server::start(env.repo());
+    let sig = env.repo().join("manifest.json.sig");
+    let good = fs::read(&sig).unwrap();
+    for (what, bytes) in [
+        ("missing", None),
+        ("empty", Some(&b""[..])),
+        ("no signatures", Some(&br#"{"signatures": []}"#[..])),
+    ] {
+        match bytes {
+            None => fs::remove_file(&sig).unwrap(),
+            Some(b) => fs::write(&sig, b).unwrap(),
+        }
+        for url in [format!("file://{}", env.repo().display()), server.url()] {
+            env.config(&url, "");
+            env.molt(&["check", "--config", "molt.toml"])
+                .code(3)
+                .error_contains(&["is not signed", "manifest.json.sig"]);
+            assert!(snapshot(&env.install()).is_empty(), "{what} over {url}");
+        }
+    }
+    fs::write(&sig, good).unwrap();
+    env.molt(&["check", "--config", "molt.toml"]).success();
 }
 
 /// A bind mount keeps `st_dev` but refuses renames; molt must notice at load.

@@ -341,10 +341,16 @@ fn fetch_verified_manifest(
     };
     let url = source.display_url("manifest.json");
     let fetch_pair = || -> Result<(Vec<u8>, Vec<u8>), Error> {
-        Ok((
-            source.fetch_small("manifest.json", MANIFEST_CAP)?,
-            source.fetch_small("manifest.json.sig", SIGNATURE_CAP)?,
-        ))
+        let manifest = source.fetch_small("manifest.json", MANIFEST_CAP)?;
+        let sig = match source.fetch_small("manifest.json.sig", SIGNATURE_CAP) {
+            Ok(sig) => sig,
+            // An unsigned manifest is a security rejection, whatever the source.
+            Err(e) if e.is_not_found() => {
+                return Err(TrustError::Unsigned { url: url.clone() }.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((manifest, sig))
     };
     let (manifest_bytes, sig_bytes) = fetch_pair()?;
     match verify_manifest(&manifest_bytes, &sig_bytes, &policy, &url) {
