@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::craft::reference_releases;
 use crate::util::{Env, Snapshot, assert_same_tree, snapshot, tree_snapshot};
 
-fn steps_of(run: &crate::util::Run) -> usize {
+pub(crate) fn steps_of(run: &crate::util::Run) -> usize {
     run.stderr
         .lines()
         .find_map(|l| l.strip_prefix("molt: steps taken: "))
@@ -18,7 +18,7 @@ fn steps_of(run: &crate::util::Run) -> usize {
         .unwrap()
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     let _ = std::fs::remove_dir_all(to);
     let ok = Command::new("cp")
         .arg("-a")

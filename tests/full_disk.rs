@@ -1,5 +1,6 @@
 //! A full disk mid-update: the install sits on a small tmpfs, the next release does not fit, and
-//! the update fails with exit 1, a message naming the path, and the old tree intact — then
+//! the update fails with exit 1, a message naming the path and the errno, and the old tree
+//! intact — then
 //! succeeds once there is room.
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ fn a_full_disk_fails_the_update_and_keeps_the_old_release() {
     let run = env.apply(&["--version", "1.3.0"]).code(1);
     let text = run.error_text().to_lowercase();
     assert!(text.contains("no space left"), "{text}");
+    assert_eq!(run.result()["os_error"], "ENOSPC", "{text}");
     assert_same_tree(
         &snapshot(&env.install()),
         &tree_snapshot(&t1),

@@ -8,10 +8,13 @@ mod util;
 
 mod cli;
 mod crash;
+mod eio;
 mod full_disk;
 mod http;
 mod lifecycle;
 mod ownership;
 mod plugins;
+mod powercut;
+mod recovery;
 mod rejections;
 mod setup;

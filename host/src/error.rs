@@ -63,10 +63,10 @@ pub enum Error {
         expected: u64,
         actual: u64,
     },
-    #[error("cannot keep the device id in {path}: {reason}")]
+    #[error("cannot keep the device id in {path}: {source}")]
     DeviceId {
         path: std::path::PathBuf,
-        reason: String,
+        source: std::io::Error,
     },
     #[error("{count} installed file(s) differ from what molt recorded:\n{details}")]
     VerifyMismatch { count: usize, details: String },
@@ -96,16 +96,125 @@ impl Error {
 
     /// The message with its chain of causes, each cause added only if it says something new.
     pub fn report(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            let more = s.to_string();
-            if !text.contains(&more) {
-                text.push_str(": ");
-                text.push_str(&more);
-            }
-            source = s.source();
+        chain(self)
+    }
+
+    /// The operating-system error at the root of this failure, if one caused it (the first
+    /// `io::Error` with an errno in the chain of causes).
+    pub fn os_error(&self) -> Option<OsError> {
+        os_error_of(self)
+    }
+}
+
+/// An error's message with its chain of causes, each cause added only if it says something new.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
         }
-        text
+        source = s.source();
+    }
+    text
+}
+
+/// The errno of an `io::Error` that caused a failure: what automation can act on (`ENOSPC`,
+/// `EIO`, ...), kept from the system call to the final message and the JSON error object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OsError {
+    pub errno: i32,
+}
+
+impl OsError {
+    /// The symbolic name (`"ENOSPC"`), or `"errno N"` for one without a name here.
+    pub fn name(self) -> String {
+        errno_name(self.errno).map_or_else(|| format!("errno {}", self.errno), str::to_owned)
+    }
+}
+
+/// The first `io::Error` with an errno in `err` and its causes.
+pub fn os_error_of(err: &(dyn std::error::Error + 'static)) -> Option<OsError> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(errno) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Some(OsError { errno });
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn errno_name(errno: i32) -> Option<&'static str> {
+    const NAMES: &[(i32, &str)] = &[
+        (libc::EPERM, "EPERM"),
+        (libc::ENOENT, "ENOENT"),
+        (libc::EINTR, "EINTR"),
+        (libc::EIO, "EIO"),
+        (libc::ENXIO, "ENXIO"),
+        (libc::E2BIG, "E2BIG"),
+        (libc::EBADF, "EBADF"),
+        (libc::EAGAIN, "EAGAIN"),
+        (libc::ENOMEM, "ENOMEM"),
+        (libc::EACCES, "EACCES"),
+        (libc::EFAULT, "EFAULT"),
+        (libc::EBUSY, "EBUSY"),
+        (libc::EEXIST, "EEXIST"),
+        (libc::EXDEV, "EXDEV"),
+        (libc::ENODEV, "ENODEV"),
+        (libc::ENOTDIR, "ENOTDIR"),
+        (libc::EISDIR, "EISDIR"),
+        (libc::EINVAL, "EINVAL"),
+        (libc::ENFILE, "ENFILE"),
+        (libc::EMFILE, "EMFILE"),
+        (libc::ETXTBSY, "ETXTBSY"),
+        (libc::EFBIG, "EFBIG"),
+        (libc::ENOSPC, "ENOSPC"),
+        (libc::ESPIPE, "ESPIPE"),
+        (libc::EROFS, "EROFS"),
+        (libc::EMLINK, "EMLINK"),
+        (libc::EPIPE, "EPIPE"),
+        (libc::ENAMETOOLONG, "ENAMETOOLONG"),
+        (libc::ENOSYS, "ENOSYS"),
+        (libc::ENOTEMPTY, "ENOTEMPTY"),
+        (libc::ELOOP, "ELOOP"),
+        (libc::EOPNOTSUPP, "EOPNOTSUPP"),
+        (libc::EADDRINUSE, "EADDRINUSE"),
+        (libc::ENETUNREACH, "ENETUNREACH"),
+        (libc::ECONNABORTED, "ECONNABORTED"),
+        (libc::ECONNRESET, "ECONNRESET"),
+        (libc::ENOTCONN, "ENOTCONN"),
+        (libc::ETIMEDOUT, "ETIMEDOUT"),
+        (libc::ECONNREFUSED, "ECONNREFUSED"),
+        (libc::EHOSTUNREACH, "EHOSTUNREACH"),
+        (libc::ESTALE, "ESTALE"),
+        (libc::EDQUOT, "EDQUOT"),
+        (libc::ECANCELED, "ECANCELED"),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == errno)
+        .map(|(_, name)| *name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_errno_survives_the_chain_of_causes() {
+        let err = Error::Txn(crate::txn::TxnError::Remove {
+            path: "/x".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        assert_eq!(err.os_error().map(OsError::name).as_deref(), Some("ENOSPC"));
+        assert_eq!(OsError { errno: 4095 }.name(), "errno 4095");
+        let plain = Error::Version(crate::version::Version::parse("x").unwrap_err());
+        assert_eq!(plain.os_error(), None);
     }
 }

@@ -9,6 +9,10 @@
 //! - `MOLT_TEST_CRASH_AT_STEP=N`: at the N-th step the process prints
 //!   `molt: crash injected at step N (<label>)` to stderr and kills itself with `SIGKILL`, so no
 //!   destructor, rollback or cleanup code runs — the same as a `kill -9`.
+//! - `MOLT_TEST_FAIL_AT_STEP=N`: the N-th step returns an `io::Error` with `EIO` (after its
+//!   effect happened, like an `fsync` that reports a failed writeback) and prints
+//!   `molt: EIO injected at step N (<label>)` to stderr; the error flows through the caller's
+//!   real error path. Every other step succeeds.
 //! - `MOLT_TEST_REPORT_STEPS=1`: when the process exits normally it prints
 //!   `molt: steps taken: N` to stderr (call [`init_from_env`] at start-up so a run with zero steps
 //!   reports too).
@@ -17,6 +21,7 @@
 //! unwinds with a private payload (no panic hook, no output) and, because no transaction code
 //! does work in a destructor, the filesystem is left exactly as a kill would leave it.
 
+use std::io;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,21 +29,29 @@ static STEPS: AtomicU64 = AtomicU64::new(0);
 
 struct EnvConfig {
     crash_at: Option<u64>,
+    fail_at: Option<u64>,
     report: bool,
 }
 
 fn env_config() -> &'static EnvConfig {
     static CONFIG: OnceLock<EnvConfig> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        let crash_at = std::env::var("MOLT_TEST_CRASH_AT_STEP")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|n| *n > 0);
+        let at = |name| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|n| *n > 0)
+        };
+        let (crash_at, fail_at) = (at("MOLT_TEST_CRASH_AT_STEP"), at("MOLT_TEST_FAIL_AT_STEP"));
         let report = std::env::var("MOLT_TEST_REPORT_STEPS").is_ok_and(|v| v.trim() == "1");
         if report {
             register_exit_report();
         }
-        EnvConfig { crash_at, report }
+        EnvConfig {
+            crash_at,
+            fail_at,
+            report,
+        }
     })
 }
 
@@ -69,11 +82,13 @@ pub fn steps_taken() -> u64 {
     STEPS.load(Ordering::SeqCst)
 }
 
-/// Marks one durable step (`label` says which); may end the process when a test asked for a
-/// crash here.
-pub fn step(label: &str) {
+/// Marks one durable step (`label` says which), right after its effect reached the disk. May
+/// end the process, or fail with `EIO`, when a test asked for that here; the caller treats the
+/// error like the failure of the step's own system calls.
+pub fn step(label: &str) -> io::Result<()> {
     let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
-    if env_config().crash_at == Some(n) {
+    let config = env_config();
+    if config.crash_at == Some(n) {
         eprintln!("molt: crash injected at step {n} ({label})");
         // SAFETY: raising a signal has no memory-safety preconditions; SIGKILL ends the process.
         unsafe {
@@ -82,6 +97,11 @@ pub fn step(label: &str) {
     }
     #[cfg(test)]
     simulation::on_step(label);
+    if config.fail_at == Some(n) {
+        eprintln!("molt: EIO injected at step {n} ({label})");
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    Ok(())
 }
 
 /// In-process crash simulation for the crate's unit tests.
@@ -146,9 +166,9 @@ mod tests {
     fn counts_steps_and_stops_at_the_requested_one() {
         let before = steps_taken();
         let ((), labels) = record_steps(|| {
-            step("a");
-            step("b");
-            step("c");
+            for l in ["a", "b", "c"] {
+                step(l).unwrap();
+            }
         });
         assert_eq!(labels, ["a", "b", "c"]);
         assert!(steps_taken() >= before + 3);
@@ -156,7 +176,7 @@ mod tests {
         let mut reached = Vec::new();
         let out = crash_after_step(2, || {
             for l in ["a", "b", "c"] {
-                step(l);
+                step(l).unwrap();
                 reached.push(l);
             }
         });
@@ -172,9 +192,13 @@ mod tests {
             return;
         }
         init_from_env();
-        step("a");
-        step("b");
-        step("c");
+        let results: Vec<_> = ["a", "b", "c"].iter().map(|l| step(l)).collect();
+        for (l, r) in ["a", "b", "c"].iter().zip(results) {
+            eprintln!(
+                "step {l}: {}",
+                r.map_or_else(|e| e.to_string(), |()| "ok".into())
+            );
+        }
     }
 
     fn run_child(env: (&str, &str)) -> std::process::Output {
@@ -198,6 +222,21 @@ mod tests {
             stderr.contains("molt: crash injected at step 2 (b)"),
             "{stderr}"
         );
+    }
+
+    #[test]
+    fn env_fail_returns_eio_at_exactly_that_step() {
+        let out = run_child(("MOLT_TEST_FAIL_AT_STEP", "2"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("molt: EIO injected at step 2 (b)"),
+            "{stderr}"
+        );
+        let eio = io::Error::from_raw_os_error(libc::EIO).to_string();
+        assert!(stderr.contains("step a: ok"), "{stderr}");
+        assert!(stderr.contains(&format!("step b: {eio}")), "{stderr}");
+        assert!(stderr.contains("step c: ok"), "{stderr}");
     }
 
     #[test]

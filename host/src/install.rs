@@ -66,15 +66,15 @@ impl Install {
                 let mut bytes = [0u8; 16];
                 getrandom::fill(&mut bytes).map_err(|e| Error::DeviceId {
                     path: path.clone(),
-                    reason: e.to_string(),
+                    source: std::io::Error::other(e.to_string()),
                 })?;
                 let id = hex::encode(bytes);
-                txn::fsutil::write_atomic(&path, format!("{id}\n").as_bytes()).map_err(|e| {
-                    Error::DeviceId {
+                txn::fsutil::write_atomic(&path, format!("{id}\n").as_bytes()).map_err(
+                    |source| Error::DeviceId {
                         path: path.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                        source,
+                    },
+                )?;
                 Ok(id)
             }
         }

@@ -8,9 +8,8 @@
 //!
 //! Loading refuses weak (small-order) public keys: a signature under such a key proves nothing.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -19,6 +18,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::error::ExitClass;
 use crate::hashing::sha256_hex;
+use crate::txn::fsutil::{self, Existing};
 
 /// Key files are a few hundred bytes; anything much larger is not a key.
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
@@ -142,10 +142,6 @@ pub fn generate_keypair(out_dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)
         let _ = fs::remove_file(&secret_path);
         return Err(e);
     }
-    sync_dir(out_dir).map_err(|source| KeyError::WriteKey {
-        path: out_dir.to_owned(),
-        source,
-    })?;
     tracing::info!(
         secret = %secret_path.display(),
         public = %public_path.display(),
@@ -282,39 +278,20 @@ fn read_key_file(path: &Path) -> Result<String, KeyError> {
     })
 }
 
-/// Creates `path` exclusively with `mode`, writes `contents` and fsyncs it.
+/// Writes `path` durably with `mode`, refusing to replace anything already there.
 fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == io::ErrorKind::AlreadyExists {
-                KeyError::KeyExists {
-                    path: path.to_owned(),
-                }
-            } else {
-                KeyError::WriteKey {
-                    path: path.to_owned(),
-                    source,
-                }
+    fsutil::write_file(path, contents, mode, Existing::Refuse).map_err(|source| {
+        if source.kind() == io::ErrorKind::AlreadyExists {
+            KeyError::KeyExists {
+                path: path.to_owned(),
             }
-        })?;
-    let write = file.write_all(contents).and_then(|()| file.sync_all());
-    if let Err(source) = write {
-        drop(file);
-        let _ = fs::remove_file(path);
-        return Err(KeyError::WriteKey {
-            path: path.to_owned(),
-            source,
-        });
-    }
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+        } else {
+            KeyError::WriteKey {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ fn main() {
         Ok(()) => 0,
         Err(err) => {
             let code = err.exit_class().code();
-            out.failure(&err.report(), code);
+            let os_error = err.os_error().map(|o| o.name());
+            out.failure(&err.report(), code, os_error.as_deref());
             code
         }
     };

@@ -95,9 +95,18 @@ impl Output {
         }
     }
 
-    /// The final object of a successful command; `summary` is the human line.
+    /// The final object of a successful command; `summary` is the human line. A `"warnings"`
+    /// array in `fields` (housekeeping that failed after the change was committed) is printed
+    /// as `warning:` lines for humans.
     pub fn success(&self, summary: &str, fields: Value) {
         self.clear_bar();
+        if !self.json
+            && let Some(warnings) = fields.get("warnings").and_then(Value::as_array)
+        {
+            for w in warnings {
+                eprintln!("warning: {}", w.as_str().unwrap_or_default());
+            }
+        }
         if self.json {
             let mut obj = Map::new();
             obj.insert("result".into(), Value::from("ok"));
@@ -110,11 +119,16 @@ impl Output {
         }
     }
 
-    /// The final object of a failed command.
-    pub fn failure(&self, error: &str, exit_code: i32) {
+    /// The final object of a failed command; `os_error` is the errno name (`"ENOSPC"`) when an
+    /// operating-system error caused it.
+    pub fn failure(&self, error: &str, exit_code: i32, os_error: Option<&str>) {
         self.clear_bar();
         if self.json {
-            print_json_line(&json!({"result": "error", "error": error, "exit_code": exit_code}));
+            let mut obj = json!({"result": "error", "error": error, "exit_code": exit_code});
+            if let Some(name) = os_error {
+                obj["os_error"] = json!(name);
+            }
+            print_json_line(&obj);
         } else {
             eprintln!("error: {error}");
         }

@@ -36,7 +36,9 @@ use crate::repo::manifest::Manifest;
 use crate::repo::trust::{TrustError, TrustPolicy, verify_manifest};
 use crate::state::TrustState;
 use crate::strategy::{Choice, Request, resolve, strategy_input};
-use crate::txn::{Plan, PlanContext, PlanError, Transaction, plan_full, plan_patch};
+use crate::txn::{
+    Plan, PlanContext, PlanError, Transaction, ValidationError, plan_full, plan_patch,
+};
 
 /// Most entries a package may hold.
 pub const MAX_PACKAGE_ENTRIES: u64 = 1_000_000;
@@ -270,12 +272,30 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
     // Staged files were moved out of the stage; the package is no longer needed either way.
     let _ = std::fs::remove_file(&pkg_path);
     let outcome = applied?;
-    save_trust(&install, &manifest, trust)?;
+    // The update is committed: what fails from here on is reported, never as a failure.
+    let mut warnings = outcome.warnings.clone();
+    if let Err(e) = save_trust(&install, &manifest, trust) {
+        warnings.push(format!(
+            "the update to {} is committed, but recording the manifest serial {} failed: {}; \
+             the next molt apply records it",
+            plan.to
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
+            manifest.serial,
+            e.report()
+        ));
+    }
     result["changes"] = json!(outcome.changes);
     if !plan.adopted.is_empty()
         && let Some(kept) = &outcome.kept_in
     {
         result["adopted_backup"] = json!(kept.display().to_string());
+    }
+    if !warnings.is_empty() {
+        match result["warnings"].as_array_mut() {
+            Some(all) => all.extend(warnings.into_iter().map(Value::from)),
+            None => result["warnings"] = json!(warnings),
+        }
     }
     Ok(result)
 }
@@ -383,7 +403,7 @@ fn run_validators(
     input: &ValidationInput,
     tree: &Path,
     out: &Output,
-) -> Result<(), String> {
+) -> Result<(), ValidationError> {
     for (plugin, cfg) in validators.iter().zip(&config.validators) {
         match plugin.validate(input, &cfg.config_json, tree) {
             Ok(()) => out.event(
@@ -391,7 +411,7 @@ fn run_validators(
                 &format!("validator {} passed", plugin.name()),
                 json!({"plugin": plugin.name()}),
             ),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Box::new(e)),
         }
     }
     Ok(())

@@ -20,6 +20,7 @@ pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
             json!({"path": p.as_str()}),
         );
     }
+    let mut warnings = done.warnings.clone();
     for p in &done.skipped_preserved {
         let msg = format!("left the preserved path {p} as it is");
         out.event(
@@ -27,6 +28,17 @@ pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
             &format!("warning: {msg}"),
             json!({"message": msg, "path": p.as_str()}),
         );
+        warnings.push(msg);
+    }
+    let mut fields = json!({
+        "kind": "rollback",
+        "from": done.from.as_ref().map(ToString::to_string),
+        "to": done.to.as_ref().map(ToString::to_string),
+        "undone": done.consumed,
+        "kept_unowned": done.kept_unowned.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+    });
+    if !warnings.is_empty() {
+        fields["warnings"] = json!(warnings);
     }
     out.success(
         &format!(
@@ -34,14 +46,7 @@ pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
             version_or_nothing(&done.from),
             version_or_nothing(&done.to)
         ),
-        json!({
-            "kind": "rollback",
-            "from": done.from.as_ref().map(ToString::to_string),
-            "to": done.to.as_ref().map(ToString::to_string),
-            "undone": done.consumed,
-            "kept_unowned": done.kept_unowned.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
-            "warnings": done.skipped_preserved.iter().map(|p| format!("left the preserved path {p} as it is")).collect::<Vec<_>>(),
-        }),
+        fields,
     );
     Ok(())
 }

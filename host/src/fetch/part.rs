@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::FetchError;
 use crate::hashing::{HashingWriter, sha256_file};
+use crate::txn::fsutil::{self, Existing};
 
 /// What a downloaded package must be, and where its files live.
 pub struct Target {
@@ -227,14 +228,8 @@ impl<'t> PartWriter<'t> {
                 actual,
             });
         }
-        file.sync_all().map_err(wrap)?;
+        fsutil::persist(&file, &target.part, &target.pkg, Existing::Replace).map_err(wrap)?;
         drop(file);
-        fs::rename(&target.part, &target.pkg).map_err(wrap)?;
-        if let Some(dir) = target.pkg.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| target.write_error(dir, e))?;
-        }
         remove_if_present(&target.etag).map_err(|e| target.write_error(&target.etag, e))?;
         Ok(target.pkg.clone())
     }

@@ -13,7 +13,7 @@
 //! package or absent.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ use crate::hashing::{CappedHashReader, HashingWriter};
 use crate::relpath::RelPath;
 use crate::repo::manifest::PathSet;
 use crate::tree::{FileRecord, TreeListing};
+use crate::txn::fsutil::{self, Existing};
 
 /// Buffer between the compressor and the package file.
 const OUTPUT_BUFFER: usize = 256 * 1024;
@@ -151,11 +152,8 @@ pub fn write_package(
     let file = buffered
         .into_inner()
         .map_err(|e| write_err(e.into_error()))?;
-    file.sync_all().map_err(write_err)?;
-    temp.persist(out).map_err(|e| write_err(e.error))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(write_err)?;
+    drop(file);
+    fsutil::persist_temp(temp, out, Existing::Replace).map_err(write_err)?;
     tracing::debug!(package = %out.display(), size, unpacked_size, entries = selection.len(), "wrote package");
     Ok(PackageInfo {
         size,
@@ -347,6 +345,7 @@ impl<R: Read> Read for ExactReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::os::unix::fs::PermissionsExt;
 
     fn rel(s: &str) -> RelPath {

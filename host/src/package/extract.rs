@@ -19,9 +19,11 @@
 //! Directory modes are applied after the last entry, so a read-only directory in the package
 //! does not stop its own contents from being written.
 //!
-//! Durability: no per-file fsync; after the last entry one `syncfs(2)` on the stage's file
-//! system flushes everything that was written (much cheaper than 10,000 fsyncs and just as
-//! durable, since the stage lives on the install's file system).
+//! Durability: each file is handed to a [`SyncBatch`] as soon as it is written, so its fsync
+//! runs on a worker thread while the next entries are extracted; after the last entry the
+//! stage's directories are fsynced too, and extraction returns only when all of it is on disk.
+//! Per-file fsyncs, not one `syncfs(2)`: a FUSE or network filesystem only sees an fsync of the
+//! file itself, and `syncfs` would also wait for every other process's dirty data.
 //!
 //! On error the stage holds whatever was written so far; the caller discards the stage.
 
@@ -29,7 +31,6 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -41,6 +42,7 @@ use crate::hashing::HashingWriter;
 use crate::relpath::{RelPath, RelPathError};
 use crate::repo::manifest::Operations;
 use crate::tree::{FileRecord, TreeListing};
+use crate::txn::fsutil::SyncBatch;
 
 /// Entry cap used when the caller has no better figure.
 pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
@@ -146,7 +148,7 @@ pub enum ExtractError {
     InvalidOperations { path: RelPath, reason: &'static str },
     #[error("failed to write {path} into the stage: {source}")]
     WriteStage { path: PathBuf, source: io::Error },
-    #[error("failed to flush the stage {stage} to disk: {source}")]
+    #[error("failed to flush the staged {stage} to disk: {source}")]
     SyncStage { stage: PathBuf, source: io::Error },
 }
 
@@ -299,6 +301,7 @@ pub fn extract(
         entries: 0,
         remaining: limits.max_unpacked_bytes,
         buffer: vec![0u8; IO_BUFFER],
+        sync: SyncBatch::new(),
     };
     let stream_err = |e| stream_error(package, e);
     for entry in archive.entries().map_err(stream_err)? {
@@ -322,6 +325,7 @@ pub fn extract(
         listing,
         explicit_dirs,
         entries,
+        sync,
         ..
     } = stager;
 
@@ -333,7 +337,7 @@ pub fn extract(
         fs::set_permissions(&full, fs::Permissions::from_mode(*mode))
             .map_err(|source| ExtractError::WriteStage { path: full, source })?;
     }
-    sync_filesystem(stage)?;
+    sync_stage(stage, &listing, sync)?;
     tracing::debug!(
         package = %package.display(),
         entries,
@@ -390,17 +394,23 @@ fn check_complete(
     Ok(())
 }
 
-fn sync_filesystem(stage: &Path) -> Result<(), ExtractError> {
-    let sync_err = |source| ExtractError::SyncStage {
-        stage: stage.to_owned(),
-        source,
-    };
-    let dir = File::open(stage).map_err(sync_err)?;
-    // SAFETY: `dir` is an open file descriptor for the duration of the call.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        return Err(sync_err(io::Error::last_os_error()));
+/// Waits for the files' fsyncs and fsyncs every stage directory (their entries and modes):
+/// a staged directory is later moved into the install whole, entries and all.
+fn sync_stage(
+    stage: &Path,
+    listing: &TreeListing,
+    mut sync: SyncBatch,
+) -> Result<(), ExtractError> {
+    for dir in &listing.dirs {
+        sync.dir(dir.under(stage));
     }
-    Ok(())
+    sync.dir(stage.to_owned());
+    sync.finish()
+        .and_then(|()| crate::failpoint::step("fsync stage").map_err(|e| (stage.to_owned(), e)))
+        .map_err(|(path, source)| ExtractError::SyncStage {
+            stage: path,
+            source,
+        })
 }
 
 /// A read error from the decoded stream: the metadata budget, or a corrupt/truncated archive.
@@ -471,6 +481,8 @@ struct Stager<'a> {
     entries: u64,
     remaining: u64,
     buffer: Vec<u8>,
+    /// Fsyncs of the written files, running behind the extraction.
+    sync: SyncBatch,
 }
 
 impl Stager<'_> {
@@ -661,6 +673,7 @@ impl Stager<'_> {
         let (file, sha256, written) = out.finish();
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(write_err)?;
+        self.sync.file(full, file);
         Ok(FileRecord {
             sha256,
             size: written,

@@ -20,6 +20,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::txn::fsutil::{self, Existing};
+
 /// Where a component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Origin {
@@ -145,8 +147,6 @@ impl ComponentCache {
         temp.as_file()
             .set_permissions(fs::Permissions::from_mode(0o600))?;
         temp.write_all(&bytes)?;
-        temp.as_file().sync_all()?;
-        temp.persist(entry).map_err(|e| e.error)?;
-        Ok(())
+        fsutil::persist_temp(temp, entry, Existing::Replace)
     }
 }

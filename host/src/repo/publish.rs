@@ -50,6 +50,7 @@ use crate::repo::signature::{self, SignatureFile};
 use crate::repo::trust::{TrustError, check_structure};
 use crate::state::RESERVED_STATE_DIR;
 use crate::tree::{ScanError, TreeListing};
+use crate::txn::fsutil::{self, Existing};
 use crate::version::{Version, host_arch, normalize_arch};
 
 /// The manifest file name inside a repository.
@@ -767,31 +768,25 @@ fn write_signed_manifest(
 
     let manifest_path = repo.join(MANIFEST_FILE);
     let signature_path = repo.join(SIGNATURE_FILE);
-    let signature_temp = durable_temp(repo, &signature_path, &signature_bytes)?;
-    let manifest_temp = durable_temp(repo, &manifest_path, &bytes)?;
-    manifest_temp
-        .persist(&manifest_path)
-        .map_err(|e| PublishError::WriteRepo {
-            path: manifest_path.clone(),
-            source: e.error,
+    let signature_temp = readable_temp(repo, &signature_path, &signature_bytes)?;
+    let manifest_temp = readable_temp(repo, &manifest_path, &bytes)?;
+    for (temp, path) in [
+        (manifest_temp, &manifest_path),
+        (signature_temp, &signature_path),
+    ] {
+        fsutil::persist_temp(temp, path, Existing::Replace).map_err(|source| {
+            PublishError::WriteRepo {
+                path: path.clone(),
+                source,
+            }
         })?;
-    signature_temp
-        .persist(&signature_path)
-        .map_err(|e| PublishError::WriteRepo {
-            path: signature_path.clone(),
-            source: e.error,
-        })?;
-    File::open(repo)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| PublishError::WriteRepo {
-            path: repo.to_owned(),
-            source,
-        })?;
+    }
     Ok(manifest_path)
 }
 
-/// A fsynced temp file holding `bytes`, beside `target`, readable by everyone.
-fn durable_temp(
+/// A temp file holding `bytes`, beside `target`, readable by everyone (made durable when it is
+/// persisted).
+fn readable_temp(
     dir: &Path,
     target: &Path,
     bytes: &[u8],
@@ -808,7 +803,6 @@ fn durable_temp(
         .set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(write_err)?;
     temp.write_all(bytes).map_err(write_err)?;
-    temp.as_file().sync_all().map_err(write_err)?;
     Ok(temp)
 }
 

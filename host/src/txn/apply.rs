@@ -2,9 +2,12 @@
 //! the new state, archive the backup for `molt rollback`.
 //!
 //! The durable steps are few and O(1) per op: one (large) intent record, two renames per op, one
-//! fsync per touched directory (deduplicated), a handful of small records. Nothing is fsynced
-//! per file. Any failure before the commit record undoes everything and says so; a failure of
-//! the undo itself is a `RollbackFailed` error that names the transaction directory.
+//! parallel batch of fsyncs of the touched directories, a handful of small records. The files
+//! themselves were fsynced when they were staged (`package::extract`), or are a kept backup.
+//! Any failure before the commit record undoes everything and says so (exit 1); a failure of
+//! the undo itself is a `RollbackFailed` error that names the transaction directory (exit 4).
+//! After the commit record the update has happened: a failure to finish (state, `done` record,
+//! archiving, pruning) is a warning in the outcome, and the next command's recovery finishes it.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -16,7 +19,7 @@ use super::history;
 use super::journal::{Intent, Journal, Record};
 use super::plan::Plan;
 use super::undo::undo;
-use super::{Op, TxnError, version_or_nothing};
+use super::{Op, TxnError, TxnFailure, ValidationError, version_or_nothing};
 use crate::failpoint;
 use crate::relpath::RelPath;
 use crate::state::{HistoryEntry, InstallState, Outcome, StateDir, TxnKind};
@@ -34,6 +37,7 @@ pub struct Transaction {
     id: String,
     dir: PathBuf,
     keep_backups: usize,
+    journal: Journal,
 }
 
 /// A successfully applied transaction.
@@ -46,8 +50,11 @@ pub struct ApplyOutcome {
     /// Primitive ops executed (puts and deletes) and directories created.
     pub changes: usize,
     /// Where the backup is kept for `molt rollback` (`None` for a rollback, or when
-    /// `keep_backups` is 0).
+    /// `keep_backups` is 0, or when archiving it failed).
     pub kept_in: Option<PathBuf>,
+    /// Housekeeping after the commit record that failed (the update itself happened; the next
+    /// molt command finishes what is left): each a `TxnError::FinishFailed` with its causes.
+    pub warnings: Vec<String>,
 }
 
 /// A new, sortable transaction id: UTC time to the nanosecond plus a random suffix.
@@ -67,7 +74,9 @@ fn new_txn_id() -> String {
 }
 
 impl Transaction {
-    /// Creates `txn/<id>/{stage,backup}`. Nothing in the install is touched until `apply`; a
+    /// Creates `txn/<id>/{stage,backup}` and its (still empty) journal, durably: a directory
+    /// whose journal exists but holds no intent is provably one that never touched the install,
+    /// which lets recovery remove it. Nothing in the install is touched until `apply`; a
     /// transaction abandoned before that is removed by the next recovery.
     pub fn begin(state: &StateDir, keep_backups: usize) -> Result<Self, TxnError> {
         loop {
@@ -80,11 +89,17 @@ impl Transaction {
                         fsutil::create_dir(&p, 0o700)
                             .map_err(|source| TxnError::Begin { path: p, source })?;
                     }
+                    let journal = Journal::create(&dir.join("journal"))?;
+                    failpoint::step(&format!("begin {id}")).map_err(|source| TxnError::Begin {
+                        path: dir.clone(),
+                        source,
+                    })?;
                     return Ok(Transaction {
                         state: state.clone(),
                         id,
                         dir,
                         keep_backups,
+                        journal,
                     });
                 }
                 Ok(false) => continue,
@@ -136,12 +151,13 @@ impl Transaction {
     }
 
     /// Applies `plan`, runs `validate` on the new tree, and on success commits `new_state`
-    /// (see [`Transaction::next_state`]). On any failure the old tree is restored.
+    /// (see [`Transaction::next_state`]). On any failure before the commit record the old tree
+    /// is restored; after it, the outcome is `Ok` and carries what failed as warnings.
     pub fn apply(
-        self,
+        mut self,
         plan: &Plan,
         new_state: InstallState,
-        validate: impl FnOnce(&Path) -> Result<(), String>,
+        validate: impl FnOnce(&Path) -> Result<(), ValidationError>,
     ) -> Result<ApplyOutcome, TxnError> {
         let old_state = self.state.load_state()?;
         let intent = Intent {
@@ -158,34 +174,31 @@ impl Transaction {
             dir_modes: plan.dir_modes.clone(),
             adopted: plan.adopted.clone(),
         };
-        let journal_path = self.dir.join("journal");
-        let begun = Journal::create(&journal_path).and_then(|mut j| {
-            j.append(&Record::Intent(Box::new(intent.clone())))
-                .map(|()| j)
-        });
-        let mut journal = match begun {
-            Ok(j) => j,
-            Err(e) => {
-                // Nothing in the install was touched.
-                let _ = history::discard(&self.dir);
-                return Err(e);
+        if let Err(e) = self
+            .journal
+            .append(&Record::Intent(Box::new(intent.clone())))
+        {
+            // The intent is not on disk, so nothing in the install was touched.
+            if let Err(d) = history::discard(&self.dir) {
+                tracing::warn!("{d}; the next molt command removes it");
             }
-        };
+            return Err(e);
+        }
 
         let install_dir = self.state.install_dir().to_owned();
-        if let Err(step) = execute(&install_dir, &self.backup_dir(), &intent) {
-            return Err(self.fail(&mut journal, &intent, Outcome::Failed, step));
+        if let Err(failure) = execute(&install_dir, &self.backup_dir(), &intent) {
+            return Err(self.fail(&intent, Failed::Step(failure)));
         }
-        if let Err(e) = journal.append(&Record::Applied) {
-            return Err(self.fail(&mut journal, &intent, Outcome::Failed, e.to_string()));
+        if let Err(e) = self.journal.append(&Record::Applied) {
+            return Err(self.fail(&intent, Failed::Step(TxnFailure::Journal(Box::new(e)))));
         }
         if let Err(reason) = validate(&install_dir) {
-            return Err(self.fail(&mut journal, &intent, Outcome::FailedValidation, reason));
+            return Err(self.fail(&intent, Failed::Validation(reason)));
         }
         let commit = Record::Commit {
             new_state: Box::new(new_state.clone()),
         };
-        match journal.append(&commit) {
+        match self.journal.append(&commit) {
             Ok(()) => {}
             // Undoing now could leave a durable commit over the old tree, which recovery would
             // roll forward: leave the tree alone and let recovery follow the journal.
@@ -193,21 +206,46 @@ impl Transaction {
                 return Err(TxnError::CommitUncertain {
                     to: version_or_nothing(&intent.to),
                     txn_dir: self.dir.clone(),
-                    reason: e.to_string(),
+                    source: Box::new(e),
                 });
             }
-            Err(e) => return Err(self.fail(&mut journal, &intent, Outcome::Failed, e.to_string())),
+            Err(e) => {
+                return Err(self.fail(&intent, Failed::Step(TxnFailure::Journal(Box::new(e)))));
+            }
         }
 
-        let kept_in = finish_committed(&self.state, &self.dir, &intent, &new_state, &mut journal)
-            .map_err(|step| TxnError::FinishFailed {
-            to: version_or_nothing(&intent.to),
-            txn_dir: self.dir.clone(),
-            step,
-        })?;
-        if let Err(e) = history::prune(&self.state, self.keep_backups) {
-            tracing::warn!("could not prune kept backups: {e}");
+        // Committed: from here on nothing may report the update as not having happened.
+        let mut warnings = Vec::new();
+        let kept_in = match finish_committed(
+            &self.state,
+            &self.dir,
+            &intent,
+            &new_state,
+            &mut self.journal,
+        ) {
+            Ok(kept) => kept,
+            Err((step, source)) => {
+                warnings.push(TxnError::FinishFailed {
+                    to: version_or_nothing(&intent.to),
+                    txn_dir: self.dir.clone(),
+                    step,
+                    source: Box::new(source),
+                });
+                None
+            }
+        };
+        if warnings.is_empty()
+            && let Err(e) = history::prune(&self.state, self.keep_backups)
+        {
+            warnings.push(TxnError::FinishFailed {
+                to: version_or_nothing(&intent.to),
+                txn_dir: self.state.history_root(),
+                step: "removing backups beyond keep_backups",
+                source: Box::new(e),
+            });
         }
+        let warnings = warnings.iter().map(|w| crate::error::chain(w)).collect();
+        // Pruning with keep_backups = 0 removes the entry just archived.
         let kept_in = kept_in.filter(|p| p.exists());
         Ok(ApplyOutcome {
             id: self.id,
@@ -216,42 +254,64 @@ impl Transaction {
             to: intent.to,
             changes: plan.changes(),
             kept_in,
+            warnings,
         })
     }
 
     /// Undoes a failed transaction, records the outcome and builds the error to return.
-    fn fail(
-        &self,
-        journal: &mut Journal,
-        intent: &Intent,
-        outcome: Outcome,
-        reason: String,
-    ) -> TxnError {
+    fn fail(&mut self, intent: &Intent, failed: Failed) -> TxnError {
         let install_dir = self.state.install_dir();
-        if let Err(e) = undo(install_dir, &self.backup_dir(), intent) {
+        if let Err(undo_error) = undo(install_dir, &self.backup_dir(), intent) {
             return TxnError::RollbackFailed {
                 txn_dir: self.dir.clone(),
-                failure: reason,
-                undo_error: e.to_string(),
+                failure: format!("\"{}\"", failed.report()),
+                undo_error,
             };
         }
-        if let Err(e) =
-            finish_rolled_back(&self.state, &self.dir, intent, outcome, &reason, journal)
-        {
+        let outcome = match failed {
+            Failed::Validation(_) => Outcome::FailedValidation,
+            Failed::Step(_) => Outcome::Failed,
+        };
+        let reason = failed.report();
+        if let Err(e) = finish_rolled_back(
+            &self.state,
+            &self.dir,
+            intent,
+            outcome,
+            &reason,
+            &mut self.journal,
+        ) {
             tracing::warn!("the install is restored, but recording that failed: {e}");
         }
         let (from, to) = (
             version_or_nothing(&intent.from),
             version_or_nothing(&intent.to),
         );
-        match outcome {
-            Outcome::FailedValidation => TxnError::ValidationFailed { from, to, reason },
-            _ => TxnError::ApplyFailed {
+        match failed {
+            Failed::Validation(reason) => TxnError::ValidationFailed { from, to, reason },
+            Failed::Step(cause) => TxnError::ApplyFailed {
                 from,
                 to,
-                step: reason,
+                cause: Box::new(cause),
             },
         }
+    }
+}
+
+/// Why [`Transaction::apply`] is undoing.
+enum Failed {
+    Step(TxnFailure),
+    Validation(ValidationError),
+}
+
+impl Failed {
+    /// The failure with its causes, for the journal, `state.json` and messages.
+    fn report(&self) -> String {
+        let err: &(dyn std::error::Error + 'static) = match self {
+            Failed::Step(f) => f,
+            Failed::Validation(v) => v.as_ref(),
+        };
+        crate::error::chain(err)
     }
 }
 
@@ -289,21 +349,21 @@ pub(crate) fn finish_rolled_back(
 }
 
 /// After the commit record: write the new state, journal `done`, archive. Returns where the
-/// backup is kept (`history/<id>`), if it is.
+/// backup is kept (`history/<id>`), if it is; on failure, which step failed and why.
 pub(crate) fn finish_committed(
     state: &StateDir,
     txn_dir: &Path,
     intent: &Intent,
     new_state: &InstallState,
     journal: &mut Journal,
-) -> Result<Option<PathBuf>, String> {
+) -> Result<Option<PathBuf>, (&'static str, TxnError)> {
     state
         .save_state(new_state)
-        .map_err(|e| format!("writing the new state: {e}"))?;
+        .map_err(|e| ("writing the new state", e.into()))?;
     journal
         .append(&Record::Done)
-        .map_err(|e| format!("journaling done: {e}"))?;
-    archive_done(state, txn_dir, intent).map_err(|e| format!("archiving the backup: {e}"))
+        .map_err(|e| ("journaling done", e))?;
+    archive_done(state, txn_dir, intent).map_err(|e| ("archiving the backup", e))
 }
 
 /// Moves a done transaction out of `txn/`: an update's backup goes to `history/<id>` (its stage
@@ -324,18 +384,18 @@ pub(crate) fn archive_done(
     history::discard(&txn_dir.join("stage"))?;
     let moved = fsutil::rename_noreplace(txn_dir, &kept)
         .and_then(|()| fsutil::fsync_dir(&state.history_root()))
-        .and_then(|()| fsutil::fsync_dir(&state.txn_root()));
+        .and_then(|()| fsutil::fsync_dir(&state.txn_root()))
+        .and_then(|()| failpoint::step(&format!("archive {}", intent.id)));
     moved.map_err(|source| TxnError::Remove {
         path: txn_dir.to_owned(),
         source,
     })?;
-    failpoint::step(&format!("archive {}", intent.id));
     Ok(Some(kept))
 }
 
 /// Performs the intent's ops: deletes, created directories, puts; then fsyncs every touched
-/// directory once. Returns a description of the failed step.
-fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(), String> {
+/// directory (in parallel, once each).
+fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(), TxnFailure> {
     let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
     let mut backup_dirs: HashSet<RelPath> = HashSet::new();
     let (puts, deletes): (Vec<&Op>, Vec<&Op>) =
@@ -346,18 +406,22 @@ fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(),
     }
     for d in &intent.created_dirs {
         let path = d.under(install_dir);
+        let what = || format!("creating directory {}", path.display());
         match fsutil::create_dir(&path, FILLING_DIR_MODE) {
             Ok(true) => {}
             Ok(false) => {
-                return Err(format!(
-                    "creating {}: it appeared since planning",
-                    path.display()
+                return Err(TxnFailure::step(
+                    what(),
+                    std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "it appeared since planning",
+                    ),
                 ));
             }
-            Err(e) => return Err(format!("creating directory {}: {e}", path.display())),
+            Err(e) => return Err(TxnFailure::step(what(), e)),
         }
         touch_parent(&mut touched, &path);
-        failpoint::step(&format!("mkdir {d}"));
+        failpoint::step(&format!("mkdir {d}")).map_err(|e| TxnFailure::step(what(), e))?;
     }
     for op in puts {
         if op.replaces_existing {
@@ -365,28 +429,33 @@ fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(),
         }
         let Some(source) = &op.source else { continue };
         let target = op.path.under(install_dir);
-        fsutil::rename_noreplace(source, &target).map_err(|e| {
+        let what = || {
             format!(
-                "moving {} into place at {}: {e}",
+                "moving {} into place at {}",
                 source.display(),
                 target.display()
             )
-        })?;
+        };
+        fsutil::rename_noreplace(source, &target).map_err(|e| TxnFailure::step(what(), e))?;
         touch_parent(&mut touched, source);
         touch_parent(&mut touched, &target);
-        failpoint::step(&format!("put {}", op.path));
+        failpoint::step(&format!("put {}", op.path)).map_err(|e| TxnFailure::step(what(), e))?;
     }
     for m in &intent.dir_modes {
         let path = m.path.under(install_dir);
-        fsutil::set_mode(&path, m.mode)
-            .map_err(|e| format!("setting the mode of {}: {e}", path.display()))?;
+        fsutil::set_mode(&path, m.mode).map_err(|e| {
+            TxnFailure::step(format!("setting the mode of {}", path.display()), e)
+        })?;
         touched.insert(path);
     }
-    for dir in &touched {
-        fsutil::fsync_dir(dir).map_err(|e| format!("fsyncing directory {}: {e}", dir.display()))?;
-    }
-    failpoint::step("fsync directories");
-    Ok(())
+    fsutil::fsync_dirs(&touched, false)
+        .map_err(|(dir, e)| TxnFailure::step(format!("fsyncing directory {}", dir.display()), e))?;
+    failpoint::step("fsync directories").map_err(|e| {
+        TxnFailure::step(
+            format!("fsyncing directories of {}", install_dir.display()),
+            e,
+        )
+    })
 }
 
 fn touch_parent(touched: &mut BTreeSet<PathBuf>, path: &Path) {
@@ -401,28 +470,29 @@ fn move_to_backup(
     op: &Op,
     backup_dirs: &mut HashSet<RelPath>,
     touched: &mut BTreeSet<PathBuf>,
-) -> Result<(), String> {
+) -> Result<(), TxnFailure> {
     for a in op.path.ancestors() {
         if backup_dirs.contains(&a) {
             continue;
         }
         let path = a.under(backup_dir);
-        fsutil::create_dir(&path, 0o700)
-            .map_err(|e| format!("creating backup directory {}: {e}", path.display()))?;
+        fsutil::create_dir(&path, 0o700).map_err(|e| {
+            TxnFailure::step(format!("creating backup directory {}", path.display()), e)
+        })?;
         touch_parent(touched, &path);
         backup_dirs.insert(a);
     }
     let target = op.path.under(install_dir);
     let saved = op.path.under(backup_dir);
-    fsutil::rename_noreplace(&target, &saved).map_err(|e| {
+    let what = || {
         format!(
-            "moving {} to the backup {}: {e}",
+            "moving {} to the backup {}",
             target.display(),
             saved.display()
         )
-    })?;
+    };
+    fsutil::rename_noreplace(&target, &saved).map_err(|e| TxnFailure::step(what(), e))?;
     touch_parent(touched, &target);
     touch_parent(touched, &saved);
-    failpoint::step(&format!("backup {}", op.path));
-    Ok(())
+    failpoint::step(&format!("backup {}", op.path)).map_err(|e| TxnFailure::step(what(), e))
 }

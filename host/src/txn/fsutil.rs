@@ -1,5 +1,12 @@
 //! The few filesystem primitives a crash-safe transaction is built from: renames that never
-//! clobber, durable directory fsyncs, atomic whole-file replacement and kind-aware lookups.
+//! clobber, durable directory fsyncs, the one durable whole-file write, parallel fsyncs and
+//! kind-aware lookups.
+//!
+//! Durable means fsynced, on any POSIX filesystem (FUSE and network ones included, where only an
+//! `fsync` of the file itself reaches the filesystem): a file's data is fsynced before it is
+//! renamed into place, and the directory is fsynced after the rename. Every file molt writes and
+//! later depends on goes through [`write_file`] or [`persist_temp`]; many files at once go through
+//! [`SyncBatch`].
 //!
 //! Everything here reports plain `io::Error`s; the callers attach the operation and path.
 
@@ -8,7 +15,10 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crate::failpoint;
 
@@ -164,33 +174,238 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Replaces `path` with `bytes` atomically and durably: write a private temp file next to it,
-/// fsync it, rename it over `path`, fsync the directory. Readers see the old or the new content,
-/// never a mix, also after a power loss.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+/// What a durable write does when something is already at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Replace it atomically (readers see the old or the new file, never a mix).
+    Replace,
+    /// Fail with `AlreadyExists` and leave it alone.
+    Refuse,
+}
+
+/// The directory a path's entry lives in.
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `bytes` as the file `path` durably: a temp file next to it (created with `mode`,
+/// subject to the umask), fsynced, renamed to `path` (over an existing file, or refusing one),
+/// then the directory fsynced. After a power loss `path` holds the old content or all of the
+/// new, never a part.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32, existing: Existing) -> io::Result<()> {
+    let dir = parent_of(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", random_suffix()));
-    let written = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            persist(&f, &tmp, path, existing)
+        });
+    if written.is_err() {
         let _ = fs::remove_file(&tmp);
-        return Err(e);
     }
-    fsync_dir(dir)?;
-    failpoint::step(&format!("write {}", path.display()));
+    written
+}
+
+/// Makes the fully written `file` (open at `tmp`) durable at `path`: fsync it, rename `tmp` to
+/// `path` (replacing or refusing an existing entry), fsync the directory (both, if they differ).
+pub fn persist(file: &File, tmp: &Path, path: &Path, existing: Existing) -> io::Result<()> {
+    file.sync_all()?;
+    match existing {
+        Existing::Replace => fs::rename(tmp, path)?,
+        Existing::Refuse => rename_noreplace(tmp, path)?,
+    }
+    let (from_dir, to_dir) = (parent_of(tmp), parent_of(path));
+    fsync_dir(to_dir)?;
+    if from_dir != to_dir {
+        fsync_dir(from_dir)?;
+    }
     Ok(())
+}
+
+/// [`persist`] for a `tempfile` temp file.
+pub fn persist_temp(
+    temp: tempfile::NamedTempFile,
+    path: &Path,
+    existing: Existing,
+) -> io::Result<()> {
+    let (file, tmp) = temp.keep().map_err(|e| e.error)?;
+    let done = persist(&file, &tmp, path, existing);
+    if done.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    done
+}
+
+/// Replaces `path` with `bytes` atomically and durably (a private 0600 file) — the write of
+/// molt's own state files, counted as a durable step.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file(path, bytes, 0o600, Existing::Replace)?;
+    failpoint::step(&format!("write {}", path.display()))
+}
+
+/// How many fsyncs a [`SyncBatch`] keeps in flight: enough to keep a disk's (or a FUSE or
+/// network filesystem's) queue busy, few enough not to matter on a small machine.
+pub const SYNC_WORKERS: usize = 12;
+
+/// One queued fsync.
+enum SyncJob {
+    File(File),
+    Dir,
+    /// A directory that may have been removed since (its removal is durable through its
+    /// parent, which is fsynced too).
+    DirIfPresent,
+}
+
+type Failure = Arc<Mutex<Option<(PathBuf, io::Error)>>>;
+
+/// Fsyncs many files and directories in parallel, behind the caller: [`SyncBatch::file`] hands
+/// over an open file as soon as it is written, so its fsync overlaps with writing the next ones;
+/// [`SyncBatch::finish`] waits for all of them and reports the first failure with its path.
+/// Up to [`SYNC_WORKERS`] threads (started as work arrives) and a bounded queue, so open files
+/// never pile up.
+pub struct SyncBatch {
+    queue: Option<SyncSender<(PathBuf, SyncJob)>>,
+    jobs: Arc<Mutex<Receiver<(PathBuf, SyncJob)>>>,
+    workers: Vec<JoinHandle<()>>,
+    failure: Failure,
+}
+
+impl SyncBatch {
+    pub fn new() -> SyncBatch {
+        let (queue, jobs) = sync_channel(4 * SYNC_WORKERS);
+        SyncBatch {
+            queue: Some(queue),
+            jobs: Arc::new(Mutex::new(jobs)),
+            workers: Vec::new(),
+            failure: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Queues the fsync of a written file (the batch closes it afterwards).
+    pub fn file(&mut self, path: PathBuf, file: File) {
+        self.submit(path, SyncJob::File(file));
+    }
+
+    /// Queues the fsync of a directory's entries.
+    pub fn dir(&mut self, path: PathBuf) {
+        self.submit(path, SyncJob::Dir);
+    }
+
+    fn submit(&mut self, path: PathBuf, job: SyncJob) {
+        if self.workers.len() < SYNC_WORKERS {
+            let jobs = Arc::clone(&self.jobs);
+            let failure = Arc::clone(&self.failure);
+            match std::thread::Builder::new()
+                .name("molt-fsync".into())
+                .spawn(move || sync_worker(&jobs, &failure))
+            {
+                Ok(w) => self.workers.push(w),
+                // Fewer workers only means less parallelism, unless there are none at all.
+                Err(e) if self.workers.is_empty() => return record(&self.failure, path, e),
+                Err(_) => {}
+            }
+        }
+        if let Some(Err(std::sync::mpsc::SendError((path, _)))) =
+            self.queue.as_ref().map(|q| q.send((path, job)))
+        {
+            record(
+                &self.failure,
+                path,
+                io::Error::other("the fsync workers stopped"),
+            );
+        }
+    }
+
+    /// Waits for every queued fsync; the first failure, with the path it was for.
+    pub fn finish(mut self) -> Result<(), (PathBuf, io::Error)> {
+        self.join();
+        let failed = self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn join(&mut self) {
+        self.queue = None;
+        for w in std::mem::take(&mut self.workers) {
+            if w.join().is_err() {
+                record(
+                    &self.failure,
+                    PathBuf::new(),
+                    io::Error::other("an fsync worker panicked"),
+                );
+            }
+        }
+    }
+}
+
+impl Default for SyncBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for SyncBatch {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+fn record(failure: &Failure, path: PathBuf, e: io::Error) {
+    failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert((path, e));
+}
+
+fn sync_worker(jobs: &Mutex<Receiver<(PathBuf, SyncJob)>>, failure: &Failure) {
+    loop {
+        let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok((path, job)) = job else { return };
+        let synced = match job {
+            SyncJob::File(f) => f.sync_all(),
+            SyncJob::Dir => fsync_dir(&path),
+            SyncJob::DirIfPresent => match fsync_dir(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            },
+        };
+        if let Err(e) = synced {
+            record(failure, path, e);
+        }
+    }
+}
+
+/// Fsyncs every directory in `dirs` in parallel; the first failure with its path. With
+/// `skip_missing`, a directory that is gone is fine (its removal is made durable by fsyncing
+/// its parent).
+pub fn fsync_dirs<'a>(
+    dirs: impl IntoIterator<Item = &'a PathBuf>,
+    skip_missing: bool,
+) -> Result<(), (PathBuf, io::Error)> {
+    let mut batch = SyncBatch::new();
+    for d in dirs {
+        let job = if skip_missing {
+            SyncJob::DirIfPresent
+        } else {
+            SyncJob::Dir
+        };
+        batch.submit(d.clone(), job);
+    }
+    batch.finish()
 }
 
 /// Eight random lowercase hex digits, for unique temporary and transaction names.

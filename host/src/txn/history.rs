@@ -5,16 +5,19 @@
 //! rolled-back update started from (recorded in that update's intent), notes the version it left
 //! in `rolled_back_from`, and consumes the kept entry, so the next rollback goes one further back.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
 use super::apply::Transaction;
+use super::fsutil::EntryKind;
 use super::journal;
 use super::plan::{PlanContext, plan_inverse};
 use super::{TxnError, fsutil, version_or_nothing};
 use crate::failpoint;
+use crate::hashing::sha256_file_and_size;
 use crate::relpath::RelPath;
 use crate::state::{HistoryEntry, Outcome, StateDir, TxnKind};
 use crate::version::Version;
@@ -49,6 +52,8 @@ pub struct RollbackOutcome {
     pub kept_unowned: Vec<RelPath>,
     /// Preserved paths the rollback left alone.
     pub skipped_preserved: Vec<RelPath>,
+    /// Housekeeping after the commit record that failed (see [`super::ApplyOutcome`]).
+    pub warnings: Vec<String>,
 }
 
 /// Removes a directory tree so that a crash midway never leaves a partial tree under its real
@@ -68,8 +73,8 @@ pub(crate) fn discard(path: &Path) -> Result<(), TxnError> {
     }
     fsutil::rename_noreplace(path, &trash)
         .and_then(|()| fsutil::fsync_dir(parent))
+        .and_then(|()| failpoint::step(&format!("discard {}", path.display())))
         .map_err(removed)?;
-    failpoint::step(&format!("discard {}", path.display()));
     fsutil::remove_tree(&trash).map_err(removed)
 }
 
@@ -185,6 +190,7 @@ pub fn rollback_last(
         });
     }
 
+    verify_backup(&kept_dir.join("backup"), &intent)?;
     let ctx = PlanContext::new(state, preserve);
     let plan = plan_inverse(&ctx, &intent, &current, &kept_dir.join("backup"), &newest)?;
     let txn = Transaction::begin(state, keep_backups)?;
@@ -217,5 +223,70 @@ pub fn rollback_last(
         consumed: newest,
         kept_unowned: plan.kept_unowned,
         skipped_preserved: plan.skipped_preserved,
+        warnings: applied.warnings,
     })
+}
+
+/// Checks, before anything moves, that a kept backup holds everything its update moved out of
+/// the install: every replaced or deleted path, of the kind it was, and every file molt owned
+/// there with its recorded size and SHA-256. A rollback from a backup missing any of them would
+/// delete the new files without putting the old ones back.
+fn verify_backup(backup: &Path, intent: &journal::Intent) -> Result<(), TxnError> {
+    let incomplete = |path: &RelPath, detail: String| TxnError::BackupIncomplete {
+        backup: backup.to_owned(),
+        path: path.clone(),
+        detail,
+    };
+    let inspect = |path: &Path, source| TxnError::ReadHistory {
+        path: path.to_owned(),
+        source,
+    };
+    let old = &intent.old_state;
+    let mut moved_out = HashSet::new();
+    for op in intent.ops.iter().filter(|op| op.replaces_existing) {
+        let saved = op.path.under(backup);
+        let kind = fsutil::entry_kind(&saved).map_err(|e| inspect(&saved, e))?;
+        let expected = if old.files.contains_key(&op.path) {
+            Some(EntryKind::File)
+        } else if old.dirs.contains(&op.path) {
+            Some(EntryKind::Dir)
+        } else {
+            None
+        };
+        match (kind, expected) {
+            (None, _) => return Err(incomplete(&op.path, String::new())),
+            (Some(k), Some(e)) if k != e => {
+                return Err(incomplete(
+                    &op.path,
+                    format!(" (it holds a {k:?} where a {e:?} was)").to_lowercase(),
+                ));
+            }
+            _ => {}
+        }
+        moved_out.insert(op.path.clone());
+    }
+    for (path, record) in &old.files {
+        let in_backup =
+            moved_out.contains(path) || path.ancestors().any(|a| moved_out.contains(&a));
+        if !in_backup {
+            continue;
+        }
+        let saved = path.under(backup);
+        match fsutil::entry_kind(&saved).map_err(|e| inspect(&saved, e))? {
+            Some(EntryKind::File) => {}
+            _ => return Err(incomplete(path, String::new())),
+        }
+        let (sha256, size) = sha256_file_and_size(&saved).map_err(|e| inspect(&saved, e))?;
+        if size != record.size || sha256 != record.sha256 {
+            return Err(incomplete(
+                path,
+                format!(
+                    " as recorded ({} bytes, sha256 {}; the backup's copy has {size} bytes, \
+                     sha256 {sha256})",
+                    record.size, record.sha256
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

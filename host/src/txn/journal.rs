@@ -158,11 +158,11 @@ impl Journal {
             .file
             .write_all(&line)
             .and_then(|()| self.file.sync_data())
+            .and_then(|()| failpoint::step(&format!("journal {}", record.name())))
         {
             return Err(self.retract(source));
         }
         self.len += line.len() as u64;
-        failpoint::step(&format!("journal {}", record.name()));
         Ok(())
     }
 

@@ -36,6 +36,7 @@ use crate::error::ExitClass;
 use crate::relpath::RelPath;
 use crate::state::StateError;
 use crate::version::Version;
+use undo::UndoError;
 
 pub use crate::state::{Outcome, TxnKind};
 pub use apply::{ApplyOutcome, Transaction};
@@ -72,6 +73,32 @@ pub struct DirMode {
 pub(crate) fn version_or_nothing(v: &Option<Version>) -> String {
     v.as_ref()
         .map_or_else(|| "nothing".to_owned(), ToString::to_string)
+}
+
+/// Why a validator rejected the new tree (the validator's own typed error, with its chain).
+pub type ValidationError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What made a transaction fail before its commit record (it was undone).
+#[derive(Debug, thiserror::Error)]
+pub enum TxnFailure {
+    /// A filesystem step: what was being done, and the error it got.
+    #[error("{what}: {source}")]
+    Step {
+        what: String,
+        source: std::io::Error,
+    },
+    /// A journal append (cut off again, so it is certainly not on disk).
+    #[error(transparent)]
+    Journal(Box<TxnError>),
+    /// The process ended before commit; recovery undid it.
+    #[error("an interrupted update")]
+    Interrupted,
+}
+
+impl TxnFailure {
+    pub(crate) fn step(what: String, source: std::io::Error) -> Self {
+        TxnFailure::Step { what, source }
+    }
 }
 
 /// Why a transaction could not run, or how it ended when it did not succeed.
@@ -115,20 +142,22 @@ pub enum TxnError {
     },
     #[error("journal {path} has no intent record; the kept transaction cannot be used")]
     JournalWithoutIntent { path: PathBuf },
-    #[error("update from {from} to {to} failed while {step}; the install was restored to {from}")]
+    #[error("update from {from} to {to} failed while {cause}; the install was restored to {from}")]
     ApplyFailed {
         from: String,
         to: String,
-        step: String,
+        #[source]
+        cause: Box<TxnFailure>,
     },
     #[error("validation of {to} failed: {reason}; the install was restored to {from}")]
     ValidationFailed {
         from: String,
         to: String,
-        reason: String,
+        #[source]
+        reason: ValidationError,
     },
     #[error(
-        "restoring the install after \"{failure}\" failed: {undo_error}. Manual attention needed: \
+        "restoring the install after {failure} failed: {undo_error}. Manual attention needed: \
          the transaction is in {txn_dir} (journal lists every change; backup/ holds the old \
          files). molt retries the undo on its next run; if that keeps failing, move the entries \
          of backup/ back into the install by hand and remove {txn_dir}"
@@ -136,26 +165,50 @@ pub enum TxnError {
     RollbackFailed {
         txn_dir: PathBuf,
         failure: String,
-        undo_error: String,
+        #[source]
+        undo_error: UndoError,
     },
     #[error(
-        "the update to {to} is committed but finishing it failed while {step}; the next molt \
-         command completes it (transaction {txn_dir})"
+        "the update to {to} is committed, but {step} failed; the next molt command finishes \
+         it (transaction {txn_dir})"
     )]
     FinishFailed {
         to: String,
         txn_dir: PathBuf,
-        step: String,
+        step: &'static str,
+        #[source]
+        source: Box<TxnError>,
     },
     #[error(
         "the update to {to} passed validation, but whether its commit record reached the disk is \
-         unknown ({reason}); the new tree is left in place. Check the disk: the next molt command \
+         unknown ({source}); the new tree is left in place. Check the disk: the next molt command \
          completes or undoes transaction {txn_dir}, whichever its journal says"
     )]
     CommitUncertain {
         to: String,
         txn_dir: PathBuf,
-        reason: String,
+        #[source]
+        source: Box<TxnError>,
+    },
+    #[error(
+        "transaction directory {txn_dir} holds {holds}, but {journal}: molt cannot prove the \
+         install was left untouched, so it changes nothing. Compare its backup/ and stage/ with \
+         the install (put back from backup/ what is missing there), then remove {txn_dir}"
+    )]
+    UnprovenTxn {
+        txn_dir: PathBuf,
+        holds: String,
+        /// What is wrong with the journal ("its journal is missing", ...).
+        journal: &'static str,
+    },
+    #[error(
+        "the kept backup {backup} lacks {path}, which its update replaced{detail}; refusing to \
+         roll back (nothing was changed)"
+    )]
+    BackupIncomplete {
+        backup: PathBuf,
+        path: RelPath,
+        detail: String,
     },
     #[error("cannot read kept transactions in {path}: {source}")]
     ReadHistory {
@@ -187,7 +240,8 @@ impl TxnError {
             TxnError::Plan(e) => e.exit_class(),
             TxnError::RollbackFailed { .. }
             | TxnError::JournalCorrupt { .. }
-            | TxnError::CommitUncertain { .. } => ExitClass::RollbackFailed,
+            | TxnError::CommitUncertain { .. }
+            | TxnError::UnprovenTxn { .. } => ExitClass::RollbackFailed,
             _ => ExitClass::Failure,
         }
     }

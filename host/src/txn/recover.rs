@@ -1,17 +1,19 @@
 //! Recovery: finish or undo whatever an earlier process left in `txn/`.
 //!
-//! Decided from the journal alone: no intent ⇒ nothing was touched, drop the directory; intent
-//! without commit ⇒ undo (whatever the apply or an earlier undo got through); commit without
-//! done ⇒ roll forward by writing the state the commit record carries; done ⇒ archive. Every
-//! branch is idempotent, so a crash during recovery is recovered by the next run.
+//! Decided from the journal: no intent ⇒ nothing was touched, drop the directory — but only when
+//! that is provable (see [`unused_without_intent`]), never by guessing; intent without commit ⇒
+//! undo (whatever the apply or an earlier undo got through); commit without done ⇒ roll forward
+//! by writing the state the commit record carries; done ⇒ archive. Every branch is idempotent,
+//! so a crash during recovery is recovered by the next run.
 
 use std::fmt;
+use std::path::Path;
 
 use super::apply::{archive_done, finish_rolled_back};
 use super::history::{dir_names, discard, sweep_discarded};
 use super::journal::{self, Journal, Record};
 use super::undo::undo;
-use super::{TxnError, version_or_nothing};
+use super::{TxnError, fsutil, version_or_nothing};
 use crate::state::{Outcome, StateDir, TxnKind};
 use crate::version::Version;
 
@@ -139,8 +141,36 @@ pub fn recover(state: &StateDir) -> Result<Option<RecoveryReport>, TxnError> {
 fn recover_one(state: &StateDir, id: &str) -> Result<RecoveredTxn, TxnError> {
     let dir = state.txn_root().join(id);
     let journal_path = dir.join("journal");
-    let summary = journal::summarize(&journal_path)?;
+    let summary = match journal::summarize(&journal_path) {
+        Ok(s) => s,
+        // An unreadable journal may hold an intent: the install may be half-updated.
+        Err(TxnError::JournalRead { .. }) => {
+            return Err(TxnError::UnprovenTxn {
+                holds: unused_without_intent(&dir, false)?
+                    .unwrap_or_else(|| "nothing else".to_owned()),
+                txn_dir: dir,
+                journal: "its journal cannot be read",
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let Some(intent) = summary.intent else {
+        let has_journal =
+            fsutil::exists(&journal_path).map_err(|source| TxnError::ReadHistory {
+                path: journal_path.clone(),
+                source,
+            })?;
+        if let Some(holds) = unused_without_intent(&dir, has_journal)? {
+            return Err(TxnError::UnprovenTxn {
+                txn_dir: dir,
+                holds,
+                journal: if has_journal {
+                    "its journal has no intent record"
+                } else {
+                    "its journal is missing"
+                },
+            });
+        }
         discard(&dir)?;
         return Ok(RecoveredTxn {
             id: id.to_owned(),
@@ -175,11 +205,11 @@ fn recover_one(state: &StateDir, id: &str) -> Result<RecoveredTxn, TxnError> {
             Ok(report(action))
         }
         (rolled_back, _) => {
-            undo(state.install_dir(), &dir.join("backup"), &intent).map_err(|e| {
+            undo(state.install_dir(), &dir.join("backup"), &intent).map_err(|undo_error| {
                 TxnError::RollbackFailed {
                     txn_dir: dir.clone(),
-                    failure: "an interrupted update".to_owned(),
-                    undo_error: e.to_string(),
+                    failure: super::TxnFailure::Interrupted.to_string(),
+                    undo_error,
                 }
             })?;
             let (outcome, reason) = rolled_back.clone().unwrap_or((
@@ -191,4 +221,35 @@ fn recover_one(state: &StateDir, id: &str) -> Result<RecoveredTxn, TxnError> {
             Ok(report(RecoveryAction::RolledBack))
         }
     }
+}
+
+/// For a transaction directory without an intent record: `None` if it provably never touched
+/// the install (so it may be removed), else what it holds that molt cannot account for.
+///
+/// Provable means: nothing but `journal`, `stage/` and `backup/` in it; `backup/` empty (old
+/// files are only moved there after the intent is durable); and `stage/` empty unless the
+/// journal exists — [`super::Transaction::begin`] creates the journal before anything is staged,
+/// so a filled stage without one means the journal was lost, not that staging was interrupted.
+fn unused_without_intent(dir: &Path, has_journal: bool) -> Result<Option<String>, TxnError> {
+    let mut holds = Vec::new();
+    for name in dir_names(dir)? {
+        let path = dir.join(&name);
+        match name.as_str() {
+            "journal" => {}
+            "stage" | "backup" => {
+                let kind = fsutil::entry_kind(&path)
+                    .map_err(|source| TxnError::ReadHistory { path, source })?;
+                if kind != Some(fsutil::EntryKind::Dir) {
+                    holds.push(format!("a {name} that is not a directory"));
+                    continue;
+                }
+                let empty = dir_names(&dir.join(&name))?.is_empty();
+                if !empty && (name == "backup" || !has_journal) {
+                    holds.push(format!("files in {name}/"));
+                }
+            }
+            other => holds.push(format!("an unknown entry {other:?}")),
+        }
+    }
+    Ok((!holds.is_empty()).then(|| holds.join(" and ")))
 }

@@ -125,7 +125,7 @@ impl Fixture {
         files: Files,
         to: &str,
         keep: usize,
-        validate: impl FnOnce(&Path) -> Result<(), String>,
+        validate: impl FnOnce(&Path) -> Result<(), super::ValidationError>,
     ) -> Result<ApplyOutcome, TxnError> {
         let (txn, plan, next) = self.prepare_full(files, to, keep);
         txn.apply(&plan, next, validate)
@@ -161,7 +161,7 @@ impl Fixture {
 
     fn patch(
         &self,
-        validate: impl FnOnce(&Path) -> Result<(), String>,
+        validate: impl FnOnce(&Path) -> Result<(), super::ValidationError>,
     ) -> Result<ApplyOutcome, TxnError> {
         let (txn, plan, next) = self.prepare_patch(2);
         txn.apply(&plan, next, validate)
@@ -691,4 +691,89 @@ fn ten_thousand_file_update_takes_one_dir_fsync_batch_and_few_records() {
         "{elapsed:?}"
     );
     eprintln!("10k-file install {:?}, update {:?}", elapsed[0], elapsed[1]);
+}
+
+/// Everything below `dir`, for "nothing in it was touched".
+fn listing_of(dir: &Path) -> Tree {
+    snapshot(dir, &[])
+}
+
+#[test]
+fn recovery_never_discards_a_txn_without_a_journal_that_holds_a_backup_or_stage() {
+    let f = Fixture::with_v1();
+    // A patch interrupted mid-way whose journal was then lost.
+    let (txn, plan, next) = f.prepare_patch(2);
+    let dir = txn.dir().to_owned();
+    assert!(crash_after_step(4, || txn.apply(&plan, next, |_| Ok(()))).is_none());
+    fs::remove_file(dir.join("journal")).unwrap();
+    let install_before = f.tree();
+    let txn_before = listing_of(&dir);
+    assert!(!listing_of(&dir.join("backup")).is_empty());
+
+    let err = recover(&f.sd).unwrap_err();
+    assert!(matches!(err, TxnError::UnprovenTxn { .. }), "{err}");
+    assert_eq!(err.exit_class(), crate::error::ExitClass::RollbackFailed);
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("journal is missing") && msg.contains("files in backup/"),
+        "{msg}"
+    );
+    assert_eq!(f.tree(), install_before, "the install was touched");
+    assert_eq!(
+        listing_of(&dir),
+        txn_before,
+        "the transaction dir was touched"
+    );
+
+    // A filled stage without a journal is refused too; an empty one is provably unused.
+    fs::remove_dir_all(&dir).unwrap();
+    let (txn, _) = f.stage(V2, 2);
+    fs::remove_file(txn.dir().join("journal")).unwrap();
+    let err = recover(&f.sd).unwrap_err();
+    assert!(err.to_string().contains("files in stage/"), "{err}");
+    fs::remove_dir_all(txn.dir().join("stage")).unwrap();
+    fs::create_dir(txn.dir().join("stage")).unwrap();
+    let report = recover(&f.sd).unwrap().unwrap();
+    assert_eq!(report.transactions[0].action, RecoveryAction::Discarded);
+
+    // Something molt does not know in a journal-less dir is never thrown away.
+    let odd = f.sd.txn_root().join("20260101T000000.000000000Z-abcdef01");
+    fs::create_dir_all(odd.join("stage")).unwrap();
+    fs::write(odd.join("notes"), "operator's").unwrap();
+    let err = recover(&f.sd).unwrap_err();
+    assert!(err.to_string().contains("\"notes\""), "{err}");
+    assert_eq!(read(&odd, "notes"), "operator's");
+}
+
+#[test]
+fn rollback_refuses_a_backup_missing_a_path_or_holding_another_file() {
+    let f = Fixture::with_v1();
+    f.patch(|_| Ok(())).unwrap();
+    let kept = kept_transactions(&f.sd).unwrap().pop().unwrap();
+    let at_new = f.tree();
+    let state_before = f.sd.load_state().unwrap();
+
+    let saved = kept.dir.join("backup/conf/legacy.yml");
+    let body = fs::read(&saved).unwrap();
+    fs::remove_file(&saved).unwrap();
+    let err = rollback_last(&f.sd, 2, &[]).unwrap_err();
+    assert!(matches!(err, TxnError::BackupIncomplete { .. }), "{err}");
+    assert_eq!(err.exit_class(), crate::error::ExitClass::Failure);
+    assert!(err.to_string().contains("conf/legacy.yml"), "{err}");
+    assert_eq!(f.tree(), at_new);
+    assert_eq!(f.sd.load_state().unwrap(), state_before);
+    assert!(f.txn_dirs().is_empty());
+
+    // A file inside a replaced directory, changed since it was backed up.
+    fs::write(&saved, body).unwrap();
+    fs::write(kept.dir.join("backup/web/img/logo.png"), "not the logo").unwrap();
+    let err = rollback_last(&f.sd, 2, &[]).unwrap_err();
+    assert!(err.to_string().contains("web/img/logo.png"), "{err}");
+    assert!(err.to_string().contains("sha256"), "{err}");
+    assert_eq!(f.tree(), at_new);
+
+    fs::write(kept.dir.join("backup/web/img/logo.png"), "logo").unwrap();
+    rollback_last(&f.sd, 2, &[]).unwrap();
+    assert_eq!(f.version(), Some(v("1.0.0")));
 }

@@ -75,7 +75,8 @@ pub fn undo(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<()
             })?;
         if removed {
             touch_parent(&mut touched, &path);
-            failpoint::step(&format!("undo rmdir {d}"));
+            failpoint::step(&format!("undo rmdir {d}"))
+                .map_err(|source| UndoError::RemoveDir { path, source })?;
         } else if path.is_dir() {
             tracing::warn!(dir = %path.display(), "kept a created directory that is not empty");
         }
@@ -83,22 +84,15 @@ pub fn undo(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<()
     for op in deletes.iter().rev() {
         undo_op(install_dir, backup_dir, op, &mut touched)?;
     }
-    for dir in &touched {
-        match fsutil::fsync_dir(dir) {
-            Ok(()) => {}
-            // A created directory removed after an op inside it was undone: its removal is
-            // made durable by fsyncing its parent, which is touched too.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(UndoError::Fsync {
-                    path: dir.clone(),
-                    source,
-                });
-            }
-        }
-    }
+    // A created directory removed after an op inside it was undone is gone: its removal is
+    // made durable by fsyncing its parent, which is touched too.
+    fsutil::fsync_dirs(&touched, true)
+        .map_err(|(path, source)| UndoError::Fsync { path, source })?;
     if !touched.is_empty() {
-        failpoint::step("undo fsync directories");
+        failpoint::step("undo fsync directories").map_err(|source| UndoError::Fsync {
+            path: install_dir.to_owned(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -128,8 +122,7 @@ fn move_back(from: &Path, to: &Path, touched: &mut BTreeSet<PathBuf>) -> Result<
     fsutil::rename_noreplace(from, to).map_err(err)?;
     touch_parent(touched, from);
     touch_parent(touched, to);
-    failpoint::step(&format!("undo rename {}", to.display()));
-    Ok(())
+    failpoint::step(&format!("undo rename {}", to.display())).map_err(err)
 }
 
 fn undo_op(
