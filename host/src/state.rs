@@ -115,11 +115,13 @@ impl StateDir {
     /// Creates (mode 0700) or opens the state dir `root` for `install_dir` (created if missing),
     /// and checks both are on one filesystem.
     pub fn open(root: &Path, install_dir: &Path) -> Result<Self, StateError> {
+        let mut created = Vec::new();
         if !install_dir.is_dir() {
             fs::create_dir_all(install_dir).map_err(|source| StateError::CreateDir {
                 path: install_dir.to_owned(),
                 source,
             })?;
+            created.push(install_dir.to_owned());
         }
         let dir = StateDir {
             root: root.to_owned(),
@@ -132,11 +134,25 @@ impl StateDir {
             dir.downloads_dir(),
             dir.cache_dir(),
         ] {
+            if d.is_dir() {
+                continue;
+            }
             create_private_dir_all(&d).map_err(|source| StateError::CreateDir {
                 path: d.clone(),
                 source,
             })?;
+            created.push(d);
         }
+        // A journal in txn/ is only found after a power loss if the directories leading to it
+        // are durable too: fsync the parents of what was just created (once, on first use).
+        let parents: std::collections::BTreeSet<PathBuf> = created
+            .iter()
+            .flat_map(|d| d.ancestors().skip(1).take(2))
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_owned)
+            .collect();
+        fsutil::fsync_dirs(&parents, false)
+            .map_err(|(path, source)| StateError::CreateDir { path, source })?;
         let dev = |p: &Path| {
             fs::metadata(p)
                 .map(|m| m.dev())
