@@ -286,7 +286,7 @@ impl Config {
             .state_dir
             .as_deref()
             .map(resolve)
-            .unwrap_or_else(|| install_dir.join(".molt"));
+            .unwrap_or_else(|| install_dir.join(crate::state::RESERVED_STATE_DIR));
         if raw.source.keys.is_empty() {
             return Err(invalid(
                 "source.keys",
@@ -399,7 +399,7 @@ impl Config {
                 format!("is {memory_mb}, more memory than a machine can address"),
             )
         })?;
-        Ok(Config {
+        let config = Config {
             path: path.to_owned(),
             product: raw.product,
             install_dir,
@@ -422,7 +422,116 @@ impl Config {
             keep_backups: raw.apply.keep_backups.unwrap_or(2),
             plugin_timeout: Duration::from_millis(timeout_ms),
             plugin_memory_bytes,
-        })
+        };
+        config.check_placement()?;
+        Ok(config)
+    }
+
+    /// Where things lie relative to the install: the state dir apart from anything a release
+    /// writes, the install not inside the state dir, and the config, its keys and plugins where
+    /// no release can replace them.
+    fn check_placement(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            reason,
+        };
+        let install = resolved(&self.install_dir);
+        let state = resolved(&self.state_dir);
+        // Inside the install, only the reserved `.molt` and preserved paths are out of a
+        // release's reach.
+        let reachable = |p: &Path| -> bool {
+            let Ok(rel) = p.strip_prefix(&install) else {
+                return false;
+            };
+            match RelPath::from_path(rel) {
+                Ok(rel) => {
+                    let reserved = RelPath::new(crate::state::RESERVED_STATE_DIR).expect("valid");
+                    !rel.starts_with(&reserved) && !self.preserve.iter().any(|x| rel.starts_with(x))
+                }
+                Err(_) => true,
+            }
+        };
+        if state == install {
+            return Err(invalid(
+                "state_dir",
+                format!(
+                    "is the install directory {} itself; molt's state must not lie where a \
+                     release writes: leave state_dir unset (default {}/.molt) or choose a \
+                     directory outside the install",
+                    install.display(),
+                    install.display()
+                ),
+            ));
+        }
+        if install.starts_with(&state) {
+            return Err(invalid(
+                "install_dir",
+                format!(
+                    "{} lies inside state_dir {}; molt removes what it finds in its state \
+                     directory, so keep the install outside it",
+                    install.display(),
+                    state.display()
+                ),
+            ));
+        }
+        if reachable(&state) {
+            return Err(invalid(
+                "state_dir",
+                format!(
+                    "{} lies inside install_dir {}, where a release may write; use {}/.molt, a \
+                     directory outside the install, or a path listed under [apply] preserve",
+                    state.display(),
+                    install.display(),
+                    install.display()
+                ),
+            ));
+        }
+        let mut own_files: Vec<(&str, PathBuf)> = vec![("config", self.path.clone())];
+        own_files.extend(self.keys.iter().map(|k| ("source.keys", k.clone())));
+        for (key, p) in [("strategy.plugin", &self.strategy)]
+            .into_iter()
+            .chain(self.validators.iter().map(|v| ("validators.plugin", v)))
+        {
+            if !p.plugin.starts_with("builtin:") {
+                own_files.push((key, PathBuf::from(&p.plugin)));
+            }
+        }
+        for (key, file) in own_files {
+            let at = resolved(&std::path::absolute(&file).unwrap_or(file.clone()));
+            if reachable(&at) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{} lies inside install_dir {}, where a release may replace it; move it \
+                         out of the install, or list its directory under [apply] preserve",
+                        at.display(),
+                        install.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `p` with symbolic links resolved as far as it exists (the rest appended), for comparing
+/// where paths lie.
+fn resolved(p: &Path) -> PathBuf {
+    let mut existing = p.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut out) = std::fs::canonicalize(&existing) {
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent.to_owned();
+            }
+            _ => return p.to_path_buf(),
+        }
     }
 }
 

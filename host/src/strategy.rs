@@ -21,6 +21,9 @@ use crate::version::Version;
 pub struct Request {
     pub version: Option<Version>,
     pub force_full: bool,
+    /// `--adopt`: take over entries molt does not own where the release puts its own (not a
+    /// strategy matter; carried to the planner).
+    pub adopt: bool,
 }
 
 /// A decision resolved against the manifest: exactly what to download and apply.

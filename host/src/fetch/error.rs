@@ -119,6 +119,15 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// The file is not there (HTTP 404/410, or no such local file).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Self::NotFound { .. } => true,
+            Self::ReadLocal { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+
     pub fn exit_class(&self) -> ExitClass {
         match self {
             Self::InvalidSource { .. } => ExitClass::Usage,

@@ -25,8 +25,9 @@ use crate::relpath::RelPath;
 use crate::state::{HistoryEntry, InstallState, Outcome, StateDir, TxnKind};
 use crate::version::Version;
 
-/// Mode of directories an update creates in the install.
-const CREATED_DIR_MODE: u32 = 0o755;
+/// Mode of a directory while the transaction fills it; its own mode (`Intent::dir_modes`) is
+/// set once every put is done, so a read-only directory can still be filled.
+const FILLING_DIR_MODE: u32 = 0o700;
 
 /// A transaction in `txn/<id>/`: its stage is filled by the caller, then [`Transaction::apply`]
 /// runs a plan.
@@ -195,6 +196,8 @@ impl Transaction {
             old_state,
             preserved_written: plan.preserved_written.clone(),
             consumes: plan.consumes.clone(),
+            dir_modes: plan.dir_modes.clone(),
+            adopted: plan.adopted.clone(),
         };
         if let Err(e) = self
             .journal
@@ -437,7 +440,7 @@ fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(),
     for d in &intent.created_dirs {
         let path = d.under(install_dir);
         let what = || format!("creating directory {}", path.display());
-        match fsutil::create_dir(&path, CREATED_DIR_MODE) {
+        match fsutil::create_dir(&path, FILLING_DIR_MODE) {
             Ok(true) => {}
             Ok(false) => {
                 return Err(TxnFailure::step(
@@ -470,6 +473,13 @@ fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(),
         touch_parent(&mut touched, source);
         touch_parent(&mut touched, &target);
         failpoint::step(&format!("put {}", op.path)).map_err(|e| TxnFailure::step(what(), e))?;
+    }
+    for m in &intent.dir_modes {
+        let path = m.path.under(install_dir);
+        fsutil::set_mode(&path, m.mode).map_err(|e| {
+            TxnFailure::step(format!("setting the mode of {}", path.display()), e)
+        })?;
+        touched.insert(path);
     }
     fsutil::fsync_dirs(&touched, false)
         .map_err(|(dir, e)| TxnFailure::step(format!("fsyncing directory {}", dir.display()), e))?;

@@ -157,6 +157,39 @@ pub fn create_dir(path: &Path, mode: u32) -> io::Result<bool> {
     }
 }
 
+/// The id of the mount `path` lies on (`statx` with `STATX_MNT_ID`), or `None` where the kernel
+/// does not report one. Two paths on one filesystem (same `st_dev`) can still be on different
+/// mounts — a bind mount — and `rename` between them fails with `EXDEV`.
+pub fn mount_id(path: &Path) -> io::Result<Option<u64>> {
+    let c = c_path(path)?;
+    // SAFETY: an all-zero statx is a valid value of this plain C struct.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated string and `buf` a valid, writable statx.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_MNT_ID,
+            &mut buf,
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EINVAL) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    Ok((buf.stx_mask & libc::STATX_MNT_ID != 0).then_some(buf.stx_mnt_id))
+}
+
+/// Sets the permission bits of `path` (not following a symlink at `path` is the caller's check).
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777))
+}
+
 /// Removes `path` if it is an empty directory; `Ok(false)` if it is absent, not empty, or not a
 /// directory.
 pub fn remove_dir_if_empty(path: &Path) -> io::Result<bool> {

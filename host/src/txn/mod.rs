@@ -59,6 +59,16 @@ pub struct Op {
     pub replaces_existing: bool,
 }
 
+/// The mode a transaction gives a directory: one it creates (`old: None`), or one molt owns
+/// and keeps in place while replacing its contents (`old` is the mode to restore on undo).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirMode {
+    pub path: RelPath,
+    pub mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<u32>,
+}
+
 /// Renders an optional version for messages ("nothing" for an empty install).
 pub(crate) fn version_or_nothing(v: &Option<Version>) -> String {
     v.as_ref()
