@@ -476,9 +476,8 @@ fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(),
     }
     for m in &intent.dir_modes {
         let path = m.path.under(install_dir);
-        fsutil::set_mode(&path, m.mode).map_err(|e| {
-            TxnFailure::step(format!("setting the mode of {}", path.display()), e)
-        })?;
+        fsutil::set_mode(&path, m.mode)
+            .map_err(|e| TxnFailure::step(format!("setting the mode of {}", path.display()), e))?;
         touched.insert(path);
     }
     fsutil::fsync_dirs(&touched, false)
