@@ -1,6 +1,7 @@
 //! Property tests of the publish/apply pair with the real binary: random pairs of release trees
-//! (files of a few contents and modes, nested and empty directories, paths that change between
-//! file and directory), published as 1.0.0 and 2.0.0, installed full then patched, rolled back and
+//! (files of a few contents and modes, nested and empty directories, relative symlinks to files,
+//! directories, other links and nothing, paths that change between file, directory and link),
+//! published as 1.0.0 and 2.0.0, installed full then patched, rolled back and
 //! force-fully updated — each step must give exactly the expected tree, and the operator's
 //! unowned and preserved files must come through byte-identical (or the step must be refused with
 //! exit 1 and nothing changed, when a release needs their place). The patch package must hold
@@ -31,6 +32,10 @@ enum Entry {
         mode: String,
     },
     Dir,
+    /// A symbolic link; its target resolves inside the tree (`molt::symlink`'s rule).
+    Link {
+        target: String,
+    },
 }
 
 /// A whole scenario, as recorded in `tests/data/<scenario>/case.json`.
@@ -49,11 +54,15 @@ struct Case {
 const NAMES: &[&str] = &["a", "b", "c"];
 const CONTENTS: &[&str] = &["", "x", "y\n", "zzzz"];
 const MODES: &[&str] = &["644", "755", "600"];
+/// Link targets: siblings, a parent's sibling, a path through a directory, one that escapes
+/// from the top (dropped there by `keep_resolvable_links`), a dangling one.
+const LINK_TARGETS: &[&str] = &["a", "b", "../c", "a/b", "../../a", "missing"];
 
 #[derive(Debug, Clone)]
 enum Node {
     File(&'static str, &'static str),
     Dir(BTreeMap<&'static str, Node>),
+    Link(&'static str),
 }
 
 fn node() -> impl Strategy<Value = Node> {
@@ -64,6 +73,7 @@ fn node() -> impl Strategy<Value = Node> {
         )
             .prop_map(|(c, m)| Node::File(c, m)),
         1 => Just(Node::Dir(BTreeMap::new())),
+        1 => proptest::sample::select(LINK_TARGETS).prop_map(Node::Link),
     ];
     leaf.prop_recursive(3, 12, 3, |inner| {
         proptest::collection::btree_map(proptest::sample::select(NAMES), inner, 0..3)
@@ -96,6 +106,14 @@ fn flatten(
                 out.insert(path.clone(), Entry::Dir);
                 flatten(&path, kids, out);
             }
+            Node::Link(target) => {
+                out.insert(
+                    path,
+                    Entry::Link {
+                        target: (*target).to_owned(),
+                    },
+                );
+            }
         }
     }
 }
@@ -104,8 +122,37 @@ fn tree() -> impl Strategy<Value = BTreeMap<String, Entry>> {
     proptest::collection::btree_map(proptest::sample::select(NAMES), node(), 1..4).prop_map(|top| {
         let mut out = BTreeMap::new();
         flatten("", &top, &mut out);
+        keep_resolvable_links(&mut out);
         out
     })
+}
+
+/// Drops the links a publisher must refuse (past the root, cycles, through a file), until every
+/// link left resolves: a release tree as `molt publish` accepts it.
+fn keep_resolvable_links(tree: &mut BTreeMap<String, Entry>) {
+    loop {
+        let bad = tree.iter().find_map(|(path, entry)| {
+            let Entry::Link { target } = entry else {
+                return None;
+            };
+            let link = molt::relpath::RelPath::new(path).unwrap();
+            let lookup = |p: &molt::relpath::RelPath| match tree.get(p.as_str()) {
+                None => molt::symlink::Node::Absent,
+                Some(Entry::Dir) => molt::symlink::Node::Dir,
+                Some(Entry::File { .. }) => molt::symlink::Node::File,
+                Some(Entry::Link { target }) => molt::symlink::Node::Link(target),
+            };
+            molt::symlink::resolve(&link, target, lookup)
+                .is_err()
+                .then(|| path.clone())
+        });
+        match bad {
+            Some(path) => {
+                tree.remove(&path);
+            }
+            None => return,
+        }
+    }
 }
 
 /// A random scenario. With `nested_unowned`, unowned files go into directories of 1.0.0 (which
@@ -177,6 +224,10 @@ fn write_tree(root: &Path, tree: &BTreeMap<String, Entry>) {
         let p = root.join(path);
         match entry {
             Entry::Dir => fs::create_dir_all(&p).unwrap(),
+            Entry::Link { target } => {
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::os::unix::fs::symlink(target, &p).unwrap();
+            }
             Entry::File { content, mode: m } => {
                 fs::create_dir_all(p.parent().unwrap()).unwrap();
                 fs::write(&p, content).unwrap();
@@ -215,6 +266,7 @@ fn expected(release: &BTreeMap<String, Entry>, operator: &[&BTreeMap<String, Str
     for (path, entry) in release {
         let desc = match entry {
             Entry::Dir => "dir 755".to_owned(),
+            Entry::Link { target } => format!("link {target}"),
             Entry::File { content, mode } => {
                 format!(
                     "file {mode} {}",
@@ -241,7 +293,7 @@ fn expected(release: &BTreeMap<String, Entry>, operator: &[&BTreeMap<String, Str
     s
 }
 
-/// True if `release` has a regular file where an operator file needs a directory.
+/// True if `release` has a regular file or a link where an operator file needs a directory.
 fn needs_operator_place(
     release: &BTreeMap<String, Entry>,
     unowned: &BTreeMap<String, String>,
@@ -251,14 +303,19 @@ fn needs_operator_place(
             .ancestors()
             .skip(1)
             .filter_map(|a| a.to_str())
-            .any(|a| matches!(release.get(a), Some(Entry::File { .. })))
+            .any(|a| matches!(release.get(a), Some(Entry::File { .. } | Entry::Link { .. })))
     })
 }
 
-/// Every entry of a `.tar.gz` package: path → entry (file content and mode, or directory).
+/// Every entry of a package (`.tar.zst`, or `.tar.gz` from older publishers): path → entry.
 fn package_entries(path: &Path) -> BTreeMap<String, Entry> {
     let file = fs::File::open(path).unwrap();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let decoded: Box<dyn Read> = if path.to_string_lossy().ends_with(".tar.zst") {
+        Box::new(zstd::Decoder::new(file).unwrap())
+    } else {
+        Box::new(flate2::read::GzDecoder::new(file))
+    };
+    let mut archive = tar::Archive::new(decoded);
     let mut out = BTreeMap::new();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
@@ -272,6 +329,16 @@ fn package_entries(path: &Path) -> BTreeMap<String, Entry> {
         let kind = entry.header().entry_type();
         let e = if kind.is_dir() {
             Entry::Dir
+        } else if kind.is_symlink() {
+            Entry::Link {
+                target: entry
+                    .link_name()
+                    .unwrap()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            }
         } else {
             assert!(kind.is_file(), "{name} is a {kind:?}");
             let mut content = String::new();

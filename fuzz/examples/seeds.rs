@@ -116,6 +116,10 @@ fn extract_seeds(work: &Path) {
         ],
     );
     fs::create_dir_all(tree.join("empty")).unwrap();
+    // Links a release may hold: to a file beside it, and to a directory through another link.
+    std::os::unix::fs::symlink("app", tree.join("bin/app-link")).unwrap();
+    std::os::unix::fs::symlink("../web", tree.join("conf/web")).unwrap();
+    std::os::unix::fs::symlink("../conf/web/sub", tree.join("bin/styles")).unwrap();
     let listing = TreeListing::scan(&tree, &[]).unwrap();
     let sets = [
         ("full", 0u8, None),
@@ -152,6 +156,13 @@ fn extract_seeds(work: &Path) {
             &dir,
             &format!("{name}-tar"),
             &[&[allowed << 1, 255, 255], &gunzip(&gz)],
+        );
+        let zst = work.join(format!("{name}.tar.zst"));
+        write_package(&zst, &tree, &listing, entries).unwrap();
+        seed(
+            &dir,
+            &format!("{name}-zstd"),
+            &[&[1 | (allowed << 1), 255, 255], &fs::read(&zst).unwrap()],
         );
         // The same package against tight caps: refused, and nothing may be left behind.
         seed(

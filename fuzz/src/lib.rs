@@ -4,6 +4,19 @@
 //!
 //! The seed corpus (`corpus/<target>/`) is written by `cargo run --example seeds` with this same
 //! code, so every seed is something the real molt produced.
+//!
+//! Each target is a module with one `check(data)` that asserts its invariants; the libFuzzer
+//! binaries in `fuzz_targets/` only call it. The main test suite includes this same file
+//! (`tests/fuzz_seeds.rs`) and runs every seed and every saved regression through the same
+//! `check`, on stable and without libFuzzer, so a seed that stops passing fails `cargo test`.
+//! That is why the modules refer to each other through `super::`, never through the crate name.
+
+pub mod config;
+pub mod extract;
+pub mod manifest;
+pub mod plugin_answer;
+pub mod recovery;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -86,6 +99,8 @@ pub fn snapshot(root: &Path, skip: &[&str]) -> Snapshot {
         } else if meta.is_file() {
             let bytes = fs::read(e.path()).unwrap();
             format!("file {mode:o} {}", molt::hashing::sha256_hex(&bytes))
+        } else if meta.is_symlink() {
+            format!("link -> {}", fs::read_link(e.path()).unwrap().display())
         } else {
             format!("other {mode:o} {:?}", meta.file_type())
         };

@@ -415,8 +415,8 @@ fn main() -> Result<(), BenchError> {
         ratio(apply_full.wall, apply_patch.wall)
     );
     println!(
-        "notes: the filesystem is synced before each step. molt apply syncs it after extracting \
-         and fsyncs its journal and the directories it changes; tar does not sync. The \
+        "notes: the filesystem is synced before each step. molt apply fsyncs every extracted \
+         file and directory, its journal and the directories it changes; tar does not sync. The \
          baseline's peak RSS is the largest of sh, sha256sum, tar and gzip, not their sum."
     );
     Ok(())
