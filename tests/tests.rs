@@ -12,6 +12,7 @@ mod eio;
 mod full_disk;
 mod http;
 mod lifecycle;
+mod links;
 mod plugins;
 mod powercut;
 mod recovery;

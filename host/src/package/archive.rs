@@ -1,5 +1,8 @@
 //! Deterministic tar.gz writer for packages (used by the publisher).
 //!
+//! Symbolic links are written as tar symlink entries (size 0, mode `0o777`, the target in the
+//! header or a GNU long-link entry), and must still have the listed target when packed.
+//!
 //! The same tree always gives a byte-identical package, so a re-publish is reproducible and a
 //! package's hash says only what it holds: entries are sorted by path (a directory before its
 //! contents), every header has mtime 0, owner 0:0 with empty user/group names and a mode masked
@@ -87,6 +90,15 @@ pub enum ArchiveError {
         expected: u64,
         found: String,
     },
+    #[error(
+        "{path} changed while it was packaged (listed as a link to {expected:?}, now {found:?}); \
+         publish from a tree nobody is changing while it is packaged"
+    )]
+    LinkChanged {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     #[error("failed to write package {path}: {source}")]
     WritePackage { path: PathBuf, source: io::Error },
 }
@@ -139,6 +151,9 @@ pub fn write_package(
     for (path, record) in &selection {
         match record {
             None => append_directory(&mut builder, root, path, out)?,
+            Some(FileRecord {
+                link: Some(target), ..
+            }) => append_link(&mut builder, root, path, target, out)?,
             Some(record) => {
                 append_file(&mut builder, root, path, record, out)?;
                 unpacked_size += record.size;
@@ -251,6 +266,53 @@ fn append_directory<W: Write>(
             path: out.to_owned(),
             source,
         })
+}
+
+fn append_link<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    path: &RelPath,
+    target: &str,
+    out: &Path,
+) -> Result<(), ArchiveError> {
+    let full = path.under(root);
+    let now = fs::read_link(&full).map_err(|source| ArchiveError::ReadTree {
+        path: full.clone(),
+        source,
+    })?;
+    if now.as_os_str() != target {
+        return Err(ArchiveError::LinkChanged {
+            path: full,
+            expected: target.to_owned(),
+            found: now.to_string_lossy().into_owned(),
+        });
+    }
+    let write_err = |source| ArchiveError::WritePackage {
+        path: out.to_owned(),
+        source,
+    };
+    // The target goes in byte for byte (the tar crate's `set_link_name` would normalize it):
+    // in the header when it fits, else in a GNU long-link entry before it.
+    let bytes = target.as_bytes();
+    let mut header = fixed_header(EntryType::Symlink, 0o777, 0);
+    let field = header.as_old().linkname.len();
+    if bytes.len() < field {
+        header.set_link_name_literal(bytes).map_err(write_err)?;
+    } else {
+        let mut long = fixed_header(EntryType::GNULongLink, 0o644, bytes.len() as u64 + 1);
+        let name = b"././@LongLink";
+        long.as_old_mut().name[..name.len()].copy_from_slice(name);
+        long.set_cksum();
+        builder
+            .append(&long, bytes.chain(&[0u8][..]))
+            .map_err(write_err)?;
+        header
+            .set_link_name_literal(&bytes[..field])
+            .map_err(write_err)?;
+    }
+    builder
+        .append_data(&mut header, path.as_str(), io::empty())
+        .map_err(write_err)
 }
 
 fn append_file<W: Write>(

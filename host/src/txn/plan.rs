@@ -660,7 +660,8 @@ pub(crate) fn plan_inverse(
                 wanted
                     .puts
                     .insert(op.path.clone(), (saved, k == EntryKind::Dir));
-                if k == EntryKind::Dir {
+                // A directory the update put where a file or link was goes back whole, too.
+                if k == EntryKind::Dir || (op.is_dir && op.source.is_some()) {
                     wanted.replaceable_dirs.insert(op.path.clone());
                 }
             }
@@ -706,6 +707,13 @@ fn changed_since_written(
             let now =
                 sha256_file(&full).map_err(|source| PlanError::Inspect { path: full, source })?;
             Ok(&now != written)
+        }
+        // A link's record hashes its target (see `tree::FileRecord::symlink`).
+        Some(EntryKind::Symlink) => {
+            let full = path.under(&ctx.install_dir);
+            let now = std::fs::read_link(&full)
+                .map_err(|source| PlanError::Inspect { path: full, source })?;
+            Ok(FileRecord::symlink(&now.to_string_lossy()).sha256 != *written)
         }
         Some(_) => Ok(true),
     }
