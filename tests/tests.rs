@@ -9,6 +9,7 @@ mod util;
 mod cli;
 mod crash;
 mod eio;
+mod formats;
 mod full_disk;
 mod http;
 mod lifecycle;

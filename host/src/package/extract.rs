@@ -48,6 +48,7 @@ use tar::EntryType;
 
 use crate::error::ExitClass;
 use crate::hashing::HashingWriter;
+use crate::package::archive::ZSTD_WINDOW_LOG;
 use crate::relpath::{RelPath, RelPathError};
 use crate::repo::manifest::Operations;
 use crate::symlink::{self, LinkError, Node};
@@ -307,7 +308,7 @@ pub fn extract(
     })?;
     let allowance = Rc::new(Cell::new(METADATA_ALLOWANCE));
     let decoded = BudgetReader {
-        inner: flate2::bufread::GzDecoder::new(BufReader::with_capacity(IO_BUFFER, file)),
+        inner: Decoder::open(package, BufReader::with_capacity(IO_BUFFER, file))?,
         consumed: 0,
         allowance: Rc::clone(&allowance),
     };
@@ -333,13 +334,13 @@ pub fn extract(
     allowance.set(allowance.get().saturating_add(TRAILER_ALLOWANCE));
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(stream_err)?;
-    let mut raw = rest.inner.into_inner();
+    let mut raw = rest.inner.into_raw();
     if !raw.fill_buf().map_err(stream_err)?.is_empty() {
         return Err(ExtractError::CorruptPackage {
             package: package.to_owned(),
             source: io::Error::new(
                 io::ErrorKind::InvalidData,
-                "trailing data after the gzip stream",
+                "trailing data after the compressed stream",
             ),
         });
     }
@@ -515,6 +516,56 @@ fn entry_kind(entry_type: EntryType) -> String {
         EntryType::GNUSparse => "GNU sparse file".to_owned(),
         EntryType::XGlobalHeader => "PAX global header".to_owned(),
         other => format!("entry of type {:?}", char::from(other.as_byte())),
+    }
+}
+
+/// The decompressor, chosen by the package's first bytes (not its URL): zstd (`.tar.zst`) or
+/// gzip (`.tar.gz`, every package molt wrote before zstd). Both read exactly one stream, so
+/// trailing bytes are seen; zstd refuses a frame whose window is larger than
+/// [`ZSTD_WINDOW_LOG`] (bounded decoding memory whatever the package declares).
+enum Decoder {
+    Gzip(flate2::bufread::GzDecoder<BufReader<File>>),
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<File>>),
+}
+
+impl Decoder {
+    fn open(package: &Path, mut raw: BufReader<File>) -> Result<Self, ExtractError> {
+        let corrupt = |source| ExtractError::CorruptPackage {
+            package: package.to_owned(),
+            source,
+        };
+        let head = raw.fill_buf().map_err(corrupt)?;
+        if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            let mut z = zstd::stream::read::Decoder::with_buffer(raw)
+                .map_err(corrupt)?
+                .single_frame();
+            z.window_log_max(ZSTD_WINDOW_LOG).map_err(corrupt)?;
+            Ok(Decoder::Zstd(z))
+        } else if head.starts_with(&[0x1f, 0x8b]) {
+            Ok(Decoder::Gzip(flate2::bufread::GzDecoder::new(raw)))
+        } else {
+            Err(corrupt(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "neither a zstd nor a gzip stream",
+            )))
+        }
+    }
+
+    /// The package file after the compressed stream.
+    fn into_raw(self) -> BufReader<File> {
+        match self {
+            Decoder::Gzip(g) => g.into_inner(),
+            Decoder::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl Read for Decoder {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Gzip(g) => g.read(buf),
+            Decoder::Zstd(z) => z.read(buf),
+        }
     }
 }
 
@@ -863,6 +914,14 @@ mod tests {
             let mut gz = GzEncoder::new(File::create(self.package()).unwrap(), Compression::fast());
             gz.write_all(tar_bytes).unwrap();
             gz.finish().unwrap();
+        }
+        fn write_zst(&self, tar_bytes: &[u8], window_log: u32) {
+            let file = File::create(self.package()).unwrap();
+            let mut z = zstd::stream::write::Encoder::new(file, 3).unwrap();
+            z.window_log(window_log).unwrap();
+            z.long_distance_matching(true).unwrap();
+            z.write_all(tar_bytes).unwrap();
+            z.finish().unwrap();
         }
         fn extract(&self, max: u64, allowed: Allowed<'_>) -> Result<TreeListing, ExtractError> {
             extract(
@@ -1406,6 +1465,58 @@ mod tests {
         let env = Env::new();
         env.write_gz(&RawTar::new().file("a", &chunk).bytes());
         env.extract(chunk.len() as u64, Allowed::Any).unwrap();
+    }
+
+    #[test]
+    fn zstd_packages_extract_and_a_zstd_bomb_stops_at_the_cap() {
+        let tar = RawTar::new().file("a", b"hello").dir("d").bytes();
+        let env = Env::new();
+        env.write_zst(&tar, ZSTD_WINDOW_LOG);
+        let staged = env.extract(5, Allowed::Any).unwrap();
+        assert_eq!(staged.total_size(), 5);
+        assert_eq!(fs::read(env.stage().join("a")).unwrap(), b"hello");
+
+        // 64 MiB of zeros compress to a few KiB; the signed unpacked size says 1 MiB.
+        let size = 64 << 20;
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append(
+                &raw_header(b"bomb", EntryType::Regular, size),
+                io::repeat(0).take(size),
+            )
+            .unwrap();
+        let env = Env::new();
+        env.write_zst(&builder.into_inner().unwrap(), 20);
+        assert!(fs::metadata(env.package()).unwrap().len() < 64 << 10);
+        let err = env.extract(1 << 20, Allowed::Any).unwrap_err();
+        assert!(
+            matches!(err, ExtractError::UnpackedSizeExceeded { .. }),
+            "{err}"
+        );
+        assert!(!env.stage().join("bomb").exists());
+
+        // A frame that needs a larger window than the client allows is refused, not decoded.
+        let env = Env::new();
+        env.write_zst(&tar, ZSTD_WINDOW_LOG + 1);
+        let err = env.extract(5, Allowed::Any).unwrap_err();
+        assert!(matches!(err, ExtractError::CorruptPackage { .. }), "{err}");
+        assert!(is_security(&err));
+
+        // Trailing bytes after the frame, and bytes that are no known compression.
+        let env = Env::new();
+        env.write_zst(&tar, ZSTD_WINDOW_LOG);
+        let mut bytes = fs::read(env.package()).unwrap();
+        bytes.extend_from_slice(b"junk");
+        fs::write(env.package(), &bytes).unwrap();
+        let err = env.extract(5, Allowed::Any).unwrap_err();
+        assert!(matches!(err, ExtractError::CorruptPackage { .. }), "{err}");
+        let env = Env::new();
+        fs::write(env.package(), &tar).unwrap();
+        let err = env.extract(5, Allowed::Any).unwrap_err();
+        assert!(
+            err.to_string().contains("neither a zstd nor a gzip stream"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -41,7 +41,9 @@ use time::{Duration, OffsetDateTime};
 use crate::error::ExitClass;
 use crate::hashing::CappedHashReader;
 use crate::keys::{self, KeyError, key_id};
-use crate::package::archive::{ArchiveError, PackageEntries, PackageInfo, write_package};
+use crate::package::archive::{
+    ArchiveError, Compression, PackageEntries, PackageInfo, write_package,
+};
 use crate::package::extract::{self, Allowed, ExtractError, ExtractLimits};
 use crate::repo::diff::diff_trees;
 use crate::repo::manifest::{Artifacts, FORMAT, Manifest, Operations, Package, Patch, Release};
@@ -87,6 +89,8 @@ pub struct PublishRequest {
     pub notes: Option<String>,
     /// Default: [`DEFAULT_EXPIRES_DAYS`].
     pub expires_days: Option<u32>,
+    /// How the packages of this publish are compressed (default: zstd).
+    pub compression: Compression,
     /// The publish time (`published`, and the start of `expires`); seconds precision is kept.
     pub now: OffsetDateTime,
 }
@@ -104,6 +108,7 @@ impl PublishRequest {
             channel: None,
             notes: None,
             expires_days: None,
+            compression: Compression::Zstd,
             now: OffsetDateTime::now_utc(),
         }
     }
@@ -260,7 +265,13 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
     let previous = load_own_manifest(&req.repo, &key, &req.product)?;
     let listing = TreeListing::scan(&req.tree, &[]).map_err(PublishError::ScanTree)?;
 
-    let full_name = format!("{}-{}-{}.tar.gz", req.product, req.version, plan.arch);
+    let full_name = format!(
+        "{}-{}-{}.{}",
+        req.product,
+        req.version,
+        plan.arch,
+        req.compression.extension()
+    );
     let full = write(
         &plan,
         &full_name,
@@ -536,7 +547,12 @@ fn make_patch(
     new: &TreeListing,
 ) -> Result<WrittenPatch, PublishError> {
     let operations = diff_trees(old, new);
-    let name = format!("{}-{from}-to-{to}-{}.tar.gz", plan.req.product, plan.arch);
+    let name = format!(
+        "{}-{from}-to-{to}-{}.{}",
+        plan.req.product,
+        plan.arch,
+        plan.req.compression.extension()
+    );
     let package = write(
         plan,
         &name,
@@ -952,7 +968,7 @@ mod tests {
         let r1 = publish(&request(&f, "1.0.0", &t1)).unwrap();
         assert_eq!((r1.serial, r1.patches.len()), (1, 0));
         assert_eq!(r1.arch, "x86_64");
-        assert_eq!(r1.full.url, "packages/demo-app-1.0.0-x86_64.tar.gz");
+        assert_eq!(r1.full.url, "packages/demo-app-1.0.0-x86_64.tar.zst");
         let r2 = publish(&request(&f, "1.1.0", &t2)).unwrap();
         assert_eq!(r2.serial, 2);
         let r3 = publish(&request(&f, "v1.2.0", &t3)).unwrap();
@@ -986,7 +1002,7 @@ mod tests {
         assert_eq!(p12.from, v("1.0.0"));
         assert_eq!(
             p12.package.url,
-            "packages/demo-app-1.0.0-to-1.1.0-x86_64.tar.gz"
+            "packages/demo-app-1.0.0-to-1.1.0-x86_64.tar.zst"
         );
         let ops = &p12.operations;
         assert_eq!(
@@ -1141,7 +1157,7 @@ mod tests {
         assert_eq!(fs::read(f.repo.join(MANIFEST_FILE)).unwrap(), before);
         assert!(
             !f.repo
-                .join("packages/demo-app-1.1.0-x86_64.tar.gz")
+                .join("packages/demo-app-1.1.0-x86_64.tar.zst")
                 .exists()
         );
     }
