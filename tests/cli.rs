@@ -93,3 +93,35 @@ fn status_of_a_fresh_install_reports_nothing_installed() {
     assert!(s["version"].is_null(), "{s}");
     assert_eq!(s["serial"], 0);
 }
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly_with_its_own_exit_code() {
+    let env = Env::new();
+    reference_releases(&env);
+    env.file_config();
+    env.apply(&["--version", "1.0.0"]).success();
+    // The reading end is closed before molt starts: its first line meets EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_molt"))
+        .args(["status", "--config", "molt.toml"])
+        .current_dir(&env.root)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn log_lines_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let env = Env::new();
+    reference_releases(&env);
+    env.file_config();
+    let run = env
+        .molt(&["-vv", "check", "--config", "molt.toml"])
+        .success();
+    assert!(run.stderr.contains("DEBUG"), "{}", run.stderr);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+}

@@ -142,3 +142,20 @@ fn a_manifest_read_between_the_publishers_two_renames_is_read_again() {
         .count();
     assert_eq!(reads, 2);
 }
+
+#[test]
+fn a_trickling_server_is_stopped_at_the_configured_deadline() {
+    let env = Env::new();
+    reference_releases(&env);
+    let server = Server::start(env.repo());
+    server.fault("manifest.json", Fault::Trickle);
+    let config = env.config(&server.url(), "");
+    // [source] is the last table of the file.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("timeout_secs = 3\n");
+    std::fs::write(&config, text).unwrap();
+    env.molt(&["check", "--config", "molt.toml"])
+        .code(1)
+        .error_contains(&["manifest.json", "longer than 3s", "timeout_secs"]);
+    assert!(snapshot(&env.install()).is_empty());
+}

@@ -102,6 +102,20 @@ fn default_strategy_skips_a_release_this_install_rolled_back_from() {
         r["kind"], "none",
         "a timer must not re-apply the bad release: {r}"
     );
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("newest release on channel stable is 1.2.0")
+            && reason.contains("rolled back from it (installed on"),
+        "{reason}"
+    );
+    let status = env
+        .molt(&["status", "--config", "molt.toml", "--json"])
+        .success()
+        .json_lines()
+        .pop()
+        .unwrap();
+    assert_eq!(status["skipped"][0]["version"], "1.2.0", "{status}");
+    assert_eq!(status["skipped"][0]["outcome"], "rolled-back", "{status}");
     let r = env.apply(&["--version", "1.2.0"]).success().result();
     assert_eq!(r["kind"], "patch");
     assert_same_tree(
@@ -219,6 +233,190 @@ fn hostile_validators_cannot_write_or_escape_and_the_update_is_undone() {
 }
 
 #[test]
+fn a_validator_hoarding_descriptors_then_sleeping_cannot_make_the_undo_fail() {
+    let env = Env::new();
+    let before = at_1_0_0_with(
+        &env,
+        &format!(
+            "[limits]\nplugin_timeout_ms = 1000\n\n[[validators]]\nplugin = \"{}\"\n\
+             [validators.config]\nmode = \"hoard\"\npath = \"bin/app\"\ncount = 1000\nsleep = true\n",
+            wasm("test_hostile_validator").display()
+        ),
+    );
+    let run = env
+        .molt_in_shell(
+            "ulimit -n 256",
+            &[
+                "apply",
+                "--config",
+                "molt.toml",
+                "--json",
+                "--version",
+                "1.1.0",
+            ],
+        )
+        .code(1);
+    // Under 256 descriptors the guest runs out of them before it fills its resource table, so
+    // it is asleep in the host when its time is up.
+    run.error_contains(&["test_hostile_validator.wasm", "did not finish"]);
+    assert_unchanged(&env, &before);
+    let status = env
+        .molt(&["status", "--config", "molt.toml", "--json"])
+        .success()
+        .json_lines()
+        .pop()
+        .unwrap();
+    assert_eq!(status["version"], "1.0.0", "{status}");
+    assert_eq!(
+        status["failed_validation"],
+        json!([]),
+        "a validator that timed out gave no verdict: {status}"
+    );
+}
+
+#[test]
+fn a_mistyped_plugin_config_key_is_a_usage_error_before_anything_is_fetched() {
+    let env = Env::new();
+    let before = at_1_0_0_with(&env, "");
+    let extra = format!(
+        "[[validators]]\nplugin = \"{}\"\n[validators.config]\npth = \"bin/app\"\n",
+        wasm("version_file").display()
+    );
+    env.config(&format!("file://{}", env.repo().display()), &extra);
+    env.molt(&["check", "--config", "molt.toml"])
+        .code(2)
+        .error_contains(&["version_file.wasm", "validators[0].config.pth", "line 8"]);
+    // apply refuses the same way, before the (unreachable) repository is read.
+    env.config("http://127.0.0.1:9/", &extra);
+    env.apply(&["--version", "1.1.0"]).code(2).error_contains(&[
+        "version_file.wasm",
+        "pth",
+        "line 8",
+    ]);
+    assert_unchanged(&env, &before);
+    let status = env
+        .molt(&["status", "--config", "molt.toml", "--json"])
+        .success()
+        .json_lines()
+        .pop()
+        .unwrap();
+    assert_eq!(status["failed_validation"], json!([]), "{status}");
+    // A strategy's config is checked the same way.
+    env.config(
+        &format!("file://{}", env.repo().display()),
+        "[strategy]\nplugin = \"builtin:default\"\n[strategy.config]\npin = 3\n",
+    );
+    env.molt(&["check", "--config", "molt.toml"])
+        .code(2)
+        .error_contains(&["builtin:default", "strategy.config.pin", "line 8"]);
+}
+
+#[test]
+fn a_component_of_another_molt_plugin_0_1_0_is_refused_naming_interface_and_function() {
+    let env = Env::new();
+    reference_releases(&env);
+    let path = wasm("test_wrong_import");
+    env.config(
+        &format!("file://{}", env.repo().display()),
+        &format!("[strategy]\nplugin = \"{}\"\n", path.display()),
+    );
+    let run = env.molt(&["check", "--config", "molt.toml"]).code(2);
+    let text = run.error_text();
+    assert!(
+        text.contains("now-ms") && text.contains("molt:plugin/host@0.1.0"),
+        "{text}"
+    );
+    assert!(text.contains("rebuild the plugin"), "{text}");
+    assert!(!text.contains("check the plugin path"), "{text}");
+    let doc = env
+        .molt(&["plugin", "inspect", path.to_str().unwrap(), "--json"])
+        .success()
+        .json_lines()
+        .pop()
+        .unwrap();
+    assert_eq!(doc["compatible"], false, "{doc}");
+    assert!(
+        doc["incompatible_reason"]
+            .as_str()
+            .unwrap()
+            .contains("now-ms"),
+        "{doc}"
+    );
+}
+
+#[test]
+fn a_damaged_compiled_plugin_in_the_cache_is_recompiled_not_run() {
+    let env = Env::new();
+    at_1_0_0_with(&env, "");
+    let cache = env.install().join(".molt/cache/plugins");
+    let entries: Vec<_> = fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!entries.is_empty());
+    for entry in &entries {
+        let mut bytes = fs::read(entry).unwrap();
+        let half = bytes.len() / 2;
+        for byte in &mut bytes[half..] {
+            *byte = !*byte;
+        }
+        let temp = entry.with_extension("tmp");
+        fs::write(&temp, &bytes).unwrap();
+        fs::rename(&temp, entry).unwrap();
+    }
+    let run = env
+        .molt(&["-v", "check", "--config", "molt.toml", "--json"])
+        .success();
+    assert!(run.stderr.contains("damaged cache entry"), "{}", run.stderr);
+    env.molt(&["check", "--config", "molt.toml"]).success();
+}
+
+#[test]
+fn plugin_inspect_caches_the_compiled_component() {
+    let env = Env::new();
+    let cache_home = env.path("cache-home");
+    let path = wasm("version_file");
+    let xdg = cache_home.to_str().unwrap();
+    for _ in 0..2 {
+        env.molt_with_env(
+            &["plugin", "inspect", path.to_str().unwrap(), "--json"],
+            &[("XDG_CACHE_HOME", xdg)],
+        )
+        .success();
+    }
+    let entries = fs::read_dir(cache_home.join("molt/plugins"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, 1);
+}
+
+#[test]
+fn plugin_paths_that_are_not_regular_files_are_refused_at_once() {
+    let env = Env::new();
+    reference_releases(&env);
+    let fifo = env.path("plugin.wasm");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (path, what) in [
+        (fifo.to_str().unwrap(), "FIFO"),
+        ("/dev/zero", "character device"),
+    ] {
+        env.config(
+            &format!("file://{}", env.repo().display()),
+            &format!("[strategy]\nplugin = \"{path}\"\n"),
+        );
+        env.molt(&["check", "--config", "molt.toml"])
+            .code(2)
+            .error_contains(&[path, what]);
+    }
+}
+
+#[test]
 fn broken_plugins_are_reported_before_anything_is_fetched() {
     let env = Env::new();
     reference_releases(&env);
@@ -315,4 +513,104 @@ fn the_template_plugin_keeps_an_install_within_its_major_version() {
         "stayed on 1.x",
     );
     assert_eq!(env.apply(&[]).success().result()["kind"], "none");
+}
+
+/// Runs `cargo ARGS` in `dir` as a plugin author would, with this build's own flags removed
+/// and a target directory kept between test runs.
+fn author_cargo(dir: &std::path::Path, args: &[&str]) {
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+    cmd.args(args).current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key.contains("RUSTFLAGS") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env(
+        "CARGO_TARGET_DIR",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plugin-new"),
+    );
+    let output = cmd.output().expect("run cargo");
+    assert!(
+        output.status.success(),
+        "cargo {args:?} in {} failed:\n{}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn plugin_new_writes_crates_that_build_as_printed_and_load_in_molt_check() {
+    let env = Env::new();
+    reference_releases(&env);
+    for (name, kind) in [("my-strategy", "strategy"), ("my-validator", "validator")] {
+        let dir = env.path(name);
+        let created = env
+            .molt(&[
+                "plugin",
+                "new",
+                name,
+                "--kind",
+                kind,
+                "--dir",
+                dir.to_str().unwrap(),
+                "--json",
+            ])
+            .success()
+            .result();
+        assert_eq!(
+            created["build"],
+            "cargo build --release --target wasm32-wasip2"
+        );
+        let toml = fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(
+            toml.contains("[workspace]") && toml.contains("[profile.release]"),
+            "{toml}"
+        );
+        assert!(dir.join("README.md").is_file());
+        // Exactly the printed steps.
+        author_cargo(&dir, &["test"]);
+        let build: Vec<&str> = created["build"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .skip(1)
+            .collect();
+        author_cargo(&dir, &build);
+        let wasm = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("plugin-new/wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let inspected = env
+            .molt(&["plugin", "inspect", wasm.to_str().unwrap(), "--json"])
+            .success()
+            .json_lines()
+            .pop()
+            .unwrap();
+        assert_eq!(inspected["compatible"], true, "{inspected}");
+        assert_eq!(inspected["world"], kind, "{inspected}");
+        let section = match kind {
+            "strategy" => format!(
+                "[strategy]\nplugin = \"{}\"\n[strategy.config]\nmajor = 1\n",
+                wasm.display()
+            ),
+            _ => format!(
+                "[[validators]]\nplugin = \"{}\"\n[validators.config]\npaths = [\"bin/app\"]\n",
+                wasm.display()
+            ),
+        };
+        env.config(&format!("file://{}", env.repo().display()), &section);
+        let r = env
+            .molt(&["check", "--config", "molt.toml", "--json"])
+            .success()
+            .result();
+        assert_eq!(r["to"], "1.2.0", "{r}");
+        // The generated config type refuses a mistyped key when molt loads the plugin.
+        env.config(
+            &format!("file://{}", env.repo().display()),
+            &section.replace("major", "majr").replace("paths", "pahts"),
+        );
+        env.molt(&["check", "--config", "molt.toml"])
+            .code(2)
+            .error_contains(&[name.replace('-', "_").as_str(), "line 8", "unknown field"]);
+    }
 }

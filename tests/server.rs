@@ -23,6 +23,8 @@ pub enum Fault {
     StatusTimes(u16, usize),
     /// Serve these bytes instead of the file, once.
     BodyOnce(Vec<u8>),
+    /// The file with its full Content-Length, one byte per second (a trickling server).
+    Trickle,
 }
 
 #[derive(Clone, Debug)]
@@ -180,6 +182,18 @@ async fn serve(State(state): State<AppState>, req: Request) -> Response {
         Some(_) => return StatusCode::RANGE_NOT_SATISFIABLE.into_response(),
         None => (StatusCode::OK, bytes),
     };
+    if let Some(Fault::Trickle) = fault {
+        let bytes = body.clone();
+        let chunks = stream::unfold(0usize, move |sent| {
+            let byte = bytes.get(sent).copied();
+            async move {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                byte.map(|b| (Ok::<_, std::io::Error>(vec![b]), sent + 1))
+            }
+        });
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        return (status, headers, Body::from_stream(chunks)).into_response();
+    }
     if let Some(Fault::DropAfterOnce(n)) = fault {
         let head = body[..n.min(body.len())].to_vec();
         // Let the head reach the client before the connection is cut.

@@ -47,7 +47,22 @@ impl Env {
 
     pub fn molt_with_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_molt"));
-        cmd.args(args).current_dir(&self.root);
+        cmd.args(args);
+        self.run_molt(cmd, args, envs)
+    }
+
+    /// Runs `molt` through `sh -c '<setup>; exec molt …'`, e.g. with `ulimit -n 256` as setup.
+    pub fn molt_in_shell(&self, setup: &str, args: &[&str]) -> Run {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("{setup}; exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_molt"))
+            .args(args);
+        self.run_molt(cmd, args, &[])
+    }
+
+    fn run_molt(&self, mut cmd: Command, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        cmd.current_dir(&self.root);
         for (k, _) in std::env::vars() {
             if k.starts_with("MOLT_") || k == "RUST_LOG" {
                 cmd.env_remove(k);

@@ -585,9 +585,9 @@ fn main() -> Result<(), BenchError> {
     summary.print();
     println!();
     println!(
-        "notes: the filesystem is synced before each step. molt apply makes what it writes \
-         durable and fsyncs its journal and the directories it changes; the baselines end with \
-         sync. A baseline's peak RSS is the largest of its processes, not their sum."
+        "notes: the filesystem is synced before each step. molt apply fsyncs every extracted \
+         file and directory, its journal and the directories it changes; the baselines end \
+         with sync. A baseline's peak RSS is the largest of its processes, not their sum."
     );
     Ok(())
 }

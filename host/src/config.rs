@@ -33,6 +33,19 @@ pub enum ConfigError {
         key: String,
         reason: String,
     },
+    #[error(
+        "invalid config {path}{}: plugin {plugin} rejects `{key}`: {message}",
+        line.map(|n| format!(" line {n}")).unwrap_or_default()
+    )]
+    PluginRejects {
+        path: PathBuf,
+        /// The line of the key in molt.toml (of the plugin's section if the key is not found).
+        line: Option<usize>,
+        plugin: String,
+        /// The key as the operator wrote it, e.g. `validators[0].config.mode`.
+        key: String,
+        message: String,
+    },
 }
 
 impl ConfigError {
@@ -67,6 +80,8 @@ struct RawSource {
     url: String,
     keys: Vec<PathBuf>,
     threshold: Option<usize>,
+    timeout_secs: Option<u64>,
+    min_rate_bytes_per_sec: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +125,10 @@ pub struct Config {
     pub base_dir: PathBuf,
     pub keys: Vec<PathBuf>,
     pub threshold: usize,
+    /// `[source] timeout_secs`: the longest one repository file may take to fetch.
+    pub fetch_deadline: Duration,
+    /// `[source] min_rate_bytes_per_sec`: the slowest average rate accepted (0: no floor).
+    pub fetch_min_rate: u64,
     pub strategy: PluginConfig,
     pub validators: Vec<PluginConfig>,
     pub preserve: Vec<RelPath>,
@@ -127,6 +146,100 @@ pub struct PluginConfig {
     pub config_json: String,
     /// The same table, for the few keys the host itself honours (`allow_downgrade`).
     pub config: toml::Table,
+    /// Where the config table is, as a TOML key path: `strategy.config`, `validators[0].config`.
+    pub table: String,
+    /// Lines in molt.toml of the plugin's section and of each top-level key of its config.
+    pub lines: KeyLines,
+}
+
+/// Lines (1-based) of a plugin section of molt.toml and of the keys of its config table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLines {
+    pub section: Option<usize>,
+    pub keys: std::collections::BTreeMap<String, usize>,
+}
+
+impl PluginConfig {
+    /// The line of `key` (a path such as `paths[1]` or `window.start`): that of its top-level
+    /// key, else that of the plugin's section.
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        let top = key.split(['.', '[']).next().unwrap_or(key);
+        self.lines.keys.get(top).copied().or(self.lines.section)
+    }
+}
+
+/// Finds the plugin sections in the text of molt.toml: `[strategy]` / `[strategy.config]`, and
+/// each `[[validators]]` with its `[validators.config]`; keys written as `key = …` in the config
+/// table or `config.key = …` in the section. Returns the strategy's lines and the validators'.
+fn plugin_lines(text: &str) -> (KeyLines, Vec<KeyLines>) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum At {
+        Elsewhere,
+        Strategy { config: bool },
+        Validator { config: bool },
+    }
+    let mut strategy = KeyLines::default();
+    let mut validators: Vec<KeyLines> = Vec::new();
+    let mut at = At::Elsewhere;
+    for (index, raw) in text.lines().enumerate() {
+        let number = index + 1;
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.starts_with('[') {
+            let header: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+            at = match header.as_str() {
+                "[strategy]" => {
+                    strategy.section.get_or_insert(number);
+                    At::Strategy { config: false }
+                }
+                "[strategy.config]" => {
+                    strategy.section.get_or_insert(number);
+                    At::Strategy { config: true }
+                }
+                "[[validators]]" => {
+                    validators.push(KeyLines {
+                        section: Some(number),
+                        ..KeyLines::default()
+                    });
+                    At::Validator { config: false }
+                }
+                "[validators.config]" => At::Validator { config: true },
+                _ => At::Elsewhere,
+            };
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let key = match at {
+            At::Strategy { config: true } | At::Validator { config: true } => key,
+            At::Strategy { config: false } | At::Validator { config: false } => {
+                match key.strip_prefix("config") {
+                    Some(rest) if rest.trim_start().starts_with('.') => {
+                        rest.trim_start().trim_start_matches('.').trim_start()
+                    }
+                    _ => continue,
+                }
+            }
+            At::Elsewhere => continue,
+        };
+        let top = key
+            .split('.')
+            .next()
+            .unwrap_or(key)
+            .trim()
+            .trim_matches(['"', '\''])
+            .to_owned();
+        let target = match at {
+            At::Strategy { .. } => Some(&mut strategy),
+            At::Validator { .. } => validators.last_mut(),
+            At::Elsewhere => None,
+        };
+        if let Some(target) = target {
+            target.keys.entry(top).or_insert(number);
+        }
+    }
+    (strategy, validators)
 }
 
 impl PluginConfig {
@@ -173,7 +286,7 @@ impl Config {
             .state_dir
             .as_deref()
             .map(resolve)
-            .unwrap_or_else(|| install_dir.join(".molt"));
+            .unwrap_or_else(|| install_dir.join(crate::state::RESERVED_STATE_DIR));
         if raw.source.keys.is_empty() {
             return Err(invalid(
                 "source.keys",
@@ -190,6 +303,16 @@ impl Config {
                 ),
             ));
         }
+        let timeout_secs = raw
+            .source
+            .timeout_secs
+            .unwrap_or(crate::fetch::DEFAULT_DEADLINE.as_secs());
+        if timeout_secs == 0 {
+            return Err(invalid(
+                "source.timeout_secs",
+                "must be greater than 0".into(),
+            ));
+        }
         let preserve = raw
             .apply
             .preserve
@@ -199,7 +322,12 @@ impl Config {
                     .map_err(|e| invalid("apply.preserve", e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let plugin = |key: &str, raw: RawPlugin| -> Result<PluginConfig, ConfigError> {
+        let (strategy_lines, validator_lines) = plugin_lines(text);
+        let plugin = |key: &str,
+                      table: String,
+                      lines: KeyLines,
+                      raw: RawPlugin|
+         -> Result<PluginConfig, ConfigError> {
             let plugin = if raw.plugin.starts_with("builtin:") {
                 raw.plugin
             } else if raw.plugin.is_empty() {
@@ -218,20 +346,38 @@ impl Config {
                 plugin,
                 config_json,
                 config: raw.config,
+                table,
+                lines,
             })
         };
         let strategy = match raw.strategy {
-            Some(s) => plugin("strategy.plugin", s)?,
+            Some(s) => plugin(
+                "strategy.plugin",
+                "strategy.config".into(),
+                strategy_lines,
+                s,
+            )?,
             None => PluginConfig {
                 plugin: "builtin:default".into(),
                 config_json: "{}".into(),
                 config: toml::Table::new(),
+                table: "strategy.config".into(),
+                lines: KeyLines::default(),
             },
         };
         let validators = raw
             .validators
             .into_iter()
-            .map(|v| plugin("validators.plugin", v))
+            .enumerate()
+            .map(|(i, v)| {
+                let lines = validator_lines.get(i).cloned().unwrap_or_default();
+                plugin(
+                    "validators.plugin",
+                    format!("validators[{i}].config"),
+                    lines,
+                    v,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let timeout_ms = raw
             .limits
@@ -253,7 +399,7 @@ impl Config {
                 format!("is {memory_mb}, more memory than a machine can address"),
             )
         })?;
-        Ok(Config {
+        let config = Config {
             path: path.to_owned(),
             product: raw.product,
             install_dir,
@@ -265,13 +411,127 @@ impl Config {
             keys: raw.source.keys.iter().map(|k| resolve(k)).collect(),
             base_dir,
             threshold,
+            fetch_deadline: Duration::from_secs(timeout_secs),
+            fetch_min_rate: raw
+                .source
+                .min_rate_bytes_per_sec
+                .unwrap_or(crate::fetch::DEFAULT_MIN_RATE),
             strategy,
             validators,
             preserve,
             keep_backups: raw.apply.keep_backups.unwrap_or(2),
             plugin_timeout: Duration::from_millis(timeout_ms),
             plugin_memory_bytes,
-        })
+        };
+        config.check_placement()?;
+        Ok(config)
+    }
+
+    /// Where things lie relative to the install: the state dir apart from anything a release
+    /// writes, the install not inside the state dir, and the config, its keys and plugins where
+    /// no release can replace them.
+    fn check_placement(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            reason,
+        };
+        let install = resolved(&self.install_dir);
+        let state = resolved(&self.state_dir);
+        // Inside the install, only the reserved `.molt` and preserved paths are out of a
+        // release's reach.
+        let reachable = |p: &Path| -> bool {
+            let Ok(rel) = p.strip_prefix(&install) else {
+                return false;
+            };
+            match RelPath::from_path(rel) {
+                Ok(rel) => {
+                    let reserved = RelPath::new(crate::state::RESERVED_STATE_DIR).expect("valid");
+                    !rel.starts_with(&reserved) && !self.preserve.iter().any(|x| rel.starts_with(x))
+                }
+                Err(_) => true,
+            }
+        };
+        if state == install {
+            return Err(invalid(
+                "state_dir",
+                format!(
+                    "is the install directory {} itself; molt's state must not lie where a \
+                     release writes: leave state_dir unset (default {}/.molt) or choose a \
+                     directory outside the install",
+                    install.display(),
+                    install.display()
+                ),
+            ));
+        }
+        if install.starts_with(&state) {
+            return Err(invalid(
+                "install_dir",
+                format!(
+                    "{} lies inside state_dir {}; molt removes what it finds in its state \
+                     directory, so keep the install outside it",
+                    install.display(),
+                    state.display()
+                ),
+            ));
+        }
+        if reachable(&state) {
+            return Err(invalid(
+                "state_dir",
+                format!(
+                    "{} lies inside install_dir {}, where a release may write; use {}/.molt, a \
+                     directory outside the install, or a path listed under [apply] preserve",
+                    state.display(),
+                    install.display(),
+                    install.display()
+                ),
+            ));
+        }
+        let mut own_files: Vec<(&str, PathBuf)> = vec![("config", self.path.clone())];
+        own_files.extend(self.keys.iter().map(|k| ("source.keys", k.clone())));
+        for (key, p) in [("strategy.plugin", &self.strategy)]
+            .into_iter()
+            .chain(self.validators.iter().map(|v| ("validators.plugin", v)))
+        {
+            if !p.plugin.starts_with("builtin:") {
+                own_files.push((key, PathBuf::from(&p.plugin)));
+            }
+        }
+        for (key, file) in own_files {
+            let at = resolved(&std::path::absolute(&file).unwrap_or(file.clone()));
+            if reachable(&at) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{} lies inside install_dir {}, where a release may replace it; move it \
+                         out of the install, or list its directory under [apply] preserve",
+                        at.display(),
+                        install.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `p` with symbolic links resolved as far as it exists (the rest appended), for comparing
+/// where paths lie.
+fn resolved(p: &Path) -> PathBuf {
+    let mut existing = p.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut out) = std::fs::canonicalize(&existing) {
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent.to_owned();
+            }
+            _ => return p.to_path_buf(),
+        }
     }
 }
 
@@ -328,6 +588,26 @@ keep_backups = 3
             .to_string();
         assert!(err.contains("keep_backup"), "{err}");
         assert!(err.contains("line 23"), "{err}");
+    }
+
+    #[test]
+    fn plugin_config_keys_are_found_on_their_lines() {
+        let text = "product = \"p\"\ninstall_dir = \"app\"\n\n[source]\nurl = \"/r\"\nkeys = [\"k\"]\n\
+                    timeout_secs = 60\nmin_rate_bytes_per_sec = 0\n\n\
+                    [strategy]\nplugin = \"builtin:default\"\nconfig.pin = \"1.0.0\"\n\n\
+                    [[validators]]\nplugin = \"builtin:require-files\"\n\
+                    [[validators]]\nplugin = \"builtin:require-files\"\n[validators.config]\n\
+                    paths = [\"bin/app\"] # the binary\n";
+        let config = Config::parse(text, Path::new("molt.toml")).unwrap();
+        assert_eq!(config.fetch_deadline, Duration::from_secs(60));
+        assert_eq!(config.fetch_min_rate, 0);
+        assert_eq!(config.strategy.line_of("pin"), Some(12));
+        assert_eq!(config.strategy.line_of("other"), Some(10));
+        assert_eq!(config.validators[0].line_of("paths"), Some(14));
+        assert_eq!(config.validators[1].line_of("paths[0]"), Some(19));
+        assert_eq!(config.validators[1].table, "validators[1].config");
+        let zero = text.replace("timeout_secs = 60", "timeout_secs = 0");
+        assert!(Config::parse(&zero, Path::new("molt.toml")).is_err());
     }
 
     #[test]

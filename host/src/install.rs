@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::Error;
 use crate::config::Config;
 use crate::output::Output;
-use crate::state::{InstallState, LockGuard, StateDir, TrustState};
+use crate::state::{InstallState, LockGuard, StateDir, StateError, TrustState};
 use crate::txn::{self, RecoveredTxn};
 
 pub struct Install {
@@ -32,6 +32,8 @@ impl Install {
     pub fn open_quietly(config: &Config) -> Result<(Install, Vec<RecoveredTxn>), Error> {
         let state_dir = StateDir::open(&config.state_dir, &config.install_dir)?;
         let lock = state_dir.lock()?;
+        // Before recovery: an interrupted transaction of another install is not ours to undo.
+        claim(&state_dir, config)?;
         let recovered = txn::recover(&state_dir)?
             .map(|r| r.transactions)
             .unwrap_or_default();
@@ -75,6 +77,33 @@ impl Install {
                 )?;
                 Ok(id)
             }
+        }
+    }
+}
+
+/// Binds the state dir to this install: `state.json` records the canonical install path and
+/// the product, and a state dir recorded for another install is refused.
+fn claim(state_dir: &StateDir, config: &Config) -> Result<(), Error> {
+    let mut state = state_dir.load_state()?;
+    let here = std::fs::canonicalize(&config.install_dir).map_err(|source| StateError::Stat {
+        path: config.install_dir.clone(),
+        source,
+    })?;
+    match (&state.install_dir, &state.product) {
+        (Some(dir), Some(product)) if *dir == here && *product == config.product => Ok(()),
+        (Some(dir), product) if *dir != here || product.as_ref() != Some(&config.product) => {
+            Err(StateError::ForeignStateDir {
+                state_dir: state_dir.root().to_owned(),
+                recorded: dir.clone(),
+                product: product.clone().unwrap_or_default(),
+                install_dir: here,
+            }
+            .into())
+        }
+        _ => {
+            state.install_dir = Some(here);
+            state.product = Some(config.product.clone());
+            Ok(state_dir.save_state(&state)?)
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The `molt` binary: parse the command line, set up logging, run, map errors to exit codes.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use molt::cli::Cli;
 use molt::output::Output;
@@ -16,9 +18,13 @@ fn main() {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("molt={default_level},warn")));
+    // Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false)
         .init();
 

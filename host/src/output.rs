@@ -115,7 +115,7 @@ impl Output {
             }
             print_json_line(&Value::Object(obj));
         } else if !summary.is_empty() {
-            println!("{summary}");
+            outln!("{summary}");
         }
     }
 
@@ -139,6 +139,23 @@ impl Output {
         print_json_line(value);
     }
 }
+
+/// One line on stdout. A closed stdout (`molt status | head -1`) is not an error of the
+/// command: the line is dropped and the command ends with its own exit code (`println!` would
+/// panic).
+pub fn print_line(text: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(text).and_then(|()| out.write_all(b"\n"));
+    let _ = out.flush();
+}
+
+/// `println!` through [`print_line`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::print_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
 
 fn print_json_line(v: &Value) {
     let mut out = std::io::stdout().lock();

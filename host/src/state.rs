@@ -44,6 +44,26 @@ pub enum StateError {
         state_dir: PathBuf,
         install_dir: PathBuf,
     },
+    #[error(
+        "state directory {state_dir} and install directory {install_dir} are on one filesystem \
+         but on different mounts (a bind mount?), so updates cannot move files between them by \
+         rename; choose a state_dir on the install's own mount, e.g. the default \
+         <install_dir>/.molt"
+    )]
+    DifferentMount {
+        state_dir: PathBuf,
+        install_dir: PathBuf,
+    },
+    #[error(
+        "state directory {state_dir} belongs to the install at {recorded} (product {product}), \
+         not to {install_dir}; give each install its own state_dir"
+    )]
+    ForeignStateDir {
+        state_dir: PathBuf,
+        recorded: PathBuf,
+        product: String,
+        install_dir: PathBuf,
+    },
     #[error("cannot open lock file {path}: {source}")]
     OpenLock { path: PathBuf, source: io::Error },
     #[error(
@@ -71,11 +91,18 @@ pub enum StateError {
 impl StateError {
     pub fn exit_class(&self) -> ExitClass {
         match self {
-            StateError::DifferentFilesystem { .. } => ExitClass::Usage,
+            StateError::DifferentFilesystem { .. }
+            | StateError::DifferentMount { .. }
+            | StateError::ForeignStateDir { .. } => ExitClass::Usage,
             _ => ExitClass::Failure,
         }
     }
 }
+
+/// The default state directory's name inside the install (`<install_dir>/.molt`). It is
+/// reserved wherever the state dir is: no release may contain it (publish refuses such a tree,
+/// a client such a package).
+pub const RESERVED_STATE_DIR: &str = ".molt";
 
 /// The state directory of one install, with helpers for the paths inside it.
 #[derive(Debug, Clone)]
@@ -88,11 +115,13 @@ impl StateDir {
     /// Creates (mode 0700) or opens the state dir `root` for `install_dir` (created if missing),
     /// and checks both are on one filesystem.
     pub fn open(root: &Path, install_dir: &Path) -> Result<Self, StateError> {
+        let mut created = Vec::new();
         if !install_dir.is_dir() {
             fs::create_dir_all(install_dir).map_err(|source| StateError::CreateDir {
                 path: install_dir.to_owned(),
                 source,
             })?;
+            created.push(install_dir.to_owned());
         }
         let dir = StateDir {
             root: root.to_owned(),
@@ -105,11 +134,25 @@ impl StateDir {
             dir.downloads_dir(),
             dir.cache_dir(),
         ] {
+            if d.is_dir() {
+                continue;
+            }
             create_private_dir_all(&d).map_err(|source| StateError::CreateDir {
                 path: d.clone(),
                 source,
             })?;
+            created.push(d);
         }
+        // A journal in txn/ is only found after a power loss if the directories leading to it
+        // are durable too: fsync the parents of what was just created (once, on first use).
+        let parents: std::collections::BTreeSet<PathBuf> = created
+            .iter()
+            .flat_map(|d| d.ancestors().skip(1).take(2))
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_owned)
+            .collect();
+        fsutil::fsync_dirs(&parents, false)
+            .map_err(|(path, source)| StateError::CreateDir { path, source })?;
         let dev = |p: &Path| {
             fs::metadata(p)
                 .map(|m| m.dev())
@@ -124,11 +167,48 @@ impl StateDir {
                 install_dir: install_dir.to_owned(),
             });
         }
+        dir.check_same_mount()?;
         Ok(dir)
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// One filesystem is not enough: a bind mount shares `st_dev` but refuses renames. Compares
+    /// mount ids, or where the kernel has none, renames a probe file from the state dir into
+    /// the install and back.
+    fn check_same_mount(&self) -> Result<(), StateError> {
+        let different = || StateError::DifferentMount {
+            state_dir: self.root.clone(),
+            install_dir: self.install_dir.clone(),
+        };
+        let id = |p: &Path| {
+            fsutil::mount_id(p).map_err(|source| StateError::Stat {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        match (id(&self.root)?, id(&self.install_dir)?) {
+            (Some(a), Some(b)) if a == b => return Ok(()),
+            (Some(_), Some(_)) => return Err(different()),
+            _ => {}
+        }
+        let name = format!(".molt-mount-probe-{}", fsutil::random_suffix());
+        let (here, there) = (self.txn_root().join(&name), self.install_dir.join(&name));
+        let probe_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Stat { path, source }
+        };
+        File::create(&here).map_err(probe_err(&here))?;
+        let moved = fsutil::rename_noreplace(&here, &there);
+        let result = match moved {
+            Ok(()) => fs::remove_file(&there).map_err(probe_err(&there)),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Err(different()),
+            Err(e) => Err(probe_err(&there)(e)),
+        };
+        let _ = fs::remove_file(&here);
+        result
     }
 
     pub fn install_dir(&self) -> &Path {
@@ -359,6 +439,13 @@ pub struct InstallState {
     /// Versions a validator rejected.
     #[serde(default)]
     pub failed: Vec<Version>,
+    /// The install this state belongs to (canonical path), so a state dir shared by two
+    /// installs is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_dir: Option<PathBuf>,
+    /// The product of that install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
 }
 
 impl InstallState {

@@ -12,7 +12,7 @@ use crate::Error;
 use crate::config::Config;
 use crate::plugins::{Decision, PatchOffer, ReleaseOffer, StrategyInput};
 use crate::repo::manifest::{Manifest, Operations, Package};
-use crate::state::InstallState;
+use crate::state::{InstallState, Outcome};
 use crate::txn::version_or_nothing;
 use crate::version::Version;
 
@@ -21,6 +21,9 @@ use crate::version::Version;
 pub struct Request {
     pub version: Option<Version>,
     pub force_full: bool,
+    /// `--adopt`: take over entries molt does not own where the release puts its own (not a
+    /// strategy matter; carried to the planner).
+    pub adopt: bool,
 }
 
 /// A decision resolved against the manifest: exactly what to download and apply.
@@ -126,7 +129,11 @@ pub fn resolve(
     };
     let installed = state.version.clone();
     let (to, patch_from) = match decision {
-        Decision::None { reason } => return Ok(Choice::Nothing { reason }),
+        Decision::None { reason } => {
+            return Ok(Choice::Nothing {
+                reason: with_newest(reason, manifest, state, config),
+            });
+        }
         Decision::Full { version } => (version, None),
         Decision::Patch { from, to } => (to, Some(from)),
     };
@@ -203,4 +210,119 @@ pub fn resolve(
             })
         }
     }
+}
+
+/// A release this install holds back, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    pub version: Version,
+    /// `failed-validation` or `rolled-back`.
+    pub outcome: Outcome,
+    /// When it happened, RFC 3339 (if the history still has it).
+    pub at: Option<String>,
+    /// The reason recorded then.
+    pub reason: Option<String>,
+}
+
+impl Skipped {
+    /// "it failed validation on DATE (reason)" / "this install rolled back from it (installed
+    /// on DATE)".
+    pub fn describe(&self) -> String {
+        let on = self
+            .at
+            .as_ref()
+            .map(|a| format!(" on {a}"))
+            .unwrap_or_default();
+        let why = self
+            .reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        match self.outcome {
+            Outcome::FailedValidation => format!("it failed validation{on}{why}"),
+            _ => format!(
+                "this install rolled back from it{}",
+                self.at
+                    .as_ref()
+                    .map(|a| format!(" (installed on {a})"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Every release this install holds back (failed validation, rolled back from), newest
+/// event first, with the date and reason from the history.
+pub fn skipped(state: &InstallState) -> Vec<Skipped> {
+    let rfc3339 = |at: OffsetDateTime| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    };
+    let find = |version: &Version, outcome: Outcome| {
+        state
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.outcome == outcome && h.to.as_ref() == Some(version))
+    };
+    let mut list = Vec::new();
+    for (versions, outcome) in [
+        (&state.failed, Outcome::FailedValidation),
+        (&state.rolled_back_from, Outcome::RolledBack),
+    ] {
+        for version in versions {
+            let entry = find(version, outcome);
+            list.push(Skipped {
+                version: version.clone(),
+                outcome,
+                at: entry.and_then(|h| rfc3339(h.at)),
+                reason: entry.and_then(|h| h.reason.clone()),
+            });
+        }
+    }
+    list
+}
+
+/// A strategy's "nothing to do" completed, when the newest release on the channel is newer than
+/// what is installed, with that release and why it was not taken: held back by this install's
+/// history (when, and why), or filtered by the strategy (whose reason comes first).
+fn with_newest(
+    reason: String,
+    manifest: &Manifest,
+    state: &InstallState,
+    config: &Config,
+) -> String {
+    let newest = manifest
+        .releases
+        .iter()
+        .filter(|r| r.channel == config.channel && r.artifacts_for(&config.arch).is_some())
+        .map(|r| &r.version)
+        .filter(|v| {
+            !v.is_prerelease() || state.version.as_ref().is_some_and(Version::is_prerelease)
+        })
+        .max();
+    let Some(newest) = newest else {
+        return reason;
+    };
+    if state
+        .version
+        .as_ref()
+        .is_some_and(|installed| installed >= newest)
+    {
+        return reason;
+    }
+    let why = skipped(state)
+        .into_iter()
+        .find(|s| &s.version == newest)
+        .map(|s| {
+            format!(
+                "{}; `molt apply --version {newest}` installs it anyway",
+                s.describe()
+            )
+        })
+        .unwrap_or_else(|| "the strategy did not choose it (its reason comes first)".into());
+    format!(
+        "{reason}; the newest release on channel {} is {newest}: {why}",
+        config.channel
+    )
 }

@@ -6,9 +6,11 @@
 //! 3. Fetch `manifest.json` and its signature (both capped), verify the signatures over the exact
 //!    bytes, then parse and check product, expiry and serial (`repo::trust`).
 //! 4. Ask the strategy plugin, and resolve its answer against the signed manifest (`strategy`).
-//!    `check` and `apply --dry-run` stop here and print the plan.
 //! 5. Download the package (resumable, hashed while written, cut at its signed size).
 //! 6. Extract it into the transaction's stage with caps and the operations' allow-list.
+//!    `check` and `apply --dry-run` stop after planning: they report what the update would keep
+//!    (entries molt does not own), skip (preserved paths) or refuse on, and leave the verified
+//!    package in `downloads/` for the apply that follows.
 //! 7. Plan the primitive operations and run the journaled transaction; validators run on the
 //!    new tree before the commit record, and any failure restores the old tree exactly.
 //! 8. Only now persist the manifest's serial as the highest accepted one.
@@ -20,20 +22,24 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::Error;
-use crate::config::Config;
-use crate::fetch::{MANIFEST_CAP, SIGNATURE_CAP, Source};
+use crate::config::{Config, ConfigError, PluginConfig};
+use crate::fetch::{FetchOptions, MANIFEST_CAP, SIGNATURE_CAP, Source};
 use crate::install::Install;
 use crate::keys::load_verifying_key;
 use crate::output::Output;
 use crate::package::extract::{Allowed, ExtractLimits, check_patch_links, extract};
 use crate::plugins::{
-    PluginLimits, PluginRef, PluginRuntime, StrategyPlugin, ValidationInput, ValidatorPlugin,
+    PluginError, PluginLimits, PluginRef, PluginRuntime, StrategyPlugin, ValidationInput,
+    ValidatorPlugin,
 };
+use crate::relpath::RelPath;
 use crate::repo::manifest::Manifest;
 use crate::repo::trust::{TrustError, TrustPolicy, verify_manifest};
 use crate::state::TrustState;
 use crate::strategy::{Choice, Request, resolve, strategy_input};
-use crate::txn::{PlanContext, Transaction, ValidationError, plan_full, plan_patch};
+use crate::txn::{
+    Plan, PlanContext, PlanError, Transaction, ValidationFailure, plan_full, plan_patch,
+};
 
 /// Most entries a package may hold.
 pub const MAX_PACKAGE_ENTRIES: u64 = 1_000_000;
@@ -66,17 +72,54 @@ pub fn prepare(config: &Config, install: &Install) -> Result<Prepared, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let runtime = plugin_runtime(config, &install.state_dir.cache_dir().join("plugins"))?;
     let strategy = runtime.load_strategy(&PluginRef::parse(&config.strategy.plugin)?)?;
+    checked_config(
+        config,
+        &config.strategy,
+        strategy.check_config(&config.strategy.config_json),
+    )?;
     let validators = config
         .validators
         .iter()
-        .map(|v| runtime.load_validator(&PluginRef::parse(&v.plugin)?))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|v| {
+            let plugin = runtime.load_validator(&PluginRef::parse(&v.plugin)?)?;
+            checked_config(config, v, plugin.check_config(&v.config_json))?;
+            Ok(plugin)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     Ok(Prepared {
         keys,
         runtime,
         strategy,
         validators,
     })
+}
+
+/// A plugin's rejection of its config table as a config error naming the key and its line.
+fn checked_config(
+    config: &Config,
+    entry: &PluginConfig,
+    checked: Result<bool, PluginError>,
+) -> Result<(), Error> {
+    match checked {
+        Ok(_) => Ok(()),
+        Err(PluginError::BadConfig {
+            plugin,
+            key,
+            message,
+        }) => Err(ConfigError::PluginRejects {
+            path: config.path.clone(),
+            line: entry.line_of(&key),
+            plugin,
+            key: if key.is_empty() {
+                entry.table.clone()
+            } else {
+                format!("{}.{key}", entry.table)
+            },
+            message,
+        }
+        .into()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The plugin runtime for `config`: its limits, and the compiled-component cache `cache` (a
@@ -97,7 +140,11 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
     let state = install.state()?;
     let trust = install.trust()?;
 
-    let source = Source::parse(&config.source_url, &config.base_dir)?;
+    let source = Source::parse(&config.source_url, &config.base_dir)?.with_options(FetchOptions {
+        deadline: config.fetch_deadline,
+        min_rate: config.fetch_min_rate,
+        ..FetchOptions::default()
+    });
     let manifest = fetch_verified_manifest(config, &source, &prepared.keys, &trust)?;
     out.event(
         "manifest",
@@ -145,9 +192,11 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
     if mode != Mode::Apply {
         result["dry_run"] = json!(true);
         result["plan"] = plan_json(&choice);
-        return Ok(result);
     }
     let Some(package) = choice.package().cloned() else {
+        if mode != Mode::Apply {
+            return Ok(result);
+        }
         if let Choice::Nothing { reason } = &choice {
             result["reason"] = json!(reason);
         }
@@ -210,7 +259,8 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
         json!({"files": staged.files.len(), "bytes": staged.total_size()}),
     );
 
-    let ctx = PlanContext::new(&install.state_dir, &config.preserve);
+    let mut ctx = PlanContext::new(&install.state_dir, &config.preserve);
+    ctx.adopt = request.adopt;
     let planned = match &choice {
         Choice::Patch { to, operations, .. } => plan_patch(
             &ctx,
@@ -225,8 +275,27 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
     };
     let plan = match planned {
         Ok(p) => p,
-        Err(e) => return Err(abandon(txn, e.into())),
+        Err(e) => {
+            if let PlanError::NotOwned { conflicts } = &e {
+                for c in conflicts {
+                    out.event(
+                        "refused",
+                        &format!("refusing: {} is a {} molt does not own", c.path, c.existing),
+                        json!({"path": c.path.as_str(), "existing": c.existing, "wanted": c.wanted}),
+                    );
+                }
+            }
+            return Err(abandon(txn, e.into()));
+        }
     };
+    report_ownership(&plan, &mut result, out);
+    if mode != Mode::Apply {
+        // The verified package stays in downloads/ for the apply that follows.
+        if let Err(e) = txn.abandon() {
+            tracing::warn!("{e}; the next molt command removes it");
+        }
+        return Ok(result);
+    }
     let new_state = txn.next_state(&plan, &state);
     let validation = ValidationInput {
         old_version: state.version.clone(),
@@ -247,7 +316,7 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
             .map(|o| o.path.clone())
             .collect(),
     };
-    let applied = txn.apply(&plan, new_state, |tree: &Path| {
+    let applied = txn.apply_validated(&plan, new_state, |tree: &Path| {
         run_validators(config, &prepared.validators, &validation, tree, out)
     });
     // Staged files were moved out of the stage; the package is no longer needed either way.
@@ -267,10 +336,54 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
         ));
     }
     result["changes"] = json!(outcome.changes);
+    if !plan.adopted.is_empty()
+        && let Some(kept) = &outcome.kept_in
+    {
+        result["adopted_backup"] = json!(kept.display().to_string());
+    }
     if !warnings.is_empty() {
-        result["warnings"] = json!(warnings);
+        match result["warnings"].as_array_mut() {
+            Some(all) => all.extend(warnings.into_iter().map(Value::from)),
+            None => result["warnings"] = json!(warnings),
+        }
     }
     Ok(result)
+}
+
+/// Reports what the plan keeps, skips and adopts (events, and keys of the final result).
+fn report_ownership(plan: &Plan, result: &mut Value, out: &Output) {
+    let strs = |v: &[RelPath]| v.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>();
+    for p in &plan.kept_unowned {
+        out.event(
+            "kept",
+            &format!("keeping {p}: molt does not own it"),
+            json!({"path": p.as_str()}),
+        );
+    }
+    let warnings: Vec<String> = plan
+        .skipped_preserved
+        .iter()
+        .map(|p| {
+            format!("skipped the preserved path {p}: the release's version there is not installed")
+        })
+        .collect();
+    for (p, w) in plan.skipped_preserved.iter().zip(&warnings) {
+        out.event(
+            "warning",
+            &format!("warning: {w}"),
+            json!({"message": w, "path": p.as_str()}),
+        );
+    }
+    for p in &plan.adopted {
+        out.event(
+            "adopted",
+            &format!("taking over {p} (--adopt); its old version stays in the kept backup"),
+            json!({"path": p.as_str()}),
+        );
+    }
+    result["kept_unowned"] = json!(strs(&plan.kept_unowned));
+    result["warnings"] = json!(warnings);
+    result["adopted"] = json!(strs(&plan.adopted));
 }
 
 /// Gives up a transaction that has not touched the install, returning `err`: that is what the
@@ -298,10 +411,16 @@ fn fetch_verified_manifest(
     };
     let url = source.display_url("manifest.json");
     let fetch_pair = || -> Result<(Vec<u8>, Vec<u8>), Error> {
-        Ok((
-            source.fetch_small("manifest.json", MANIFEST_CAP)?,
-            source.fetch_small("manifest.json.sig", SIGNATURE_CAP)?,
-        ))
+        let manifest = source.fetch_small("manifest.json", MANIFEST_CAP)?;
+        let sig = match source.fetch_small("manifest.json.sig", SIGNATURE_CAP) {
+            Ok(sig) => sig,
+            // An unsigned manifest is a security rejection, whatever the source.
+            Err(e) if e.is_not_found() => {
+                return Err(TrustError::Unsigned { url: url.clone() }.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((manifest, sig))
     };
     let (manifest_bytes, sig_bytes) = fetch_pair()?;
     match verify_manifest(&manifest_bytes, &sig_bytes, &policy, &url) {
@@ -328,13 +447,16 @@ fn save_trust(install: &Install, manifest: &Manifest, mut trust: TrustState) -> 
     Ok(())
 }
 
+/// Runs every validator on `tree`. Only a validator's own rejection of the tree is a verdict
+/// (the release is then recorded as failed validation); a validator that traps, times out or
+/// rejects its config says nothing about the tree.
 fn run_validators(
     config: &Config,
     validators: &[ValidatorPlugin],
     input: &ValidationInput,
     tree: &Path,
     out: &Output,
-) -> Result<(), ValidationError> {
+) -> Result<(), ValidationFailure> {
     for (plugin, cfg) in validators.iter().zip(&config.validators) {
         match plugin.validate(input, &cfg.config_json, tree) {
             Ok(()) => out.event(
@@ -342,7 +464,10 @@ fn run_validators(
                 &format!("validator {} passed", plugin.name()),
                 json!({"plugin": plugin.name()}),
             ),
-            Err(e) => return Err(Box::new(e)),
+            Err(e @ PluginError::Rejected { .. }) => {
+                return Err(ValidationFailure::Verdict(Box::new(e)));
+            }
+            Err(e) => return Err(ValidationFailure::NoVerdict(Box::new(e))),
         }
     }
     Ok(())

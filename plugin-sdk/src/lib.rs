@@ -146,17 +146,43 @@ pub trait Validator {
 /// `deny_unknown_fields` does not refuse an operator's `allow_downgrade = true`.
 pub const HOST_KEYS: &[&str] = &["allow_downgrade"];
 
+/// What is wrong with a config table: the offending key as a path into the table (`percent`,
+/// `paths[1]`; empty for the table as a whole) and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "invalid plugin config: {}", self.message)
+        } else {
+            write!(f, "invalid plugin config: {}: {}", self.key, self.message)
+        }
+    }
+}
+
 /// Parses the JSON config handed over by molt into the plugin's config type. Empty input,
 /// `null` and an empty table (what molt sends when `molt.toml` has no config table) mean "no
 /// config" and give `C::default()`, so `type Config = ()` works; [`HOST_KEYS`] are dropped
 /// first; errors name the offending field.
 pub fn parse_config<C: DeserializeOwned + Default>(json: &str) -> Result<C, String> {
+    check_config(json).map_err(|problem| problem.to_string())
+}
+
+/// [`parse_config`] with the offending key apart from the message: what molt's config check
+/// (`check-config`, run when the plugin is loaded) reports. A plugin whose `Config` takes no
+/// settings (`()`) names the first key it was given.
+pub fn check_config<C: DeserializeOwned + Default>(json: &str) -> Result<C, ConfigProblem> {
+    let problem = |key: String, message: String| ConfigProblem { key, message };
     let trimmed = json.trim();
     if trimmed.is_empty() {
         return Ok(C::default());
     }
     let mut value: serde_json::Value =
-        serde_json::from_str(trimmed).map_err(|e| format!("invalid plugin config: {e}"))?;
+        serde_json::from_str(trimmed).map_err(|e| problem(String::new(), e.to_string()))?;
     if let Some(table) = value.as_object_mut() {
         for key in HOST_KEYS {
             table.remove(*key);
@@ -168,13 +194,34 @@ pub fn parse_config<C: DeserializeOwned + Default>(json: &str) -> Result<C, Stri
     if value.is_null() {
         return Ok(C::default());
     }
+    let first_key = value
+        .as_object()
+        .and_then(|t| t.keys().next().cloned())
+        .unwrap_or_default();
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            format!("invalid plugin config: {inner}")
+        let inner = e.into_inner().to_string();
+        if path != "." {
+            return problem(path, inner);
+        }
+        // serde reports an unknown key of a `deny_unknown_fields` struct at the table itself.
+        if let Some(key) = inner
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(key, _)| key.to_owned())
+        {
+            return problem(key, inner);
+        }
+        // A config type that takes nothing (`()`, a unit struct) reads `null`: any key is one
+        // it does not know.
+        let takes_nothing = serde_json::from_value::<C>(serde_json::Value::Null).is_ok();
+        if takes_nothing && !first_key.is_empty() {
+            problem(
+                first_key,
+                "unknown key: this plugin takes no configuration".into(),
+            )
         } else {
-            format!("invalid plugin config: {path}: {inner}")
+            problem(String::new(), inner)
         }
     })
 }
@@ -186,7 +233,7 @@ pub mod __private {
     use crate::types::{
         Decision, Patch, PluginInfo, Release, StrategyContext, ValidationContext, Version,
     };
-    use crate::{Strategy, Validator, parse_config};
+    use crate::{ConfigProblem, Strategy, Validator, check_config, parse_config};
 
     /// `patch-offer` as it crosses the boundary.
     pub struct WirePatch {
@@ -292,6 +339,20 @@ pub mod __private {
 
     pub fn validator_info<P: Validator>() -> PluginInfo {
         P::info()
+    }
+
+    /// `check-config` of a strategy: the key and message of what is wrong.
+    pub fn check_strategy_config<P: Strategy>(config: &str) -> Result<(), (String, String)> {
+        check_config::<P::Config>(config)
+            .map(drop)
+            .map_err(|ConfigProblem { key, message }| (key, message))
+    }
+
+    /// `check-config` of a validator.
+    pub fn check_validator_config<P: Validator>(config: &str) -> Result<(), (String, String)> {
+        check_config::<P::Config>(config)
+            .map(drop)
+            .map_err(|ConfigProblem { key, message }| (key, message))
     }
 
     pub fn run_strategy<P: Strategy>(
@@ -429,6 +490,20 @@ macro_rules! export_strategy {
                 }
             }
 
+            impl self::exports::molt::plugin::config_check::Guest for Adapter {
+                fn check_config(
+                    config: String,
+                ) -> Result<(), self::exports::molt::plugin::config_check::ConfigProblem> {
+                    $crate::log::__install_sink(__molt_log_sink);
+                    glue::check_strategy_config::<super::__MoltStrategyPlugin>(&config).map_err(
+                        |(key, message)| self::exports::molt::plugin::config_check::ConfigProblem {
+                            key,
+                            message,
+                        },
+                    )
+                }
+            }
+
             export!(Adapter);
         }
     };
@@ -468,6 +543,20 @@ macro_rules! export_validator {
                         root: ctx.root,
                     };
                     glue::run_validator::<super::__MoltValidatorPlugin>(wire, &config)
+                }
+            }
+
+            impl self::exports::molt::plugin::config_check::Guest for Adapter {
+                fn check_config(
+                    config: String,
+                ) -> Result<(), self::exports::molt::plugin::config_check::ConfigProblem> {
+                    $crate::log::__install_sink(__molt_log_sink);
+                    glue::check_validator_config::<super::__MoltValidatorPlugin>(&config).map_err(
+                        |(key, message)| self::exports::molt::plugin::config_check::ConfigProblem {
+                            key,
+                            message,
+                        },
+                    )
                 }
             }
 
@@ -522,6 +611,26 @@ mod tests {
             })
         );
         assert_eq!(parse_config::<()>(r#"{"allow_downgrade": true}"#), Ok(()));
+    }
+
+    #[test]
+    fn config_problems_keep_the_key_apart() {
+        assert_eq!(
+            check_config::<Config>(r#"{"paths": ["a", 3]}"#)
+                .unwrap_err()
+                .key,
+            "paths[1]"
+        );
+        assert_eq!(
+            check_config::<Config>(r#"{"percnt": 3}"#).unwrap_err().key,
+            "percnt"
+        );
+        let problem = check_config::<()>(r#"{"mode": "x"}"#).unwrap_err();
+        assert_eq!(problem.key, "mode");
+        assert!(
+            problem.message.contains("takes no configuration"),
+            "{problem}"
+        );
     }
 
     #[test]

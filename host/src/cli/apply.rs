@@ -23,6 +23,10 @@ pub struct ApplyArgs {
     /// Install exactly this version (it may be one this install rolled back from).
     #[arg(long)]
     pub version: Option<String>,
+    /// Take over files molt does not own where the release puts its own; their old contents
+    /// stay in a kept backup (history/ in the state dir) until you remove it.
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 pub fn run(args: &ApplyArgs, out: &Output) -> Result<(), Error> {
@@ -30,6 +34,7 @@ pub fn run(args: &ApplyArgs, out: &Output) -> Result<(), Error> {
     let request = Request {
         version: args.version.as_deref().map(Version::parse).transpose()?,
         force_full: args.force_full,
+        adopt: args.adopt,
     };
     let mode = if args.dry_run {
         Mode::DryRun

@@ -19,6 +19,7 @@ pub fn run(
     let request = Request {
         version: version.map(Version::parse).transpose()?,
         force_full,
+        adopt: false,
     };
     let result = update(&config, &request, Mode::Check, out)?;
     if !out.is_json()

@@ -12,6 +12,7 @@ mod keygen;
 mod plugin;
 mod publish;
 mod rollback;
+mod scaffold;
 mod status;
 mod verify;
 
@@ -86,6 +87,22 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Start a plugin: write a standalone crate (SDK dependency, release profile, a passing
+    /// unit test, a README) that builds with `cargo build --release --target wasm32-wasip2`.
+    New {
+        /// The crate's name (lowercase, `-` and `_` allowed).
+        name: String,
+        #[arg(long, value_enum)]
+        kind: scaffold::Kind,
+        /// Where to write it (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The molt-plugin-sdk crate to depend on (default: the one this molt was built with).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -107,7 +124,7 @@ impl Command {
             | Command::Verify { common } => common.json,
             Command::Apply(a) => a.common.json,
             Command::Plugin {
-                command: PluginCommand::Inspect { json, .. },
+                command: PluginCommand::Inspect { json, .. } | PluginCommand::New { json, .. },
             } => *json,
             Command::Keygen { .. } | Command::Publish(_) => false,
         }
@@ -129,6 +146,16 @@ impl Command {
             Command::Plugin {
                 command: PluginCommand::Inspect { file, .. },
             } => plugin::inspect(&file, out),
+            Command::Plugin {
+                command:
+                    PluginCommand::New {
+                        name,
+                        kind,
+                        dir,
+                        sdk,
+                        ..
+                    },
+            } => scaffold::run(&name, kind, dir.as_deref(), sdk.as_deref(), out),
         }
     }
 }

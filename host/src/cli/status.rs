@@ -7,7 +7,8 @@ use super::ConfigArgs;
 use crate::Error;
 use crate::config::Config;
 use crate::install::{Install, recovered_json};
-use crate::output::Output;
+use crate::output::{Output, outln};
+use crate::strategy::skipped;
 use crate::txn::kept_transactions;
 
 pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
@@ -26,6 +27,7 @@ pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
         "history": state.history,
         "rolled_back_from": state.rolled_back_from,
         "failed_validation": state.failed,
+        "skipped": skipped(&state),
         "backups": kept.iter().map(|k| json!({
             "id": k.id, "kind": k.kind, "from": k.from, "to": k.to,
         })).collect::<Vec<_>>(),
@@ -35,37 +37,40 @@ pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
         return Ok(());
     }
     for t in &recovered {
-        println!("{t}");
+        outln!("{t}");
     }
     let version = state
         .version
         .as_ref()
         .map_or("nothing installed".to_owned(), |v| v.to_string());
-    println!(
+    outln!(
         "{} in {}: {version}",
         config.product,
         config.install_dir.display()
     );
-    println!("trusted manifest serial: {}", trust.highest_serial);
-    println!("owned files: {}", state.files.len());
+    outln!("trusted manifest serial: {}", trust.highest_serial);
+    outln!("owned files: {}", state.files.len());
+    for skip in skipped(&state) {
+        outln!("skipped {}: {}", skip.version, skip.describe());
+    }
     if !state.rolled_back_from.is_empty() {
         let list: Vec<_> = state
             .rolled_back_from
             .iter()
             .map(ToString::to_string)
             .collect();
-        println!("rolled back from: {}", list.join(", "));
+        outln!("rolled back from: {}", list.join(", "));
     }
     if !state.failed.is_empty() {
         let list: Vec<_> = state.failed.iter().map(ToString::to_string).collect();
-        println!("failed validation: {}", list.join(", "));
+        outln!("failed validation: {}", list.join(", "));
     }
-    println!("backups kept for rollback: {}", kept.len());
+    outln!("backups kept for rollback: {}", kept.len());
     for h in state.history.iter().rev().take(10) {
         let v = |v: &Option<crate::version::Version>| {
             v.as_ref().map_or("-".to_owned(), ToString::to_string)
         };
-        println!(
+        outln!(
             "  {}  {:<8} {} → {}  {}{}",
             h.at.format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),

@@ -49,6 +49,21 @@ pub enum FetchError {
     #[error("no data from {url} for {timeout:?}; the server or the network stalled")]
     Timeout { url: String, timeout: Duration },
 
+    #[error(
+        "{url} is too slow: {bytes} bytes in {elapsed:.1?}, below the minimum average of {min_rate} bytes/s (`min_rate_bytes_per_sec` in [source])"
+    )]
+    TooSlow {
+        url: String,
+        bytes: u64,
+        elapsed: Duration,
+        min_rate: u64,
+    },
+
+    #[error(
+        "fetching {url} took longer than {limit:?} and was stopped (`timeout_secs` in [source]); an interrupted download resumes on the next run"
+    )]
+    Deadline { url: String, limit: Duration },
+
     #[error("reading the body of {url} failed: {}", error_chain(.source))]
     ReadBody {
         url: String,
@@ -104,6 +119,15 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// The file is not there (HTTP 404/410, or no such local file).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Self::NotFound { .. } => true,
+            Self::ReadLocal { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+
     pub fn exit_class(&self) -> ExitClass {
         match self {
             Self::InvalidSource { .. } => ExitClass::Usage,
@@ -117,6 +141,8 @@ impl FetchError {
             | Self::Connect { .. }
             | Self::Request { .. }
             | Self::Timeout { .. }
+            | Self::TooSlow { .. }
+            | Self::Deadline { .. }
             | Self::ReadBody { .. }
             | Self::UnexpectedRange { .. }
             | Self::NotFound { .. }

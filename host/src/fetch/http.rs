@@ -11,6 +11,7 @@ use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, RANGE};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use tokio::runtime::Runtime;
 
+use super::pace::{Attempt, Pace};
 use super::part::{PartWriter, Target};
 use super::retry::{FetchOptions, retry_after};
 use super::{FetchError, redacted};
@@ -65,8 +66,10 @@ impl HttpClient {
 
     /// GETs `url` whole, refusing it past `cap` bytes (checked while streaming).
     pub fn fetch_small(&self, url: &Url, cap: u64) -> Result<Vec<u8>, FetchError> {
-        self.runtime
-            .block_on(self.retrying(url, async || self.small_attempt(url, cap).await))
+        let pace = Pace::start(&self.options);
+        self.runtime.block_on(self.retrying(url, &pace, async || {
+            self.small_attempt(url, cap, &pace).await
+        }))
     }
 
     /// Downloads `url` into the target's part file (resuming it) and verifies it.
@@ -76,8 +79,10 @@ impl HttpClient {
         target: &Target,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<PathBuf, FetchError> {
-        let result = self.runtime.block_on(self.retrying(url, async || {
-            self.package_attempt(url, target, &mut *progress).await
+        let pace = Pace::start(&self.options);
+        let result = self.runtime.block_on(self.retrying(url, &pace, async || {
+            self.package_attempt(url, target, &pace, &mut *progress)
+                .await
         }));
         if let Err(FetchError::SizeMismatch { .. }) = &result {
             target.discard();
@@ -88,6 +93,7 @@ impl HttpClient {
     async fn retrying<T>(
         &self,
         url: &Url,
+        pace: &Pace,
         mut attempt: impl AsyncFnMut() -> Result<T, AttemptError>,
     ) -> Result<T, FetchError> {
         let mut number = 1;
@@ -102,6 +108,13 @@ impl HttpClient {
             }
             number += 1;
             let wait = self.options.backoff(number, retry_after);
+            if wait >= pace.left() {
+                tracing::warn!(url = %redacted(url), error = %error, "no time left for another attempt");
+                return Err(FetchError::Deadline {
+                    url: redacted(url),
+                    limit: self.options.deadline,
+                });
+            }
             tracing::warn!(
                 url = %redacted(url),
                 attempt = number,
@@ -114,8 +127,16 @@ impl HttpClient {
         }
     }
 
-    async fn small_attempt(&self, url: &Url, cap: u64) -> Result<Vec<u8>, AttemptError> {
-        let mut response = self.send(url, self.client.get(url.clone())).await?;
+    async fn small_attempt(
+        &self,
+        url: &Url,
+        cap: u64,
+        pace: &Pace,
+    ) -> Result<Vec<u8>, AttemptError> {
+        let attempt = Attempt::start();
+        let mut response = self
+            .send(url, self.client.get(url.clone()), pace, &attempt)
+            .await?;
         let too_large = || FetchError::TooLarge {
             url: redacted(url),
             limit: cap,
@@ -125,7 +146,9 @@ impl HttpClient {
         }
         let mut body = Vec::new();
         loop {
-            let chunk = tokio::time::timeout(self.options.idle_timeout, response.chunk()).await;
+            let chunk = self
+                .paced(url, pace, &attempt, body.len() as u64, response.chunk())
+                .await?;
             let Some(chunk) = self.body_chunk(url, chunk)? else {
                 return Ok(body);
             };
@@ -140,8 +163,10 @@ impl HttpClient {
         &self,
         url: &Url,
         target: &Target,
+        pace: &Pace,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<PathBuf, AttemptError> {
+        let attempt = Attempt::start();
         let part = PartWriter::resume(target)?;
         let offset = part.len();
         if offset == target.size {
@@ -156,7 +181,7 @@ impl HttpClient {
             }
             tracing::info!(url = %redacted(url), offset, etag = ?etag, "resuming download");
         }
-        let mut response = match self.send(url, request).await {
+        let mut response = match self.send(url, request, pace, &attempt).await {
             Err(AttemptError::Retry { error, .. })
                 if matches!(error, FetchError::HttpStatus { status: 416, .. }) =>
             {
@@ -186,8 +211,18 @@ impl HttpClient {
             part.restart()?
         };
         progress(part.len(), target.size);
+        let start = part.len();
         loop {
-            let chunk = tokio::time::timeout(self.options.idle_timeout, response.chunk()).await;
+            let chunk = match self
+                .paced(url, pace, &attempt, part.len() - start, response.chunk())
+                .await
+            {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    part.flush()?;
+                    return Err(error);
+                }
+            };
             let chunk = match self.body_chunk(url, chunk) {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
@@ -210,18 +245,46 @@ impl HttpClient {
         Ok(part.finish()?)
     }
 
-    /// Sends `request`; a response with a non-success status becomes an error.
-    async fn send(&self, url: &Url, request: RequestBuilder) -> Result<Response, AttemptError> {
+    /// Awaits `future` for at most the idle timeout and what `pace` still allows after `bytes`
+    /// arrived in this attempt: `None` when the idle timeout ran out; past the deadline or below
+    /// the minimum rate the fetch ends (not retried: a trickling server would trickle again).
+    async fn paced<T>(
+        &self,
+        url: &Url,
+        pace: &Pace,
+        attempt: &Attempt,
+        bytes: u64,
+        future: impl Future<Output = T>,
+    ) -> Result<Option<T>, AttemptError> {
         let shown = redacted(url);
-        let response = match tokio::time::timeout(self.options.idle_timeout, request.send()).await {
+        let budget = pace.budget(&shown, attempt, bytes)?;
+        match tokio::time::timeout(budget.min(self.options.idle_timeout), future).await {
+            Ok(value) => Ok(Some(value)),
             Err(_) => {
+                pace.budget(&shown, attempt, bytes)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sends `request`; a response with a non-success status becomes an error.
+    async fn send(
+        &self,
+        url: &Url,
+        request: RequestBuilder,
+        pace: &Pace,
+        attempt: &Attempt,
+    ) -> Result<Response, AttemptError> {
+        let shown = redacted(url);
+        let response = match self.paced(url, pace, attempt, 0, request.send()).await? {
+            None => {
                 return Err(retry(FetchError::Timeout {
                     url: shown,
                     timeout: self.options.idle_timeout,
                 }));
             }
-            Ok(Err(source)) => return Err(send_error(shown, source, &self.options)),
-            Ok(Ok(response)) => response,
+            Some(Err(source)) => return Err(send_error(shown, source, &self.options)),
+            Some(Ok(response)) => response,
         };
         let status = response.status();
         if status.is_success() {
@@ -253,15 +316,15 @@ impl HttpClient {
     fn body_chunk<B>(
         &self,
         url: &Url,
-        chunk: Result<Result<Option<B>, reqwest::Error>, tokio::time::error::Elapsed>,
+        chunk: Option<Result<Option<B>, reqwest::Error>>,
     ) -> Result<Option<B>, AttemptError> {
         match chunk {
-            Ok(Ok(chunk)) => Ok(chunk),
-            Ok(Err(source)) => Err(retry(FetchError::ReadBody {
+            Some(Ok(chunk)) => Ok(chunk),
+            Some(Err(source)) => Err(retry(FetchError::ReadBody {
                 url: redacted(url),
                 source,
             })),
-            Err(_) => Err(retry(FetchError::Timeout {
+            None => Err(retry(FetchError::Timeout {
                 url: redacted(url),
                 timeout: self.options.idle_timeout,
             })),
@@ -323,6 +386,7 @@ mod tests {
             backoff_base: Duration::from_millis(5),
             backoff_max: Duration::from_millis(20),
             retry_after_max: Duration::from_millis(50),
+            ..FetchOptions::default()
         }
     }
 
@@ -513,6 +577,68 @@ mod tests {
             .unwrap();
         assert_eq!(fs::read(path).unwrap(), bytes);
         assert_eq!(server.seen(PKG)[1].range.as_deref(), Some("bytes=8000-"));
+    }
+
+    #[test]
+    fn a_trickling_server_is_stopped_by_the_minimum_rate_and_not_retried() {
+        let server = TestServer::start();
+        let bytes = content(100_000);
+        server.put("manifest.json", &bytes);
+        server.put(PKG, &bytes);
+        let trickle = Reply::Trickle(Duration::from_millis(10));
+        server.script("manifest.json", [trickle.clone(), trickle.clone()]);
+        server.script(PKG, [trickle.clone(), trickle]);
+        let options = FetchOptions {
+            min_rate: 1000,
+            rate_grace: Duration::from_millis(300),
+            ..fast()
+        };
+        let src = Source::parse(&server.base, Path::new("/"))
+            .unwrap()
+            .with_options(options);
+        let err = src.fetch_small("manifest.json", MANIFEST_CAP).unwrap_err();
+        assert!(
+            matches!(err, FetchError::TooSlow { min_rate: 1000, bytes, .. } if bytes < 100),
+            "{err}"
+        );
+        assert!(err.to_string().contains("min_rate_bytes_per_sec"), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Failure);
+        assert_eq!(
+            server.seen("manifest.json").len(),
+            1,
+            "a trickle is not retried"
+        );
+
+        let downloads = tempfile::tempdir().unwrap();
+        let err = src
+            .fetch_package(&package_for(&bytes), downloads.path(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, FetchError::TooSlow { .. }), "{err}");
+        assert_eq!(server.seen(PKG).len(), 1);
+    }
+
+    #[test]
+    fn the_overall_deadline_stops_a_fetch_that_keeps_its_rate() {
+        let server = TestServer::start();
+        let bytes = content(100_000);
+        server.put("manifest.json", &bytes);
+        // 100 bytes/s: above a 10 bytes/s floor, far too slow for a 500 ms deadline.
+        server.script("manifest.json", [Reply::Trickle(Duration::from_millis(10))]);
+        let options = FetchOptions {
+            min_rate: 10,
+            rate_grace: Duration::from_millis(100),
+            deadline: Duration::from_millis(500),
+            ..fast()
+        };
+        let src = Source::parse(&server.base, Path::new("/"))
+            .unwrap()
+            .with_options(options);
+        let err = src.fetch_small("manifest.json", MANIFEST_CAP).unwrap_err();
+        assert!(
+            matches!(err, FetchError::Deadline { limit, .. } if limit == Duration::from_millis(500)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("timeout_secs"), "{err}");
     }
 
     #[test]

@@ -1,29 +1,44 @@
 //! Reading a repository that is a directory on this machine (`file://` or a plain path).
 //!
 //! A local package goes through the same part file, cap and hash checks as a downloaded one: a
-//! repository on a shared mount is no more trusted than a web server.
+//! repository on a shared mount is no more trusted than a web server. Only regular files are
+//! read (a FIFO or a device is refused at once, `fsutil::open_regular`), and the same deadline
+//! and minimum rate as for HTTP apply (a slow network or FUSE mount).
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::FetchError;
+use super::pace::{Attempt, Pace};
 use super::part::{PartWriter, Target};
+use super::retry::FetchOptions;
+use crate::txn::fsutil::open_regular;
 
 /// Reads `path` whole, refusing it past `cap` bytes.
-pub fn read_small(path: &Path, cap: u64) -> Result<Vec<u8>, FetchError> {
+pub fn read_small(path: &Path, cap: u64, options: &FetchOptions) -> Result<Vec<u8>, FetchError> {
     let read_error = |source| FetchError::ReadLocal {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(read_error)?;
+    let (pace, attempt) = (Pace::start(options), Attempt::start());
+    let shown = path.display().to_string();
+    let mut file = open_regular(path)
+        .map_err(read_error)?
+        .take(cap.saturating_add(1));
     let mut bytes = Vec::new();
-    file.take(cap.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        pace.budget(&shown, &attempt, bytes.len() as u64)?;
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(e)),
+        }
+    }
     if bytes.len() as u64 > cap {
         return Err(FetchError::TooLarge {
-            url: path.display().to_string(),
+            url: shown,
             limit: cap,
         });
     }
@@ -34,19 +49,26 @@ pub fn read_small(path: &Path, cap: u64) -> Result<Vec<u8>, FetchError> {
 pub fn download(
     path: &Path,
     target: &Target,
+    options: &FetchOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<PathBuf, FetchError> {
     let read_error = |source| FetchError::ReadLocal {
         path: path.to_owned(),
         source,
     };
-    let mut source = File::open(path)
+    let (pace, attempt) = (Pace::start(options), Attempt::start());
+    let shown = path.display().to_string();
+    let mut source = open_regular(path)
         .map_err(read_error)?
         .take(target.size.saturating_add(1));
     let mut part = PartWriter::fresh(target)?;
     progress(0, target.size);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        if let Err(e) = pace.budget(&shown, &attempt, part.len()) {
+            target.discard();
+            return Err(e);
+        }
         let n = match source.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -166,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn an_endless_local_file_is_cut() {
+    fn devices_fifos_and_directories_are_refused_at_once() {
         let source = Source::parse("/dev", Path::new("/")).unwrap();
         let downloads = tempfile::tempdir().unwrap();
         let signed = Package {
@@ -178,15 +200,31 @@ mod tests {
         let err = source
             .fetch_package(&signed, downloads.path(), &mut |_, _| {})
             .unwrap_err();
-        assert!(matches!(err, FetchError::TooLarge { .. }), "{err}");
-        assert!(matches!(
-            source.fetch_small("zero", MANIFEST_CAP).unwrap_err(),
-            FetchError::TooLarge {
-                limit: MANIFEST_CAP,
-                ..
-            }
-        ));
+        assert!(
+            matches!(&err, FetchError::ReadLocal { source, .. } if source.to_string().contains("character device")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("/dev/zero"), "{err}");
         assert_eq!(fs::read_dir(downloads.path()).unwrap().count(), 0);
+
+        // A FIFO nobody writes to would block a plain open forever.
+        let repo = tempfile::tempdir().unwrap();
+        let fifo = repo.path().join("manifest.json");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        fs::create_dir(repo.path().join("manifest.json.sig")).unwrap();
+        let source = Source::parse(&file_url(repo.path()), Path::new("/")).unwrap();
+        for (rel, what) in [
+            ("manifest.json", "FIFO"),
+            ("manifest.json.sig", "directory"),
+        ] {
+            let err = source.fetch_small(rel, MANIFEST_CAP).unwrap_err();
+            assert!(err.to_string().contains(what), "{err}");
+            assert_eq!(err.exit_class(), ExitClass::Failure);
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod error;
 mod http;
 mod local;
+mod pace;
 mod part;
 mod retry;
 #[cfg(test)]
@@ -25,7 +26,7 @@ use std::sync::OnceLock;
 use reqwest::Url;
 
 pub use error::FetchError;
-pub use retry::FetchOptions;
+pub use retry::{DEFAULT_DEADLINE, DEFAULT_MIN_RATE, FetchOptions};
 
 use crate::relpath::RelPath;
 use crate::repo::manifest::Package;
@@ -97,7 +98,7 @@ impl Source {
     pub fn fetch_small(&self, rel: &str, cap: u64) -> Result<Vec<u8>, FetchError> {
         let path = repo_path(rel)?;
         match &self.location {
-            Location::Local(root) => local::read_small(&path.under(root), cap),
+            Location::Local(root) => local::read_small(&path.under(root), cap, &self.options),
             Location::Http(base) => self.http()?.fetch_small(&http_url(base, &path)?, cap),
         }
     }
@@ -122,7 +123,9 @@ impl Source {
             return Ok(verified);
         }
         match &self.location {
-            Location::Local(root) => local::download(&path.under(root), &target, progress),
+            Location::Local(root) => {
+                local::download(&path.under(root), &target, &self.options, progress)
+            }
             Location::Http(base) => {
                 self.http()?
                     .download(&http_url(base, &path)?, &target, progress)

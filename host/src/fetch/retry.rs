@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-/// Timeouts and retry budget for HTTP sources.
+/// Timeouts, rate floor and retry budget (the deadline and rate apply to local sources too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchOptions {
     /// Longest wait for a TCP/TLS connection.
@@ -23,7 +23,22 @@ pub struct FetchOptions {
     pub backoff_max: Duration,
     /// Longest `Retry-After` honoured; a server asking for more gets this much.
     pub retry_after_max: Duration,
+    /// Longest time one file may take, all its attempts together (`[source] timeout_secs`).
+    /// An interrupted package download resumes on the next run.
+    pub deadline: Duration,
+    /// Lowest average rate of an attempt, in bytes per second, once `rate_grace` has passed
+    /// (`[source] min_rate_bytes_per_sec`; 0 turns the check off).
+    pub min_rate: u64,
+    /// How long an attempt may run before its average rate is held to `min_rate`.
+    pub rate_grace: Duration,
 }
+
+/// Default of `[source] timeout_secs`.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30 * 60);
+/// Default of `[source] min_rate_bytes_per_sec`: a 1 byte/s server is stopped after
+/// [`DEFAULT_RATE_GRACE`].
+pub const DEFAULT_MIN_RATE: u64 = 1024;
+pub const DEFAULT_RATE_GRACE: Duration = Duration::from_secs(30);
 
 impl Default for FetchOptions {
     fn default() -> Self {
@@ -34,6 +49,9 @@ impl Default for FetchOptions {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
             retry_after_max: Duration::from_secs(10),
+            deadline: DEFAULT_DEADLINE,
+            min_rate: DEFAULT_MIN_RATE,
+            rate_grace: DEFAULT_RATE_GRACE,
         }
     }
 }

@@ -34,6 +34,8 @@ pub enum Reply {
     Status(u16, Option<u64>),
     /// 200 with a body that never ends.
     Endless,
+    /// The answer `Serve` would give (its full `Content-Length`), one byte per interval.
+    Trickle(Duration),
 }
 
 /// One request as the server saw it.
@@ -246,6 +248,16 @@ async fn handle(State(shared): State<Arc<Mutex<Shared>>>, request: Request) -> R
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                         None
                     }
+                }
+            });
+            builder.body(Body::from_stream(pieces)).unwrap()
+        }
+        Reply::Trickle(every) => {
+            let pieces = stream::unfold(0usize, move |sent| {
+                let byte = body.get(sent).copied();
+                async move {
+                    tokio::time::sleep(every).await;
+                    byte.map(|b| (Ok::<_, std::io::Error>(Bytes::from(vec![b])), sent + 1))
                 }
             });
             builder.body(Body::from_stream(pieces)).unwrap()

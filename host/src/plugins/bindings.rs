@@ -1,12 +1,26 @@
-//! Host bindings of the two worlds of `wit/molt-plugin.wit`, one `bindgen!` module per world,
-//! with the names the rest of the module uses re-exported (like wasmtime-wasi's p2 bindings).
-//! The interfaces both worlds share (`host`, `types`) are generated once, in `strategy`, and
-//! reused by `validator` (`with`), so the host implements `log` once.
+//! Host bindings of `wit/molt-plugin.wit`, one `bindgen!` module per world, with the names the
+//! rest of the module uses re-exported (like wasmtime-wasi's p2 bindings). The interfaces both
+//! plugin worlds share (`host`, `types`) are generated once, in `strategy`, and reused by
+//! `validator` (`with`), so the host implements `log` once.
+//!
+//! The host binds the `*-base` worlds — what every plugin of a kind exports, since 0.1.0 — and
+//! the optional `config-check` export on its own (`config-checker`), looked up on the same
+//! pre-instantiated component: a component built before `config-check` existed still loads.
+//!
+//! Exports are generated `async` (`instantiate_async`, `call_*` futures): a call is a future the
+//! sandbox can drop at its deadline, which frees the store and everything the guest holds. The
+//! one import of ours (`log`) is synchronous: it never blocks.
 
-/// The `strategy` world.
+/// The `strategy` world, as the host requires it (`strategy-base`).
 pub(super) mod strategy {
-    wasmtime::component::bindgen!({ world: "strategy", path: "../wit" });
+    wasmtime::component::bindgen!({
+        world: "strategy-base",
+        path: "../wit",
+        exports: { default: async },
+    });
 
+    pub use self::StrategyBase as Strategy;
+    pub use self::StrategyBasePre as StrategyPre;
     pub use self::molt::plugin::host::{Host, Level};
     pub use self::molt::plugin::types::Host as TypesHost;
     pub use self::molt::plugin::types::{
@@ -14,20 +28,35 @@ pub(super) mod strategy {
     };
 }
 
-/// The `validator` world.
+/// The `validator` world, as the host requires it (`validator-base`).
 pub(super) mod validator {
     wasmtime::component::bindgen!({
-        world: "validator",
+        world: "validator-base",
         path: "../wit",
+        exports: { default: async },
         with: {
             "molt:plugin/host": super::strategy::molt::plugin::host,
             "molt:plugin/types": super::strategy::molt::plugin::types,
         },
     });
 
+    pub use self::ValidatorBase as Validator;
+    pub use self::ValidatorBasePre as ValidatorPre;
     pub use super::strategy::molt::plugin::types::ValidationContext;
+}
+
+/// The optional `config-check` export of either kind.
+pub(super) mod config_check {
+    wasmtime::component::bindgen!({
+        world: "config-checker",
+        path: "../wit",
+        exports: { default: async },
+    });
+
+    pub use self::ConfigCheckerPre as CheckerPre;
 }
 
 /// Export names as they appear in a component (`molt:plugin/strategy-plugin@0.1.0`).
 pub(super) const STRATEGY_INTERFACE: &str = "strategy-plugin";
 pub(super) const VALIDATOR_INTERFACE: &str = "validator-plugin";
+pub(super) const CONFIG_CHECK_INTERFACE: &str = "config-check";

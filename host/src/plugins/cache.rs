@@ -7,12 +7,18 @@
 //! wasmtime maps and executes without validation: loading one is as trusting as running a
 //! binary. So entries are only read from this cache, which molt writes itself: the directory is
 //! created 0700, files are written 0600 (temp file + rename, never half-written), and a
-//! directory or entry that is writable by others or owned by another user is not used. A corrupt
-//! or incompatible entry is deleted and the component recompiled.
+//! directory or entry that is writable by others or owned by another user is not used.
+//!
+//! A file molt wrote can still be damaged afterwards (a bad disk, a crash before the data
+//! reached it on a filesystem that does not order writes), and wasmtime would run the damaged
+//! code — a SIGSEGV in every later command. So each entry starts with a header: a magic line and
+//! the SHA-256 of the serialized component that follows; the digest is checked before anything
+//! is deserialized. A damaged, truncated, foreign or incompatible entry is logged, deleted and
+//! the component recompiled.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +27,13 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::txn::fsutil::{self, Existing};
+
+/// The first bytes of every entry; the format number changes with the header layout.
+const MAGIC: &[u8; 16] = b"molt-cwasm-v1\0\0\0";
+/// Magic, then the SHA-256 of the rest.
+const HEADER_LEN: usize = MAGIC.len() + 32;
+/// Entries larger than this are not read (a compiled component is a few times its `.wasm`).
+const MAX_ENTRY_BYTES: u64 = 512 << 20;
 
 /// Where a component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,10 +133,19 @@ impl ComponentCache {
             self.discard(entry);
             return None;
         }
+        let payload = match read_checked(entry) {
+            Ok(payload) => payload,
+            Err(why) => {
+                tracing::warn!(entry = %entry.display(), "discarding damaged cache entry ({why}); recompiling");
+                self.discard(entry);
+                return None;
+            }
+        };
         // SAFETY: the entry lives in molt's private cache directory, was written by molt from a
         // component it compiled with an engine of the same compatibility hash (part of the file
-        // name), and is owned by this user and writable by nobody else (checked above).
-        match unsafe { Component::deserialize_file(engine, entry) } {
+        // name), is owned by this user and writable by nobody else (checked above), and its bytes
+        // are exactly those molt wrote (the SHA-256 in its header matches).
+        match unsafe { Component::deserialize(engine, &payload) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(entry = %entry.display(), "discarding unusable cache entry: {e}");
@@ -146,7 +168,28 @@ impl ComponentCache {
         let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
         temp.as_file()
             .set_permissions(fs::Permissions::from_mode(0o600))?;
+        temp.write_all(MAGIC)?;
+        temp.write_all(&Sha256::digest(&bytes))?;
         temp.write_all(&bytes)?;
         fsutil::persist_temp(temp, entry, Existing::Replace)
     }
+}
+
+/// The serialized component of an entry, once its header and digest check out.
+fn read_checked(entry: &Path) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    fs::File::open(entry)
+        .and_then(|f| f.take(MAX_ENTRY_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > MAX_ENTRY_BYTES {
+        return Err(format!("larger than {MAX_ENTRY_BYTES} bytes"));
+    }
+    if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        return Err("no molt cache header".into());
+    }
+    let payload = bytes.split_off(HEADER_LEN);
+    if Sha256::digest(&payload)[..] != bytes[MAGIC.len()..] {
+        return Err("its checksum does not match its contents".into());
+    }
+    Ok(payload)
 }

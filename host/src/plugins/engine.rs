@@ -2,6 +2,7 @@
 //! header, compile (or load from the cache), check the world and WIT version from the exports,
 //! and pre-instantiate against the right linker.
 
+use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,9 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{self, STRATEGY_INTERFACE, VALIDATOR_INTERFACE};
+use super::bindings::config_check::CheckerPre;
+use super::bindings::{self, CONFIG_CHECK_INTERFACE, STRATEGY_INTERFACE, VALIDATOR_INTERFACE};
 use super::builtin::PluginRef;
 use super::cache::{ComponentCache, Origin};
+use super::compat;
 use super::error::PluginError;
 use super::inspect::PluginKind;
 use super::limits::{EPOCH_TICK, PluginLimits};
@@ -19,6 +22,7 @@ use super::sandbox::SandboxState;
 use super::strategy::StrategyPlugin;
 use super::validator::ValidatorPlugin;
 use super::{WIT_PACKAGE, WIT_VERSION};
+use crate::txn::fsutil::open_regular;
 
 /// Plugin files larger than this are refused before compiling (ours are ~150 KB).
 const MAX_PLUGIN_BYTES: u64 = 64 << 20;
@@ -72,7 +76,7 @@ fn shared_engine() -> Result<Engine, String> {
 
 fn linker(engine: &Engine, kind: PluginKind) -> wasmtime::Result<Linker<SandboxState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     match kind {
         PluginKind::Strategy => bindings::strategy::Strategy::add_to_linker::<
             SandboxState,
@@ -200,14 +204,22 @@ impl PluginRuntime {
         component: &Component,
     ) -> Result<StrategyPlugin, PluginError> {
         self.expect_kind(&name, component, PluginKind::Strategy)?;
-        let pre = self
+        self.expect_compatible(&name, component, PluginKind::Strategy)?;
+        let incompatible = |e: wasmtime::Error| PluginError::Incompatible {
+            plugin: name.clone(),
+            version: WIT_VERSION,
+            reason: compat::from_link_error(&e),
+        };
+        let instance = self
             .strategy_linker
             .instantiate_pre(component)
-            .and_then(bindings::strategy::StrategyPre::new)
-            .map_err(|e| PluginError::load(&name, e))?;
+            .map_err(incompatible)?;
+        let checker = self.checker(&name, component, &instance)?;
+        let pre = bindings::strategy::StrategyPre::new(instance).map_err(incompatible)?;
         Ok(StrategyPlugin::new(
             name,
             pre,
+            checker,
             self.engine.clone(),
             self.limits,
         ))
@@ -220,17 +232,67 @@ impl PluginRuntime {
         component: &Component,
     ) -> Result<ValidatorPlugin, PluginError> {
         self.expect_kind(&name, component, PluginKind::Validator)?;
-        let pre = self
+        self.expect_compatible(&name, component, PluginKind::Validator)?;
+        let incompatible = |e: wasmtime::Error| PluginError::Incompatible {
+            plugin: name.clone(),
+            version: WIT_VERSION,
+            reason: compat::from_link_error(&e),
+        };
+        let instance = self
             .validator_linker
             .instantiate_pre(component)
-            .and_then(bindings::validator::ValidatorPre::new)
-            .map_err(|e| PluginError::load(&name, e))?;
+            .map_err(incompatible)?;
+        let checker = self.checker(&name, component, &instance)?;
+        let pre = bindings::validator::ValidatorPre::new(instance).map_err(incompatible)?;
         Ok(ValidatorPlugin::new(
             name,
             pre,
+            checker,
             self.engine.clone(),
             self.limits,
         ))
+    }
+
+    /// The component's `config-check` export, if it has one (components built before it
+    /// existed do not; they load all the same).
+    fn checker(
+        &self,
+        name: &str,
+        component: &Component,
+        instance: &wasmtime::component::InstancePre<SandboxState>,
+    ) -> Result<Option<CheckerPre<SandboxState>>, PluginError> {
+        let wanted = format!("{WIT_PACKAGE}/{CONFIG_CHECK_INTERFACE}@{WIT_VERSION}");
+        let exported = component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(export, _)| export == wanted);
+        if !exported {
+            return Ok(None);
+        }
+        CheckerPre::new(instance.clone())
+            .map(Some)
+            .map_err(|e| PluginError::Incompatible {
+                plugin: name.to_owned(),
+                version: WIT_VERSION,
+                reason: compat::from_link_error(&e),
+            })
+    }
+
+    /// Refuses a component whose `molt:plugin` interfaces differ from this molt's by name.
+    pub(super) fn expect_compatible(
+        &self,
+        name: &str,
+        component: &Component,
+        kind: PluginKind,
+    ) -> Result<(), PluginError> {
+        match compat::mismatch(&self.engine, component, kind) {
+            None => Ok(()),
+            Some(reason) => Err(PluginError::Incompatible {
+                plugin: name.to_owned(),
+                version: WIT_VERSION,
+                reason,
+            }),
+        }
     }
 
     pub(super) fn read_plugin(&self, plugin: &PluginRef) -> Result<Vec<u8>, PluginError> {
@@ -238,18 +300,20 @@ impl PluginRuntime {
         match plugin {
             PluginRef::Builtin(builtin) => Ok(builtin.wasm().to_vec()),
             PluginRef::File(path) => {
-                let size = std::fs::metadata(path)
-                    .map_err(|e| PluginError::load(&name, e))?
-                    .len();
-                if size > MAX_PLUGIN_BYTES {
+                // A FIFO, a device (`/dev/zero`) or a directory is refused at once; the read is
+                // capped whatever size the file claims.
+                let file = open_regular(path).map_err(|e| PluginError::load(&name, e))?;
+                let mut wasm = Vec::new();
+                file.take(MAX_PLUGIN_BYTES + 1)
+                    .read_to_end(&mut wasm)
+                    .map_err(|e| PluginError::load(&name, e))?;
+                if wasm.len() as u64 > MAX_PLUGIN_BYTES {
                     return Err(PluginError::load(
                         &name,
-                        format!(
-                            "{size} bytes is more than the {MAX_PLUGIN_BYTES} bytes a plugin may have"
-                        ),
+                        format!("it is larger than the {MAX_PLUGIN_BYTES} bytes a plugin may have"),
                     ));
                 }
-                std::fs::read(path).map_err(|e| PluginError::load(&name, e))
+                Ok(wasm)
             }
         }
     }

@@ -44,6 +44,17 @@ pub enum PluginError {
     },
 
     #[error(
+        "{plugin} does not match this molt's molt:plugin@{version}: {reason}; {}",
+        super::compat::REBUILD
+    )]
+    Incompatible {
+        plugin: String,
+        version: &'static str,
+        /// What differs: the interface and the function.
+        reason: String,
+    },
+
+    #[error(
         "plugin {plugin} did not finish within {limit:?} and was stopped (raise the plugin timeout or fix the plugin)"
     )]
     Timeout { plugin: String, limit: Duration },
@@ -51,12 +62,26 @@ pub enum PluginError {
     #[error("plugin {plugin} tried to use more than {limit_bytes} bytes of memory and was stopped")]
     MemoryLimit { plugin: String, limit_bytes: usize },
 
+    #[error(
+        "plugin {plugin} tried to hold more than {limit} WASI resources (open files, streams) at once and was stopped"
+    )]
+    ResourceLimit { plugin: String, limit: usize },
+
     #[error("plugin {plugin} crashed: {message}{}", stderr_suffix(guest_stderr))]
     Trap {
         plugin: String,
         message: String,
         /// What the guest wrote to stdout/stderr before it crashed (capped).
         guest_stderr: String,
+    },
+
+    #[error("plugin {plugin} rejects its config: {}{message}", key_prefix(key))]
+    BadConfig {
+        plugin: String,
+        /// The offending key as a path into the config table (`paths[1]`); empty for the
+        /// table as a whole.
+        key: String,
+        message: String,
     },
 
     #[error("plugin {plugin} refused: {reason}")]
@@ -67,6 +92,14 @@ pub enum PluginError {
 
     #[error("cannot run plugin {plugin}: {reason}")]
     Sandbox { plugin: String, reason: String },
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("`{key}`: ")
+    }
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -84,9 +117,12 @@ impl PluginError {
             | PluginError::UnknownBuiltin { .. }
             | PluginError::NotAComponent { .. }
             | PluginError::WrongWorld { .. }
-            | PluginError::WrongVersion { .. } => ExitClass::Usage,
+            | PluginError::WrongVersion { .. }
+            | PluginError::Incompatible { .. }
+            | PluginError::BadConfig { .. } => ExitClass::Usage,
             PluginError::Timeout { .. }
             | PluginError::MemoryLimit { .. }
+            | PluginError::ResourceLimit { .. }
             | PluginError::Trap { .. }
             | PluginError::Rejected { .. }
             | PluginError::Malformed { .. }
@@ -102,10 +138,13 @@ impl PluginError {
             | PluginError::NotAComponent { plugin, .. }
             | PluginError::WrongWorld { plugin, .. }
             | PluginError::WrongVersion { plugin, .. }
+            | PluginError::Incompatible { plugin, .. }
             | PluginError::Timeout { plugin, .. }
             | PluginError::MemoryLimit { plugin, .. }
+            | PluginError::ResourceLimit { plugin, .. }
             | PluginError::Trap { plugin, .. }
             | PluginError::Rejected { plugin, .. }
+            | PluginError::BadConfig { plugin, .. }
             | PluginError::Malformed { plugin, .. }
             | PluginError::Sandbox { plugin, .. } => plugin,
         }

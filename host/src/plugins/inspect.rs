@@ -50,6 +50,12 @@ impl PluginInfo {
     }
 }
 
+/// A prepared plugin of either kind.
+enum Either {
+    Strategy(super::StrategyPlugin),
+    Validator(super::ValidatorPlugin),
+}
+
 /// The description of one component.
 #[derive(Debug, Clone, Serialize)]
 pub struct InspectReport {
@@ -63,6 +69,8 @@ pub struct InspectReport {
     pub package_version: Option<String>,
     /// True when this molt can run it.
     pub compatible: bool,
+    /// Why it cannot, when it cannot.
+    pub incompatible_reason: Option<String>,
     pub info: Option<PluginInfo>,
     /// Why `info` is missing, when it is.
     pub info_error: Option<String>,
@@ -85,26 +93,48 @@ impl PluginRuntime {
             Identity::Plugin { kind, version } => (Some(kind), Some(version)),
             Identity::Foreign { .. } => (None, None),
         };
-        let compatible = world.is_some() && package_version.as_deref() == Some(WIT_VERSION);
-        let info = match world {
-            Some(PluginKind::Strategy) if compatible => self
-                .prepare_strategy(name.clone(), &component)
-                .and_then(|p| p.info()),
-            Some(PluginKind::Validator) if compatible => self
-                .prepare_validator(name.clone(), &component)
-                .and_then(|p| p.info()),
-            Some(_) => Err(PluginError::WrongVersion {
-                plugin: name.clone(),
-                found: package_version.clone().unwrap_or_default(),
-                expected: WIT_VERSION,
-            }),
-            None => Err(PluginError::WrongWorld {
-                plugin: name.clone(),
-                found: "not a molt plugin".into(),
-                expected: "strategy or validator",
-                section: "molt.toml",
+        let version_ok = world.is_some() && package_version.as_deref() == Some(WIT_VERSION);
+        // The same checks `load_strategy` / `load_validator` make, instantiation excluded.
+        let prepared = match world {
+            Some(PluginKind::Strategy) if version_ok => Some(
+                self.prepare_strategy(name.clone(), &component)
+                    .map(Either::Strategy),
+            ),
+            Some(PluginKind::Validator) if version_ok => Some(
+                self.prepare_validator(name.clone(), &component)
+                    .map(Either::Validator),
+            ),
+            _ => None,
+        };
+        let mut incompatible_reason = None;
+        let info = match prepared {
+            Some(Ok(Either::Strategy(p))) => p.info(),
+            Some(Ok(Either::Validator(p))) => p.info(),
+            Some(Err(e)) => {
+                incompatible_reason = Some(e.to_string());
+                Err(e)
+            }
+            None => Err(match world {
+                Some(_) => PluginError::WrongVersion {
+                    plugin: name.clone(),
+                    found: package_version.clone().unwrap_or_default(),
+                    expected: WIT_VERSION,
+                },
+                None => PluginError::WrongWorld {
+                    plugin: name.clone(),
+                    found: "not a molt plugin".into(),
+                    expected: "strategy or validator",
+                    section: "molt.toml",
+                },
             }),
         };
+        if incompatible_reason.is_none()
+            && let Err(e) = &info
+            && !version_ok
+        {
+            incompatible_reason = Some(e.to_string());
+        }
+        let compatible = incompatible_reason.is_none();
         let (info, info_error) = match info {
             Ok(info) => (Some(info), None),
             Err(e) => (None, Some(e.to_string())),
@@ -117,6 +147,7 @@ impl PluginRuntime {
             package: world.map(|_| WIT_PACKAGE.to_owned()),
             package_version,
             compatible,
+            incompatible_reason,
             info,
             info_error,
             imports,
@@ -141,6 +172,9 @@ impl fmt::Display for InspectReport {
                     format!(" (this molt speaks {WIT_PACKAGE}@{WIT_VERSION})")
                 };
                 writeln!(f, "  world:      {world} ({package}@{version}){note}")?;
+                if let Some(reason) = &self.incompatible_reason {
+                    writeln!(f, "  compatible: no: {reason}")?;
+                }
             }
             _ => writeln!(f, "  world:      none (not a molt plugin)")?,
         }

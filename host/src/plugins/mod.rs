@@ -11,14 +11,18 @@
 //!   against the signed manifest.
 //! * [`PluginRuntime::inspect`] describes a component for `molt plugin inspect`.
 //!
-//! Everything here is synchronous. Each call runs on a short-lived thread of its own (so a guest
-//! that blocks inside a host call still times out), so callers need no runtime; do not call it
-//! from inside a tokio worker all the same (use `spawn_blocking`): it blocks the caller for up
-//! to the time limit.
+//! * [`StrategyPlugin::check_config`] / [`ValidatorPlugin::check_config`] ask a plugin whether
+//!   it accepts its config table (the optional `config-check` export), before anything runs.
+//!
+//! The API is synchronous: each call runs on wasmtime's async API on a short-lived thread with
+//! a current-thread tokio runtime of its own, and returns only once the call's store — with
+//! everything the guest held — is gone (see `sandbox`). It blocks the caller for up to the time
+//! limit.
 
 mod bindings;
 mod builtin;
 mod cache;
+mod compat;
 mod engine;
 mod error;
 mod inspect;

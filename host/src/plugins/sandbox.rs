@@ -1,22 +1,43 @@
 //! One sandboxed plugin call: a fresh `Store` with an empty WASI context (plus, for validators,
-//! one read-only preopen), caps on the memory of all its memories together and on instances, an epoch deadline, captured stdout/stderr,
-//! and the host `log` import forwarded to `tracing` under a byte budget.
+//! one read-only preopen), caps on the memory of all its memories together, on instances and on
+//! WASI resources (open files, streams), an epoch deadline, captured stdout/stderr, and the host
+//! `log` import forwarded to `tracing` under a byte budget.
 //!
-//! The call runs on a thread of its own and the caller waits at most
-//! [`PluginLimits::backstop`]: the epoch deadline stops a guest that computes, the backstop
-//! also covers a guest blocked inside a host call (a WASI sleep), which no epoch can interrupt.
-//! Such a thread is abandoned; the deadline traps it as soon as it re-enters wasm.
+//! The call is a future (wasmtime's async API: `instantiate_async`, `call_*_async`, an epoch
+//! deadline that yields every tick) run under a tokio timeout on a current-thread runtime of its
+//! own, on a thread of its own. At the deadline the future is dropped: that stops a guest that
+//! computes (it yields at the next tick) and a guest blocked inside a host call (a WASI sleep or
+//! read is a future too). Then the store is dropped — its WASI context, resource table, open
+//! files and captured output with it — and the runtime shut down before the call returns, so
+//! nothing a plugin held outlives its call: what molt does next (an undo) cannot run short of
+//! descriptors because of it.
 
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use tokio::io::AsyncWrite;
+use wasmtime::component::ResourceTableError;
 use wasmtime::{ResourceLimiter, Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::bindings::config_check::CheckerPre;
 use super::bindings::{self, strategy::Level};
 use super::error::PluginError;
 use super::limits::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, PluginLimits};
+
+/// How long a timed-out call waits, after its store is dropped, for WASI work already handed to
+/// tokio's blocking pool (a file read in progress) to finish and release what it holds.
+const BLOCKING_GRACE: Duration = Duration::from_secs(2);
+
+/// Captured frames (wasmtime keeps the innermost 20) of one function under an out-of-bounds
+/// trap from which it is reported as a stack overflow (a guest's own stack is in its linear
+/// memory, without a guard).
+const RECURSION_FRAMES: usize = 16;
 
 /// Where a validator sees the new install tree.
 pub(super) const GUEST_ROOT: &str = "/install";
@@ -113,6 +134,80 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// A guest's stdout or stderr: keeps the first `cap` bytes and counts the rest, which are
+/// accepted and dropped. Never an error to the guest (a full pipe that refused writes made Rust
+/// guests panic with "Broken pipe").
+#[derive(Clone)]
+struct CappedOutput {
+    cap: usize,
+    kept: Arc<Mutex<CappedBytes>>,
+}
+
+#[derive(Default)]
+struct CappedBytes {
+    bytes: Vec<u8>,
+    dropped: u64,
+}
+
+impl CappedOutput {
+    fn new(cap: usize) -> CappedOutput {
+        CappedOutput {
+            cap,
+            kept: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CappedBytes> {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What was kept, as text, and how many bytes were dropped.
+    fn contents(&self) -> (String, u64) {
+        let kept = self.lock();
+        (
+            String::from_utf8_lossy(&kept.bytes).into_owned(),
+            kept.dropped,
+        )
+    }
+}
+
+impl AsyncWrite for CappedOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let cap = self.cap;
+        let mut kept = self.lock();
+        let room = cap.saturating_sub(kept.bytes.len()).min(buf.len());
+        kept.bytes.extend_from_slice(&buf[..room]);
+        kept.dropped += (buf.len() - room) as u64;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl IsTerminal for CappedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CappedOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
 /// Forwards guest log lines to `tracing` until the per-call budget is spent.
 struct LogBudget {
     plugin: String,
@@ -205,19 +300,28 @@ impl bindings::strategy::Host for SandboxState {
 impl bindings::strategy::TypesHost for SandboxState {}
 
 /// What a loaded plugin of either kind keeps: its name as configured, its pre-instantiated
-/// component, and what every call needs.
+/// component (and its `config-check` export, which components built before it existed lack),
+/// and what every call needs.
 pub(super) struct Loaded<P> {
     pub name: String,
     pub pre: P,
+    pub checker: Option<CheckerPre<SandboxState>>,
     pub limits: PluginLimits,
     engine: wasmtime::Engine,
 }
 
 impl<P> Loaded<P> {
-    pub fn new(name: String, pre: P, engine: wasmtime::Engine, limits: PluginLimits) -> Self {
+    pub fn new(
+        name: String,
+        pre: P,
+        checker: Option<CheckerPre<SandboxState>>,
+        engine: wasmtime::Engine,
+        limits: PluginLimits,
+    ) -> Self {
         Loaded {
             name,
             pre,
+            checker,
             limits,
             engine,
         }
@@ -232,6 +336,31 @@ impl<P> Loaded<P> {
             preopen: preopen.map(Path::to_path_buf),
         }
     }
+
+    /// Asks the plugin whether `config_json` is a config it accepts (in the sandbox, with no
+    /// files). `Ok(false)` when the component predates `config-check` and cannot say.
+    pub fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
+        let Some(checker) = self.checker.clone() else {
+            tracing::debug!(plugin = %self.name, "built without config-check; its config is checked when it runs");
+            return Ok(false);
+        };
+        let config = config_json.to_owned();
+        let answer = self.call(None).run(async move |store| {
+            let plugin = checker.instantiate_async(&mut *store).await?;
+            plugin
+                .molt_plugin_config_check()
+                .call_check_config(&mut *store, &config)
+                .await
+        })?;
+        let cap = self.limits.output_bytes;
+        answer
+            .map(|()| true)
+            .map_err(|problem| PluginError::BadConfig {
+                plugin: self.name.clone(),
+                key: guest_text(&problem.key, cap),
+                message: guest_text(&problem.message, cap),
+            })
+    }
 }
 
 /// One call to make in the sandbox.
@@ -244,57 +373,66 @@ pub(super) struct Call {
 }
 
 impl Call {
-    /// Runs `body` in a fresh store on a thread of its own and maps every way it can fail.
+    /// Runs `body` in a fresh store, under the time limit, and maps every way it can fail. The
+    /// store, and everything the guest held, is gone when this returns.
     pub(super) fn run<T, F>(self, body: F) -> Result<T, PluginError>
     where
-        T: Send + 'static,
-        F: FnOnce(&mut Store<SandboxState>) -> wasmtime::Result<T> + Send + 'static,
+        T: Send,
+        F: AsyncFnOnce(&mut Store<SandboxState>) -> wasmtime::Result<T> + Send,
     {
-        let (sender, receiver) = mpsc::sync_channel(1);
+        // A thread of its own: the call's runtime cannot be started inside another one.
         let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         let plugin = self.plugin.clone();
-        let limits = self.limits;
-        std::thread::Builder::new()
-            .name("molt-plugin-call".into())
-            .spawn(move || {
-                let result = tracing::dispatcher::with_default(&dispatch, || self.run_here(body));
-                let _ = sender.send(result);
-            })
-            .map_err(|e| PluginError::Sandbox {
-                plugin: plugin.clone(),
-                reason: format!("cannot start a thread for the call: {e}"),
-            })?;
-        match receiver.recv_timeout(limits.backstop()) {
-            Ok(result) => result,
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(PluginError::Timeout {
-                plugin,
-                limit: limits.timeout,
-            }),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(PluginError::Sandbox {
-                plugin,
-                reason: "the call's thread ended without an answer".into(),
-            }),
-        }
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("molt-plugin-call".into())
+                .spawn_scoped(scope, move || {
+                    tracing::dispatcher::with_default(&dispatch, || self.run_here(body))
+                })
+                .map_err(|e| PluginError::Sandbox {
+                    plugin: plugin.clone(),
+                    reason: format!("cannot start a thread for the call: {e}"),
+                })?
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(PluginError::Sandbox {
+                        plugin,
+                        reason: "the call's thread panicked".into(),
+                    })
+                })
+        })
     }
 
     fn run_here<T, F>(self, body: F) -> Result<T, PluginError>
     where
-        F: FnOnce(&mut Store<SandboxState>) -> wasmtime::Result<T>,
+        F: AsyncFnOnce(&mut Store<SandboxState>) -> wasmtime::Result<T>,
     {
-        let stdout = MemoryOutputPipe::new(self.limits.output_bytes);
-        let stderr = MemoryOutputPipe::new(self.limits.output_bytes);
+        let sandbox_error = |reason: String| PluginError::Sandbox {
+            plugin: self.plugin.clone(),
+            reason,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| sandbox_error(format!("cannot start the call's runtime: {e}")))?;
+        let stdout = CappedOutput::new(self.limits.output_bytes);
+        let stderr = CappedOutput::new(self.limits.output_bytes);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone()).stderr(stderr.clone());
         if let Some(tree) = &self.preopen {
             wasi.preopened_dir(tree, GUEST_ROOT, FsPerms::ReadOnly)
-                .map_err(|e| PluginError::Sandbox {
-                    plugin: self.plugin.clone(),
-                    reason: format!("cannot open {} for the validator: {e:#}", tree.display()),
+                .map_err(|e| {
+                    sandbox_error(format!(
+                        "cannot open {} for the validator: {e:#}",
+                        tree.display()
+                    ))
                 })?;
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.limits.resources);
         let state = SandboxState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             limiter: Limiter::new(self.limits.memory_bytes),
             log: LogBudget {
                 plugin: self.plugin.clone(),
@@ -304,39 +442,97 @@ impl Call {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(self.limits.epoch_ticks());
-        store.epoch_deadline_trap();
+        // Yield to the runtime at every epoch tick, so the timeout below fires on time even for
+        // a guest that never calls the host.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
 
-        let outcome = body(&mut store);
+        let outcome = runtime
+            .block_on(async { tokio::time::timeout(self.limits.timeout, body(&mut store)).await });
         store.data().log.report();
-        outcome.map_err(|error| {
-            if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                return PluginError::Timeout {
+        let memory_refused = store.data().limiter.memory_refused;
+        // Free what the guest held (files, streams, memory) before anything else happens.
+        drop(store);
+        runtime.shutdown_timeout(BLOCKING_GRACE);
+        for (what, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
+            let (_, dropped) = pipe.contents();
+            if dropped > 0 {
+                tracing::warn!(
+                    target: "molt::plugin",
+                    plugin = self.plugin.as_str(),
+                    dropped_bytes = dropped,
+                    "plugin wrote more than {} bytes to its {what}; {dropped} bytes dropped",
+                    self.limits.output_bytes
+                );
+            }
+        }
+
+        let error = match outcome {
+            Ok(Ok(value)) => return Ok(value),
+            Err(_elapsed) => {
+                return Err(PluginError::Timeout {
                     plugin: self.plugin.clone(),
                     limit: self.limits.timeout,
-                };
+                });
             }
-            if store.data().limiter.memory_refused {
-                return PluginError::MemoryLimit {
-                    plugin: self.plugin.clone(),
-                    limit_bytes: self.limits.memory_bytes,
-                };
-            }
-            tracing::debug!(plugin = %self.plugin, "plugin trapped: {error:?}");
-            let cap = self.limits.output_bytes;
-            let mut output = guest_text(String::from_utf8_lossy(&stderr.contents()).trim(), cap);
-            let out = guest_text(String::from_utf8_lossy(&stdout.contents()).trim(), cap);
-            if !out.is_empty() {
-                if !output.is_empty() {
-                    output.push_str(" | ");
-                }
-                output.push_str(&out);
-            }
-            PluginError::Trap {
+            Ok(Err(error)) => error,
+        };
+        if memory_refused {
+            return Err(PluginError::MemoryLimit {
                 plugin: self.plugin.clone(),
-                message: error.root_cause().to_string(),
-                guest_stderr: output,
+                limit_bytes: self.limits.memory_bytes,
+            });
+        }
+        if matches!(
+            error.root_cause().downcast_ref::<ResourceTableError>(),
+            Some(ResourceTableError::Full)
+        ) {
+            return Err(PluginError::ResourceLimit {
+                plugin: self.plugin.clone(),
+                limit: self.limits.resources,
+            });
+        }
+        tracing::debug!(plugin = %self.plugin, "plugin trapped: {error:?}");
+        let cap = self.limits.output_bytes;
+        let mut output = guest_text(stderr.contents().0.trim(), cap);
+        let out = guest_text(stdout.contents().0.trim(), cap);
+        if !out.is_empty() {
+            if !output.is_empty() {
+                output.push_str(" | ");
             }
+            output.push_str(&out);
+        }
+        // A Rust guest keeps its stack in linear memory: running off its end is an out-of-bounds
+        // access, deep in a recursion — every captured frame below the innermost one is the
+        // same function.
+        let recursing = error
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .is_some_and(|trace| {
+                let frames = trace.frames();
+                frames.len() >= RECURSION_FRAMES
+                    && frames[1..]
+                        .iter()
+                        .all(|f| f.func_index() == frames[1].func_index())
+            });
+        let message = match error.downcast_ref::<Trap>() {
+            Some(Trap::StackOverflow) => {
+                "stack overflow (the plugin recursed too deeply)".to_owned()
+            }
+            Some(Trap::MemoryOutOfBounds) if recursing => {
+                "stack overflow (an out of bounds memory access deep in a recursion: the plugin ran off its stack)".to_owned()
+            }
+            Some(Trap::Interrupt) => {
+                return Err(PluginError::Timeout {
+                    plugin: self.plugin.clone(),
+                    limit: self.limits.timeout,
+                });
+            }
+            _ => error.root_cause().to_string(),
+        };
+        Err(PluginError::Trap {
+            plugin: self.plugin.clone(),
+            message,
+            guest_stderr: output,
         })
     }
 }

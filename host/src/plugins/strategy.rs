@@ -6,6 +6,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::bindings::config_check::CheckerPre;
 use super::bindings::strategy as wit;
 use super::error::PluginError;
 use super::inspect::PluginInfo;
@@ -105,12 +106,19 @@ impl StrategyPlugin {
     pub(super) fn new(
         name: String,
         pre: wit::StrategyPre<SandboxState>,
+        checker: Option<CheckerPre<SandboxState>>,
         engine: wasmtime::Engine,
         limits: PluginLimits,
     ) -> Self {
         Self {
-            loaded: Loaded::new(name, pre, engine, limits),
+            loaded: Loaded::new(name, pre, checker, engine, limits),
         }
+    }
+
+    /// Whether the plugin accepts `config_json` (its `[strategy.config]` table as
+    /// JSON): [`PluginError::BadConfig`] if not; `Ok(false)` if it predates config checks.
+    pub fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
+        self.loaded.check_config(config_json)
     }
 
     /// The plugin as named in molt.toml (`builtin:default` or its path).
@@ -121,9 +129,12 @@ impl StrategyPlugin {
     /// The plugin's `info()`, called in the sandbox.
     pub fn info(&self) -> Result<PluginInfo, PluginError> {
         let pre = self.loaded.pre.clone();
-        let info = self.loaded.call(None).run(move |store| {
-            let plugin = pre.instantiate(&mut *store)?;
-            plugin.molt_plugin_strategy_plugin().call_info(&mut *store)
+        let info = self.loaded.call(None).run(async move |store| {
+            let plugin = pre.instantiate_async(&mut *store).await?;
+            plugin
+                .molt_plugin_strategy_plugin()
+                .call_info(&mut *store)
+                .await
         })?;
         Ok(PluginInfo::from_guest(
             info,
@@ -140,11 +151,12 @@ impl StrategyPlugin {
         let ctx = to_wit(input);
         let config = config_json.to_owned();
         let pre = self.loaded.pre.clone();
-        let answer = self.loaded.call(None).run(move |store| {
-            let plugin = pre.instantiate(&mut *store)?;
+        let answer = self.loaded.call(None).run(async move |store| {
+            let plugin = pre.instantiate_async(&mut *store).await?;
             plugin
                 .molt_plugin_strategy_plugin()
                 .call_decide(&mut *store, &ctx, &config)
+                .await
         })?;
         let text = |t: &str| guest_text(t, self.loaded.limits.output_bytes);
         let decision = answer.map_err(|reason| PluginError::Rejected {

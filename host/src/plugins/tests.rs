@@ -429,7 +429,7 @@ fn hostile_loop_is_stopped_at_the_deadline() {
 }
 
 #[test]
-fn hostile_sleep_is_stopped_by_the_backstop() {
+fn hostile_sleep_in_a_host_call_is_stopped_at_the_deadline() {
     let limits = short_limits();
     let (result, took) = hostile("sleep", limits);
     assert!(
@@ -470,9 +470,9 @@ fn hostile_panic_and_stack_overflow_trap_with_a_message() {
     let (result, _) = hostile("stack", short_limits());
     let err = result.unwrap_err();
     // Deep recursion ends either in wasm's call-stack limit or, first, in Rust's shadow stack
-    // running below linear memory: both are traps.
+    // running below linear memory: both are reported as a stack overflow.
     assert!(
-        matches!(&err, PluginError::Trap { message, .. } if message.contains("stack") || message.contains("out of bounds")),
+        matches!(&err, PluginError::Trap { message, .. } if message.starts_with("stack overflow")),
         "{err}"
     );
 }
@@ -638,6 +638,95 @@ fn hostile_validator_failure_and_loop() {
     assert!(took < short_limits().timeout * 2, "took {took:?}");
 }
 
+/// Descriptors of this process open on files under `dir` (from `/proc/self/fd`).
+fn open_fds_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn a_timed_out_validator_sleeping_in_the_host_is_dropped_with_its_files() {
+    let tree = tree();
+    let root = tree.path().canonicalize().unwrap();
+    let plugin = runtime_with(short_limits())
+        .load_validator(&file("test_hostile_validator"))
+        .unwrap();
+    // Sample the descriptors the guest holds while it sleeps.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (done, root) = (done.clone(), root.clone());
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(open_fds_under(&root));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    let started = Instant::now();
+    let result = plugin.validate(
+        &validation(),
+        r#"{"mode": "hoard", "count": 100, "sleep": true}"#,
+        tree.path(),
+    );
+    let took = started.elapsed();
+    let after = open_fds_under(&root);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = watcher.join().unwrap();
+    assert!(
+        matches!(result, Err(PluginError::Timeout { .. })),
+        "{result:?}"
+    );
+    eprintln!("sleeping validator stopped after {took:?}; held {most} descriptors, {after} left");
+    assert!(most >= 100, "the guest never held its files: {most}");
+    assert_eq!(after, 0, "descriptors outlived the call");
+}
+
+#[test]
+fn a_call_holding_more_resources_than_allowed_is_stopped() {
+    let tree = tree();
+    let limits = PluginLimits {
+        resources: 64,
+        ..short_limits()
+    };
+    let plugin = runtime_with(limits)
+        .load_validator(&file("test_hostile_validator"))
+        .unwrap();
+    let result = plugin.validate(
+        &validation(),
+        r#"{"mode": "hoard", "count": 1000}"#,
+        tree.path(),
+    );
+    assert!(
+        matches!(result, Err(PluginError::ResourceLimit { limit: 64, .. })),
+        "{result:?}"
+    );
+    assert_eq!(open_fds_under(&tree.path().canonicalize().unwrap()), 0);
+}
+
+#[test]
+fn hostile_validator_sleep_is_stopped_and_output_floods_are_dropped() {
+    let tree = tree();
+    let (result, _) = hostile_validation("sleep", tree.path());
+    assert!(
+        matches!(result, Err(PluginError::Timeout { .. })),
+        "{result:?}"
+    );
+    // 2 MiB of output, far past the 64 KiB kept: dropped and counted, not a crash.
+    let plugin = runtime_with(PluginLimits {
+        timeout: Duration::from_secs(20),
+        ..PluginLimits::default()
+    })
+    .load_validator(&file("test_hostile_validator"))
+    .unwrap();
+    let result = plugin.validate(&validation(), r#"{"mode": "stdout-flood"}"#, tree.path());
+    assert!(result.is_ok(), "{result:?}");
+}
+
 #[test]
 fn wrong_world_is_refused_before_instantiation() {
     let rt = runtime();
@@ -763,6 +852,56 @@ fn second_load_comes_from_the_cache_and_a_corrupt_entry_is_recompiled() {
         recompiled.decide(&input(None), "{}").unwrap(),
         full("1.2.0")
     );
+
+    // A well-formed entry with damaged machine code (every byte of its second half flipped):
+    // without the checksum, wasmtime would map and run it.
+    let mut damaged = std::fs::read(&entries[0]).unwrap();
+    let half = damaged.len() / 2;
+    for byte in &mut damaged[half..] {
+        *byte = !*byte;
+    }
+    std::fs::write(&corrupt, &damaged).unwrap();
+    std::fs::rename(&corrupt, &entries[0]).unwrap();
+    let fourth = PluginRuntime::new(Some(&cache), PluginLimits::default()).unwrap();
+    let recompiled = fourth.load_strategy(&plugin).unwrap();
+    assert_eq!(fourth.load_stats().compiled, 1);
+    assert_eq!(
+        recompiled.decide(&input(None), "{}").unwrap(),
+        full("1.2.0")
+    );
+    assert_ne!(
+        std::fs::read(&entries[0]).unwrap(),
+        damaged,
+        "entry rewritten"
+    );
+}
+
+#[test]
+fn a_strategy_built_before_config_check_still_loads_and_runs() {
+    let plugin = runtime()
+        .load_strategy(&file("test_before_config_check"))
+        .unwrap();
+    assert!(!plugin.check_config(r#"{"anything": 1}"#).unwrap());
+    assert!(is_none(
+        &plugin.decide(&input(None), "{}").unwrap(),
+        "old plugin"
+    ));
+}
+
+#[test]
+fn a_plugin_rejecting_its_config_names_the_key() {
+    let plugin = runtime()
+        .load_validator(&PluginRef::parse("builtin:require-files").unwrap())
+        .unwrap();
+    assert!(plugin.check_config(r#"{"paths": ["bin/app"]}"#).unwrap());
+    let err = plugin
+        .check_config(r#"{"pahts": ["bin/app"]}"#)
+        .unwrap_err();
+    assert!(
+        matches!(&err, PluginError::BadConfig { key, .. } if key == "pahts"),
+        "{err}"
+    );
+    assert_eq!(err.exit_class(), crate::error::ExitClass::Usage);
 }
 
 #[test]
@@ -786,9 +925,13 @@ fn inspect_reports_one_world_per_plugin() {
         .collect();
     assert_eq!(
         ours,
-        ["molt:plugin/strategy-plugin@0.1.0"],
+        [
+            "molt:plugin/strategy-plugin@0.1.0",
+            "molt:plugin/config-check@0.1.0"
+        ],
         "a strategy exports exactly its world"
     );
+    assert!(report.compatible && report.incompatible_reason.is_none());
     assert!(
         report.imports.iter().any(|i| i == "molt:plugin/host@0.1.0"),
         "{:?}",
@@ -809,7 +952,13 @@ fn inspect_reports_one_world_per_plugin() {
         .iter()
         .filter(|e| e.starts_with("molt:plugin/"))
         .collect();
-    assert_eq!(ours, ["molt:plugin/validator-plugin@0.1.0"]);
+    assert_eq!(
+        ours,
+        [
+            "molt:plugin/validator-plugin@0.1.0",
+            "molt:plugin/config-check@0.1.0"
+        ]
+    );
     assert_eq!(report.info.unwrap().name, "test-hostile-validator");
 }
 

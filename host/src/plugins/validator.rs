@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::bindings::config_check::CheckerPre;
 use super::bindings::validator as wit;
 use super::error::PluginError;
 use super::inspect::PluginInfo;
@@ -29,12 +30,19 @@ impl ValidatorPlugin {
     pub(super) fn new(
         name: String,
         pre: wit::ValidatorPre<SandboxState>,
+        checker: Option<CheckerPre<SandboxState>>,
         engine: wasmtime::Engine,
         limits: PluginLimits,
     ) -> Self {
         Self {
-            loaded: Loaded::new(name, pre, engine, limits),
+            loaded: Loaded::new(name, pre, checker, engine, limits),
         }
+    }
+
+    /// Whether the plugin accepts `config_json` (its `[validators.config]` table as
+    /// JSON): [`PluginError::BadConfig`] if not; `Ok(false)` if it predates config checks.
+    pub fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
+        self.loaded.check_config(config_json)
     }
 
     pub fn name(&self) -> &str {
@@ -44,9 +52,12 @@ impl ValidatorPlugin {
     /// The plugin's `info()`, called in the sandbox (with no files).
     pub fn info(&self) -> Result<PluginInfo, PluginError> {
         let pre = self.loaded.pre.clone();
-        let info = self.loaded.call(None).run(move |store| {
-            let plugin = pre.instantiate(&mut *store)?;
-            plugin.molt_plugin_validator_plugin().call_info(&mut *store)
+        let info = self.loaded.call(None).run(async move |store| {
+            let plugin = pre.instantiate_async(&mut *store).await?;
+            plugin
+                .molt_plugin_validator_plugin()
+                .call_info(&mut *store)
+                .await
         })?;
         Ok(PluginInfo::from_guest(
             info,
@@ -73,11 +84,12 @@ impl ValidatorPlugin {
         };
         let config = config_json.to_owned();
         let pre = self.loaded.pre.clone();
-        let answer = self.loaded.call(Some(tree)).run(move |store| {
-            let plugin = pre.instantiate(&mut *store)?;
+        let answer = self.loaded.call(Some(tree)).run(async move |store| {
+            let plugin = pre.instantiate_async(&mut *store).await?;
             plugin
                 .molt_plugin_validator_plugin()
                 .call_validate(&mut *store, &ctx, &config)
+                .await
         })?;
         answer.map_err(|reason| PluginError::Rejected {
             plugin: self.loaded.name.clone(),

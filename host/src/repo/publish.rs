@@ -45,10 +45,12 @@ use crate::package::archive::{
     ArchiveError, Compression, PackageEntries, PackageInfo, write_package,
 };
 use crate::package::extract::{self, Allowed, ExtractError, ExtractLimits};
+use crate::relpath::RelPath;
 use crate::repo::diff::diff_trees;
 use crate::repo::manifest::{Artifacts, FORMAT, Manifest, Operations, Package, Patch, Release};
 use crate::repo::signature::{self, SignatureFile};
 use crate::repo::trust::{TrustError, check_structure};
+use crate::state::RESERVED_STATE_DIR;
 use crate::tree::{ScanError, TreeListing};
 use crate::txn::fsutil::{self, Existing};
 use crate::version::{Version, host_arch, normalize_arch};
@@ -207,6 +209,19 @@ pub enum PublishError {
     SerializeManifest { reason: String },
     #[error("failed to write {path}: {source}")]
     WriteRepo { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} is at serial {}, the highest there is, so no newer manifest can be signed; \
+         publish into a new repository, point clients' [source] url at it and remove each \
+         client's trust.json (its highest accepted serial)",
+        u64::MAX
+    )]
+    SerialExhausted { path: PathBuf },
+    #[error(
+        "the release tree {tree} holds {path}: .molt is reserved for molt's state directory \
+         (device id, trust state) and clients refuse a package containing it; remove it from \
+         the tree"
+    )]
+    ReservedPath { tree: PathBuf, path: RelPath },
 }
 
 impl PublishError {
@@ -215,7 +230,9 @@ impl PublishError {
             PublishError::InvalidRequest { .. }
             | PublishError::TreeNotADirectory { .. }
             | PublishError::ScanTree(_)
-            | PublishError::ProductMismatch { .. } => ExitClass::Usage,
+            | PublishError::ProductMismatch { .. }
+            | PublishError::SerialExhausted { .. }
+            | PublishError::ReservedPath { .. } => ExitClass::Usage,
             PublishError::Key(e) => e.exit_class(),
             PublishError::UnsignedManifest { .. }
             | PublishError::ForeignManifest { .. }
@@ -263,7 +280,23 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
     let _lock = lock_repo(&req.repo)?;
 
     let previous = load_own_manifest(&req.repo, &key, &req.product)?;
+    if previous.as_ref().is_some_and(|m| m.serial == u64::MAX) {
+        return Err(PublishError::SerialExhausted {
+            path: req.repo.join("manifest.json"),
+        });
+    }
     let listing = TreeListing::scan(&req.tree, &[]).map_err(PublishError::ScanTree)?;
+    if let Some(p) = listing
+        .files
+        .keys()
+        .chain(&listing.dirs)
+        .find(|p| p.starts_with(&RelPath::new(RESERVED_STATE_DIR).expect("valid name")))
+    {
+        return Err(PublishError::ReservedPath {
+            tree: req.tree.clone(),
+            path: p.clone(),
+        });
+    }
 
     let full_name = format!(
         "{}-{}-{}.{}",
@@ -334,7 +367,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         extra: Default::default(),
     };
     upsert_release(&plan, &mut manifest, artifacts);
-    manifest.serial = previous.as_ref().map_or(1, |m| m.serial + 1);
+    manifest.serial = previous.as_ref().map_or(1, |m| m.serial.saturating_add(1));
     manifest.expires = plan.expires;
     check_structure(&manifest, &req.repo.display().to_string())
         .map_err(|e| PublishError::InvalidResult(Box::new(e)))?;

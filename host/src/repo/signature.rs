@@ -69,11 +69,20 @@ pub fn verify(
             distinct_keys: trusted_by_id.len(),
         });
     }
+    let unsigned = || TrustError::Unsigned {
+        url: source.to_owned(),
+    };
+    if sig_file_bytes.trim_ascii().is_empty() {
+        return Err(unsigned());
+    }
     let file: SignatureFile =
         serde_json::from_slice(sig_file_bytes).map_err(|e| TrustError::MalformedSignatureFile {
             url: source.to_owned(),
             reason: e.to_string(),
         })?;
+    if file.signatures.is_empty() {
+        return Err(unsigned());
+    }
 
     let mut signed_by = BTreeSet::new();
     let mut unknown = BTreeSet::new();
@@ -262,7 +271,10 @@ mod tests {
         assert!(matches!(err, TrustError::MalformedSignatureFile { .. }));
         let empty = file_of(vec![]);
         let err = verify(b"m", &empty, &[k.verifying_key()], 1, URL).unwrap_err();
-        assert!(err.to_string().contains("no signatures"), "{err}");
+        assert!(matches!(err, TrustError::Unsigned { .. }), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        let err = verify(b"m", b" \n", &[k.verifying_key()], 1, URL).unwrap_err();
+        assert!(err.to_string().contains("is not signed"), "{err}");
         let sig = file_of(vec![sign(b"m", &k)]);
         for threshold in [0, 2] {
             let err = verify(b"m", &sig, &[k.verifying_key()], threshold, URL).unwrap_err();

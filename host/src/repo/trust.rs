@@ -44,6 +44,11 @@ pub enum TrustError {
         distinct_keys: usize,
     },
     #[error(
+        "the manifest at {url} is not signed (no manifest.json.sig, or one without signatures); \
+         refusing it: the publisher must sign it (molt publish does)"
+    )]
+    Unsigned { url: String },
+    #[error(
         "manifest signature file for {url} is not valid JSON of the form {{\"signatures\": [{{\"keyid\", \"sig\"}}]}}: {reason}"
     )]
     MalformedSignatureFile { url: String, reason: String },

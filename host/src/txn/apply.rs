@@ -25,8 +25,9 @@ use crate::relpath::RelPath;
 use crate::state::{HistoryEntry, InstallState, Outcome, StateDir, TxnKind};
 use crate::version::Version;
 
-/// Mode of directories an update creates in the install.
-const CREATED_DIR_MODE: u32 = 0o755;
+/// Mode of a directory while the transaction fills it; its own mode (`Intent::dir_modes`) is
+/// set once every put is done, so a read-only directory can still be filled.
+const FILLING_DIR_MODE: u32 = 0o700;
 
 /// A transaction in `txn/<id>/`: its stage is filled by the caller, then [`Transaction::apply`]
 /// runs a plan.
@@ -70,6 +71,17 @@ fn new_txn_id() -> String {
         now.nanosecond(),
         fsutil::random_suffix()
     )
+}
+
+/// Why the validators did not pass a new tree.
+#[derive(Debug)]
+pub enum ValidationFailure {
+    /// A validator examined the tree and rejected it: the release is recorded as failed
+    /// validation (and not chosen again unless asked for).
+    Verdict(ValidationError),
+    /// No verdict: a validator could not run to its end (it trapped, timed out, rejected its
+    /// config). The update is undone all the same, but the release is not held against.
+    NoVerdict(ValidationError),
 }
 
 impl Transaction {
@@ -153,10 +165,24 @@ impl Transaction {
     /// (see [`Transaction::next_state`]). On any failure before the commit record the old tree
     /// is restored; after it, the outcome is `Ok` and carries what failed as warnings.
     pub fn apply(
-        mut self,
+        self,
         plan: &Plan,
         new_state: InstallState,
         validate: impl FnOnce(&Path) -> Result<(), ValidationError>,
+    ) -> Result<ApplyOutcome, TxnError> {
+        self.apply_validated(plan, new_state, |tree| {
+            validate(tree).map_err(ValidationFailure::Verdict)
+        })
+    }
+
+    /// [`Transaction::apply`] with validators that may fail without a verdict on the tree
+    /// ([`ValidationFailure::NoVerdict`]: undone, recorded as `failed`, the release not marked
+    /// failed validation).
+    pub fn apply_validated(
+        mut self,
+        plan: &Plan,
+        new_state: InstallState,
+        validate: impl FnOnce(&Path) -> Result<(), ValidationFailure>,
     ) -> Result<ApplyOutcome, TxnError> {
         let old_state = self.state.load_state()?;
         let intent = Intent {
@@ -170,6 +196,8 @@ impl Transaction {
             old_state,
             preserved_written: plan.preserved_written.clone(),
             consumes: plan.consumes.clone(),
+            dir_modes: plan.dir_modes.clone(),
+            adopted: plan.adopted.clone(),
         };
         if let Err(e) = self
             .journal
@@ -189,8 +217,12 @@ impl Transaction {
         if let Err(e) = self.journal.append(&Record::Applied) {
             return Err(self.fail(&intent, Failed::Step(TxnFailure::Journal(Box::new(e)))));
         }
-        if let Err(reason) = validate(&install_dir) {
-            return Err(self.fail(&intent, Failed::Validation(reason)));
+        if let Err(failure) = validate(&install_dir) {
+            let failed = match failure {
+                ValidationFailure::Verdict(reason) => Failed::Validation(reason),
+                ValidationFailure::NoVerdict(reason) => Failed::NoVerdict(reason),
+            };
+            return Err(self.fail(&intent, failed));
         }
         let commit = Record::Commit {
             new_state: Box::new(new_state.clone()),
@@ -267,7 +299,7 @@ impl Transaction {
         }
         let outcome = match failed {
             Failed::Validation(_) => Outcome::FailedValidation,
-            Failed::Step(_) => Outcome::Failed,
+            Failed::Step(_) | Failed::NoVerdict(_) => Outcome::Failed,
         };
         let reason = failed.report();
         if let Err(e) = finish_rolled_back(
@@ -285,7 +317,9 @@ impl Transaction {
             version_or_nothing(&intent.to),
         );
         match failed {
-            Failed::Validation(reason) => TxnError::ValidationFailed { from, to, reason },
+            Failed::Validation(reason) | Failed::NoVerdict(reason) => {
+                TxnError::ValidationFailed { from, to, reason }
+            }
             Failed::Step(cause) => TxnError::ApplyFailed {
                 from,
                 to,
@@ -299,6 +333,8 @@ impl Transaction {
 enum Failed {
     Step(TxnFailure),
     Validation(ValidationError),
+    /// A validator that gave no verdict on the tree (see [`ValidationFailure::NoVerdict`]).
+    NoVerdict(ValidationError),
 }
 
 impl Failed {
@@ -306,7 +342,7 @@ impl Failed {
     fn report(&self) -> String {
         let err: &(dyn std::error::Error + 'static) = match self {
             Failed::Step(f) => f,
-            Failed::Validation(v) => v.as_ref(),
+            Failed::Validation(v) | Failed::NoVerdict(v) => v.as_ref(),
         };
         crate::error::chain(err)
     }
@@ -404,7 +440,7 @@ fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(),
     for d in &intent.created_dirs {
         let path = d.under(install_dir);
         let what = || format!("creating directory {}", path.display());
-        match fsutil::create_dir(&path, CREATED_DIR_MODE) {
+        match fsutil::create_dir(&path, FILLING_DIR_MODE) {
             Ok(true) => {}
             Ok(false) => {
                 return Err(TxnFailure::step(
@@ -437,6 +473,12 @@ fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(),
         touch_parent(&mut touched, source);
         touch_parent(&mut touched, &target);
         failpoint::step(&format!("put {}", op.path)).map_err(|e| TxnFailure::step(what(), e))?;
+    }
+    for m in &intent.dir_modes {
+        let path = m.path.under(install_dir);
+        fsutil::set_mode(&path, m.mode)
+            .map_err(|e| TxnFailure::step(format!("setting the mode of {}", path.display()), e))?;
+        touched.insert(path);
     }
     fsutil::fsync_dirs(&touched, false)
         .map_err(|(dir, e)| TxnFailure::step(format!("fsyncing directory {}", dir.display()), e))?;

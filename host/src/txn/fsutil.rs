@@ -1,6 +1,6 @@
 //! The few filesystem primitives a crash-safe transaction is built from: renames that never
-//! clobber, durable directory fsyncs, the one durable whole-file write, parallel fsyncs and
-//! kind-aware lookups.
+//! clobber, durable directory fsyncs, the one durable whole-file write, parallel fsyncs,
+//! kind-aware lookups, and an open that refuses anything but a regular file.
 //!
 //! Durable means fsynced, on any POSIX filesystem (FUSE and network ones included, where only an
 //! `fsync` of the file itself reaches the filesystem): a file's data is fsynced before it is
@@ -14,7 +14,7 @@ use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -58,6 +58,47 @@ pub fn entry_kind(path: &Path) -> io::Result<Option<EntryKind>> {
 /// True if anything (even a dangling symlink) is at `path`.
 pub fn exists(path: &Path) -> io::Result<bool> {
     entry_kind(path).map(|k| k.is_some())
+}
+
+/// Opens `path` for reading, refusing anything but a regular file (symlinks are followed): a
+/// FIFO, device, socket or directory is `InvalidInput`, saying what it is. The open cannot hang
+/// (`O_NONBLOCK`: a FIFO without a writer would block a plain open) and the kind is read from
+/// the opened descriptor, so the file checked is the file read. Read it with a byte cap all
+/// the same: its size can change while it is read.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let refused = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        )
+    };
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        // open(2) on a socket fails with ENXIO.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(refused("a socket")),
+        Err(e) => return Err(e),
+    };
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    Err(refused(if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "an unusual file"
+    }))
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {
@@ -114,6 +155,39 @@ pub fn create_dir(path: &Path, mode: u32) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// The id of the mount `path` lies on (`statx` with `STATX_MNT_ID`), or `None` where the kernel
+/// does not report one. Two paths on one filesystem (same `st_dev`) can still be on different
+/// mounts — a bind mount — and `rename` between them fails with `EXDEV`.
+pub fn mount_id(path: &Path) -> io::Result<Option<u64>> {
+    let c = c_path(path)?;
+    // SAFETY: an all-zero statx is a valid value of this plain C struct.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated string and `buf` a valid, writable statx.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_MNT_ID,
+            &mut buf,
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EINVAL) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    Ok((buf.stx_mask & libc::STATX_MNT_ID != 0).then_some(buf.stx_mnt_id))
+}
+
+/// Sets the permission bits of `path` (not following a symlink at `path` is the caller's check).
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777))
 }
 
 /// Removes `path` if it is an empty directory; `Ok(false)` if it is absent, not empty, or not a
@@ -406,6 +480,32 @@ mod tests {
         rename_noreplace(&a, &b).unwrap();
         assert_eq!(fs::read(&b).unwrap(), b"a");
         assert!(!exists(&a).unwrap());
+    }
+
+    #[test]
+    fn open_regular_refuses_fifos_devices_and_directories_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let c = c_path(&fifo).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for (path, what) in [
+            (fifo.as_path(), "a FIFO"),
+            (Path::new("/dev/zero"), "a character device"),
+            (d.path(), "a directory"),
+        ] {
+            let err = open_regular(path).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                io::ErrorKind::InvalidInput,
+                "{}",
+                path.display()
+            );
+            assert!(err.to_string().contains(what), "{err}");
+        }
+        let file = d.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        assert!(open_regular(&file).is_ok());
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct RollbackOutcome {
     pub to: Option<Version>,
     /// The kept transaction that was undone (and whose backup is now used up).
     pub consumed: String,
+    /// Entries molt does not own that stayed in place.
+    pub kept_unowned: Vec<RelPath>,
+    /// Preserved paths the rollback left alone.
+    pub skipped_preserved: Vec<RelPath>,
     /// Housekeeping after the commit record that failed (see [`super::ApplyOutcome`]).
     pub warnings: Vec<String>,
 }
@@ -135,18 +139,37 @@ pub fn kept_transactions(state: &StateDir) -> Result<Vec<KeptTransaction>, TxnEr
     Ok(kept)
 }
 
-/// Removes the oldest kept transactions beyond the newest `keep`.
+/// Removes the oldest kept transactions beyond the newest `keep` — except one whose backup
+/// holds entries `--adopt` took over: those are the only copy of something molt did not own,
+/// so only the operator removes them.
 pub(crate) fn prune(state: &StateDir, keep: usize) -> Result<(), TxnError> {
     let ids = kept_ids(state)?;
     let excess = ids.len().saturating_sub(keep);
     for id in &ids[..excess] {
-        discard(&state.history_root().join(id))?;
+        let dir = state.history_root().join(id);
+        let adopted = journal::summarize(&dir.join("journal"))
+            .ok()
+            .and_then(|s| s.intent)
+            .is_some_and(|i| !i.adopted.is_empty());
+        if adopted {
+            tracing::info!(
+                backup = %dir.display(),
+                "kept: it holds entries taken over with --adopt; remove it when no longer needed"
+            );
+            continue;
+        }
+        discard(&dir)?;
     }
     Ok(())
 }
 
-/// Rolls the install back to the release before the newest kept update, exactly.
-pub fn rollback_last(state: &StateDir, keep_backups: usize) -> Result<RollbackOutcome, TxnError> {
+/// Rolls the install back to the release before the newest kept update, exactly — except what
+/// molt does not own (files added since, `preserve`d paths), which stays as it is.
+pub fn rollback_last(
+    state: &StateDir,
+    keep_backups: usize,
+    preserve: &[RelPath],
+) -> Result<RollbackOutcome, TxnError> {
     let newest = kept_ids(state)?
         .pop()
         .ok_or(TxnError::NoBackup { keep_backups })?;
@@ -168,8 +191,8 @@ pub fn rollback_last(state: &StateDir, keep_backups: usize) -> Result<RollbackOu
     }
 
     verify_backup(&kept_dir.join("backup"), &intent)?;
-    let ctx = PlanContext::new(state, &[]);
-    let plan = plan_inverse(&ctx, &intent, &kept_dir.join("backup"), &newest)?;
+    let ctx = PlanContext::new(state, preserve);
+    let plan = plan_inverse(&ctx, &intent, &current, &kept_dir.join("backup"), &newest)?;
     let txn = Transaction::begin(state, keep_backups)?;
 
     let mut restored = current.clone();
@@ -198,6 +221,8 @@ pub fn rollback_last(state: &StateDir, keep_backups: usize) -> Result<RollbackOu
         from: applied.from,
         to: applied.to,
         consumed: newest,
+        kept_unowned: plan.kept_unowned,
+        skipped_preserved: plan.skipped_preserved,
         warnings: applied.warnings,
     })
 }

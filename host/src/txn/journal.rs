@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{Op, TxnError};
+use super::{DirMode, Op, TxnError};
 use crate::failpoint;
 use crate::relpath::RelPath;
 use crate::state::{InstallState, Outcome, TxnKind};
@@ -44,6 +44,13 @@ pub struct Intent {
     /// For a rollback: the kept transaction (in `history/`) whose backup is the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumes: Option<String>,
+    /// Directory modes set after the puts (and reset first by an undo).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dir_modes: Vec<DirMode>,
+    /// Entries molt did not own that `--adopt` moved into this transaction's backup: the kept
+    /// backup is then never pruned automatically.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopted: Vec<RelPath>,
 }
 
 /// One journal line.
@@ -261,6 +268,8 @@ mod tests {
             old_state: InstallState::default(),
             preserved_written: BTreeMap::new(),
             consumes: None,
+            dir_modes: Vec::new(),
+            adopted: Vec::new(),
         }
     }
 

@@ -39,7 +39,7 @@ use crate::version::Version;
 use undo::UndoError;
 
 pub use crate::state::{Outcome, TxnKind};
-pub use apply::{ApplyOutcome, Transaction};
+pub use apply::{ApplyOutcome, Transaction, ValidationFailure};
 pub use history::{KeptTransaction, RollbackOutcome, kept_transactions, rollback_last};
 pub use plan::{Plan, PlanContext, PlanError, plan_full, plan_patch};
 pub use recover::{
@@ -57,6 +57,16 @@ pub struct Op {
     pub source: Option<PathBuf>,
     /// Whether something was at `path` when the plan was made (so it goes to the backup).
     pub replaces_existing: bool,
+}
+
+/// The mode a transaction gives a directory: one it creates (`old: None`), or one molt owns
+/// and keeps in place while replacing its contents (`old` is the mode to restore on undo).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirMode {
+    pub path: RelPath,
+    pub mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<u32>,
 }
 
 /// Renders an optional version for messages ("nothing" for an empty install).

@@ -1,9 +1,16 @@
 //! Planning: turn "install this patch / this full release / this kept backup" into primitive ops.
 //!
-//! A plan is computed from the staged listing, the owned-file records and one `lstat` per path
-//! involved (never a scan of the whole install), and it refuses anything that would destroy data
-//! molt does not own: a new file where an unowned directory is, a directory needed where an
-//! unowned file is, a symlink on the way, or any path at or around the state directory.
+//! One ownership rule holds for every plan: molt moves, replaces or deletes only what it owns
+//! (the files and directories `state.json` records) and its own sources (the stage, a kept
+//! backup). An entry molt does not own inside a directory being replaced or deleted stays in
+//! place — the directory is then changed entry by entry instead of by one rename — and one
+//! exactly where the release puts an entry of its own refuses the whole plan before anything
+//! changes ([`PlanError::NotOwned`]), unless the operator adopts it (`--adopt`: it moves to a
+//! backup that is never pruned automatically). Preserved paths are never written, moved or
+//! deleted: whatever a release has there is skipped and reported. A plan reads the staged
+//! listing, the owned-file records, one `lstat` per path involved and the entries of the
+//! directories it replaces or deletes (never a scan of the whole install); it also refuses a
+//! symlink on the way and any path at or around the state directory.
 //!
 //! Ops come out in execution order — every delete first, then the created directories (parents
 //! first), then every put — so a file may turn into a directory (or back) within one update.
@@ -16,11 +23,14 @@ use crate::error::ExitClass;
 use crate::hashing::sha256_file;
 use crate::relpath::RelPath;
 use crate::repo::manifest::Operations;
-use crate::state::{InstallState, StateDir, TxnKind};
+use crate::state::{InstallState, RESERVED_STATE_DIR, StateDir, TxnKind};
 use crate::tree::{FileRecord, TreeListing};
-use crate::txn::Op;
 use crate::txn::fsutil::{self, EntryKind};
+use crate::txn::{DirMode, Op};
 use crate::version::Version;
+
+/// Mode of a directory whose mode the release does not say (an implicit parent on rollback).
+const DEFAULT_DIR_MODE: u32 = 0o755;
 
 /// Why no safe plan exists.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +59,18 @@ pub enum PlanError {
     #[error("the patch operations overlap: {inner} lies inside {outer}")]
     Overlap { outer: RelPath, inner: RelPath },
     #[error(
-        "the patch would change {path}, which overlaps the preserved path {preserved}; \
-         apply the full package instead"
+        "the update needs the place of {}; nothing was changed. Keep such an entry by listing \
+         it under [apply] preserve in molt.toml (the release's version is then skipped), move it \
+         away, or take it over with `molt apply --adopt` (the old entry is kept in a backup \
+         under the state directory's history/ until you remove it)",
+        describe_conflicts(.conflicts)
     )]
-    TouchesPreserved { path: RelPath, preserved: RelPath },
+    NotOwned { conflicts: Vec<Conflict> },
+    #[error(
+        "the package holds {path}, but .molt is reserved for molt's state directory; refusing \
+         it (the publisher must remove .molt from the release tree)"
+    )]
+    Reserved { path: RelPath },
     #[error("the staged listing holds {path} both as a file and as a directory")]
     ListingConflict { path: RelPath },
 }
@@ -60,7 +78,7 @@ pub enum PlanError {
 impl PlanError {
     pub fn exit_class(&self) -> ExitClass {
         match self {
-            PlanError::TouchesStateDir { .. } => ExitClass::Security,
+            PlanError::TouchesStateDir { .. } | PlanError::Reserved { .. } => ExitClass::Security,
             _ => ExitClass::Failure,
         }
     }
@@ -72,8 +90,10 @@ pub struct PlanContext {
     pub install_dir: PathBuf,
     /// The state dir relative to the install, if it lies inside it (e.g. `.molt`).
     pub state_rel: Option<RelPath>,
-    /// Operator-configured user data: never replaced, never deleted.
+    /// Operator-configured user data: never written, moved or deleted.
     pub preserve: Vec<RelPath>,
+    /// `--adopt`: take over entries molt does not own where the release puts its own.
+    pub adopt: bool,
 }
 
 impl PlanContext {
@@ -82,6 +102,7 @@ impl PlanContext {
             install_dir: state.install_dir().to_owned(),
             state_rel: state.relative_to_install(),
             preserve: preserve.to_vec(),
+            adopt: false,
         }
     }
 
@@ -90,6 +111,10 @@ impl PlanContext {
     }
 
     fn check_not_state(&self, p: &RelPath) -> Result<(), PlanError> {
+        let reserved = RelPath::new(RESERVED_STATE_DIR).expect("a valid name");
+        if p.starts_with(&reserved) {
+            return Err(PlanError::Reserved { path: p.clone() });
+        }
         match &self.state_rel {
             Some(s) if p.starts_with(s) || s.starts_with(p) => Err(PlanError::TouchesStateDir {
                 path: p.clone(),
@@ -117,10 +142,20 @@ pub struct Plan {
     pub owned_files: BTreeMap<RelPath, FileRecord>,
     /// `state.json`'s `dirs` after the transaction.
     pub owned_dirs: BTreeSet<RelPath>,
-    /// Preserved paths a full update writes (nothing was there), with their SHA-256.
+    /// Written by older versions only (preserved paths are never written now); kept empty.
     pub preserved_written: BTreeMap<RelPath, String>,
     /// For a rollback: the kept transaction whose backup is consumed.
     pub consumes: Option<String>,
+    /// Directory modes the transaction sets (created directories and owned ones it keeps).
+    pub dir_modes: Vec<DirMode>,
+    /// Topmost entries molt does not own that stay in place inside what the update replaces or
+    /// deletes.
+    pub kept_unowned: Vec<RelPath>,
+    /// Topmost preserved paths where the release puts or deletes something: skipped.
+    pub skipped_preserved: Vec<RelPath>,
+    /// Entries molt did not own that `--adopt` takes over (their old version stays in the
+    /// backup, which is then never pruned automatically).
+    pub adopted: Vec<RelPath>,
 }
 
 impl Plan {
@@ -354,9 +389,387 @@ fn dir_empties(
     Ok(true)
 }
 
+/// One entry molt does not own, where the release needs to put something of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub path: RelPath,
+    /// What is there now ("file", "directory", …).
+    pub existing: &'static str,
+    /// What the release puts there.
+    pub wanted: &'static str,
+    /// For an owned directory that cannot be replaced: the entry in it molt does not own.
+    pub holding: Option<RelPath>,
+}
+
+fn describe_conflicts(conflicts: &[Conflict]) -> String {
+    let list: Vec<String> = conflicts
+        .iter()
+        .map(|c| match &c.holding {
+            Some(h) => format!(
+                "{} (a directory holding {h}, which molt does not own; the release puts a {} \
+                 there)",
+                c.path, c.wanted
+            ),
+            None => format!(
+                "{} (a {} molt does not own; the release puts a {} there)",
+                c.path, c.existing, c.wanted
+            ),
+        })
+        .collect();
+    list.join(", ")
+}
+
+/// Builds the ops of one plan from "put this source here" and "delete what molt owns here",
+/// applying the ownership rule: an entry molt does not own (not in `state.json`) is never moved,
+/// replaced or deleted. Inside a directory being replaced or deleted it stays in place; exactly
+/// where the release puts an entry of its own it is a [`Conflict`] (or, with `--adopt`, taken
+/// over). Preserved paths are skipped wherever they appear.
+struct Planner<'a> {
+    ctx: &'a PlanContext,
+    probe: Probe<'a>,
+    /// What molt owns now.
+    owned: &'a InstallState,
+    /// Where the release's tree is staged (directory modes of implicit parents come from it).
+    stage: Option<&'a Path>,
+    wanted: Wanted,
+    conflicts: Vec<Conflict>,
+    kept: BTreeSet<RelPath>,
+    skipped: BTreeSet<RelPath>,
+    adopted: BTreeSet<RelPath>,
+    /// The mode each directory the release names should have.
+    modes: BTreeMap<RelPath, u32>,
+}
+
+fn mode_of(path: &Path) -> Result<u32, PlanError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .map_err(|source| PlanError::Inspect {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The entries of directory `path`: names that are valid path components, with their kind.
+/// Other names are left out (nothing can address them, so nothing moves them).
+fn children(path: &Path) -> Result<Vec<(RelPath, EntryKind)>, PlanError> {
+    let inspect = |source| PlanError::Inspect {
+        path: path.to_owned(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(inspect)? {
+        let entry = entry.map_err(inspect)?;
+        let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| RelPath::new(n).ok())
+        else {
+            continue;
+        };
+        let ft = entry.file_type().map_err(inspect)?;
+        let kind = if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_file() {
+            EntryKind::File
+        } else if ft.is_symlink() {
+            EntryKind::Symlink
+        } else {
+            EntryKind::Other
+        };
+        out.push((name, kind));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+impl<'a> Planner<'a> {
+    fn new(ctx: &'a PlanContext, owned: &'a InstallState, stage: Option<&'a Path>) -> Self {
+        Planner {
+            ctx,
+            probe: Probe::new(&ctx.install_dir),
+            owned,
+            stage,
+            wanted: Wanted::default(),
+            conflicts: Vec::new(),
+            kept: BTreeSet::new(),
+            skipped: BTreeSet::new(),
+            adopted: BTreeSet::new(),
+            modes: BTreeMap::new(),
+        }
+    }
+
+    /// A preserved path lies at or below `p`.
+    fn holds_preserved(&self, p: &RelPath) -> bool {
+        self.ctx.preserve.iter().any(|x| x.starts_with(p))
+    }
+
+    fn is_state(&self, p: &RelPath) -> bool {
+        self.ctx.state_rel.as_ref() == Some(p)
+    }
+
+    /// The unowned entry at `p` is in the release's way: take it over with `--adopt` (it moves
+    /// to the backup), or record the conflict. Returns whether it was adopted.
+    fn in_the_way(&mut self, p: &RelPath, existing: EntryKind, wanted: &'static str) -> bool {
+        if self.ctx.adopt && existing != EntryKind::Symlink {
+            self.adopted.insert(p.clone());
+            return true;
+        }
+        self.conflicts.push(Conflict {
+            path: p.clone(),
+            existing: kind_name(existing),
+            wanted,
+            holding: None,
+        });
+        false
+    }
+
+    /// Records the modes of `p`'s not-yet-known ancestors from the stage.
+    fn parent_modes(&mut self, p: &RelPath) -> Result<(), PlanError> {
+        let Some(stage) = self.stage else {
+            return Ok(());
+        };
+        for a in p.ancestors() {
+            if self.modes.contains_key(&a) {
+                break;
+            }
+            let src = a.under(stage);
+            if fsutil::entry_kind(&src).ok().flatten() == Some(EntryKind::Dir) {
+                self.modes.insert(a, mode_of(&src)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// True if the file at `p` holds exactly the bytes of `src` (nothing is lost by replacing it).
+    fn same_file(&self, p: &RelPath, src: &Path) -> Result<bool, PlanError> {
+        let here = p.under(&self.ctx.install_dir);
+        let (a, b) = (std::fs::metadata(&here), std::fs::metadata(src));
+        let (Ok(a), Ok(b)) = (a, b) else {
+            return Ok(false);
+        };
+        if a.len() != b.len() {
+            return Ok(false);
+        }
+        let hash = |path: &Path| {
+            sha256_file(path).map_err(|source| PlanError::Inspect {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        Ok(hash(&here)? == hash(src)?)
+    }
+
+    /// Puts the file `src` at `p`.
+    fn put_file(&mut self, p: &RelPath, src: PathBuf) -> Result<(), PlanError> {
+        self.ctx.check_not_state(p)?;
+        let existing = self.probe.kind(p)?;
+        if self.ctx.is_preserved(p) || (self.holds_preserved(p) && existing == Some(EntryKind::Dir))
+        {
+            self.skipped.insert(p.clone());
+            return Ok(());
+        }
+        match existing {
+            None => {}
+            // Replacing an owned file, or one holding exactly these bytes, loses nothing.
+            Some(EntryKind::File)
+                if self.owned.files.contains_key(p) || self.same_file(p, &src)? => {}
+            Some(EntryKind::Dir) => {
+                let (empties, kept) = if self.owned.dirs.contains(p) {
+                    self.delete_tree(p)?
+                } else {
+                    (false, vec![p.clone()])
+                };
+                if !empties {
+                    if self.in_the_way(p, EntryKind::Dir, "file") {
+                        self.wanted.replaceable_dirs.insert(p.clone());
+                    } else if let Some(c) = self.conflicts.last_mut() {
+                        // Name what makes the directory impossible to replace.
+                        c.holding = kept.into_iter().find(|k| k != p);
+                    }
+                }
+            }
+            Some(k) => {
+                self.in_the_way(p, k, "file");
+            }
+        }
+        self.parent_modes(p)?;
+        self.wanted.puts.insert(p.clone(), (src, false));
+        Ok(())
+    }
+
+    /// Puts the directory tree `src` at `p`: as one rename where nothing is there, otherwise
+    /// entry by entry, so that what molt does not own inside `p` stays in place.
+    fn put_tree(&mut self, p: &RelPath, src: PathBuf) -> Result<(), PlanError> {
+        self.ctx.check_not_state(p)?;
+        if self.ctx.is_preserved(p) {
+            self.skipped.insert(p.clone());
+            return Ok(());
+        }
+        let src_mode = mode_of(&src)?;
+        self.parent_modes(p)?;
+        let existing = self.probe.kind(p)?;
+        match existing {
+            None if !self.holds_preserved(p) => {
+                self.wanted.puts.insert(p.clone(), (src, true));
+                return Ok(());
+            }
+            None => {}
+            Some(EntryKind::Dir) => {
+                let here = p.under(&self.ctx.install_dir);
+                for (name, kind) in children(&here)? {
+                    let child = p.join(&name);
+                    self.probe.kinds.insert(child.clone(), Some(kind));
+                    if fsutil::entry_kind(&name.under(&src))
+                        .ok()
+                        .flatten()
+                        .is_none()
+                    {
+                        let (_, kept) = self.delete_tree(&child)?;
+                        self.kept.extend(kept);
+                    }
+                }
+            }
+            Some(EntryKind::Symlink) => return Err(PlanError::SymlinkOnPath { path: p.clone() }),
+            Some(k) => {
+                if !self.owned.files.contains_key(p) && !self.in_the_way(p, k, "directory") {
+                    return Ok(());
+                }
+                if !self.holds_preserved(p) {
+                    self.wanted.puts.insert(p.clone(), (src, true));
+                    return Ok(());
+                }
+                self.wanted.deletes.insert(p.clone());
+            }
+        }
+        self.wanted.needed_dirs.insert(p.clone());
+        self.modes.insert(p.clone(), src_mode);
+        for (name, kind) in children(&src)? {
+            let child = p.join(&name);
+            let child_src = name.under(&src);
+            match kind {
+                EntryKind::Dir => self.put_tree(&child, child_src)?,
+                _ => self.put_file(&child, child_src)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes what molt owns at and under `p`. Returns whether `p` is gone afterwards, and the
+    /// topmost entries that stay because molt does not own them.
+    fn delete_tree(&mut self, p: &RelPath) -> Result<(bool, Vec<RelPath>), PlanError> {
+        if self.is_state(p) {
+            return Ok((false, Vec::new()));
+        }
+        let kind = self.probe.kind(p)?;
+        if kind.is_some() && self.ctx.is_preserved(p) {
+            self.skipped.insert(p.clone());
+            return Ok((false, Vec::new()));
+        }
+        match kind {
+            None => {
+                // Nothing there: recorded as an absent delete.
+                self.wanted.deletes.insert(p.clone());
+                Ok((true, Vec::new()))
+            }
+            Some(EntryKind::Dir) => {
+                let before = self.wanted.deletes.len() + self.wanted.prune_dirs.len();
+                let mut empties = true;
+                let mut kept = Vec::new();
+                let here = p.under(&self.ctx.install_dir);
+                for (name, kind) in children(&here)? {
+                    let child = p.join(&name);
+                    self.probe.kinds.insert(child.clone(), Some(kind));
+                    let (gone, k) = self.delete_tree(&child)?;
+                    empties &= gone;
+                    kept.extend(k);
+                }
+                if self.owned.dirs.contains(p) {
+                    self.wanted.prune_dirs.insert(p.clone());
+                    Ok((empties, kept))
+                } else if before == self.wanted.deletes.len() + self.wanted.prune_dirs.len() {
+                    // Nothing molt owns in here: the directory is the operator's.
+                    Ok((false, vec![p.clone()]))
+                } else {
+                    Ok((false, kept))
+                }
+            }
+            Some(_) if self.owned.files.contains_key(p) => {
+                self.wanted.deletes.insert(p.clone());
+                Ok((true, Vec::new()))
+            }
+            Some(_) => Ok((false, vec![p.clone()])),
+        }
+    }
+
+    /// Checks the wanted changes against the install and orders them into a plan.
+    fn finish(
+        mut self,
+        kind: TxnKind,
+        from: Option<Version>,
+        to: Option<Version>,
+    ) -> Result<(Plan, Probe<'a>, BTreeSet<RelPath>), PlanError> {
+        if !self.conflicts.is_empty() {
+            return Err(PlanError::NotOwned {
+                conflicts: self.conflicts,
+            });
+        }
+        let assembled = assemble(self.ctx, &mut self.probe, &self.wanted)?;
+        let mut dir_modes = Vec::new();
+        let created: BTreeSet<&RelPath> = assembled.created_dirs.iter().collect();
+        for d in &assembled.created_dirs {
+            dir_modes.push(DirMode {
+                path: d.clone(),
+                mode: self.modes.get(d).copied().unwrap_or(DEFAULT_DIR_MODE),
+                old: None,
+            });
+        }
+        for (d, mode) in &self.modes {
+            if created.contains(d)
+                || !self.owned.dirs.contains(d)
+                || self.probe.kind(d)? != Some(EntryKind::Dir)
+            {
+                continue;
+            }
+            let now = mode_of(&d.under(&self.ctx.install_dir))?;
+            if now != *mode {
+                dir_modes.push(DirMode {
+                    path: d.clone(),
+                    mode: *mode,
+                    old: Some(now),
+                });
+            }
+        }
+        let topmost = |set: &BTreeSet<RelPath>| -> Vec<RelPath> {
+            set.iter()
+                .filter(|p| !p.ancestors().any(|a| set.contains(&a)))
+                .cloned()
+                .collect()
+        };
+        let plan = Plan {
+            kind,
+            from,
+            to,
+            ops: assembled.ops,
+            created_dirs: assembled.created_dirs,
+            absent_deletes: assembled.absent_deletes,
+            owned_files: BTreeMap::new(),
+            owned_dirs: BTreeSet::new(),
+            preserved_written: BTreeMap::new(),
+            consumes: None,
+            dir_modes,
+            kept_unowned: topmost(&self.kept),
+            skipped_preserved: topmost(&self.skipped),
+            adopted: self.adopted.into_iter().collect(),
+        };
+        Ok((plan, self.probe, assembled.removed_dirs))
+    }
+}
+
 /// Plans a full package: the install ends up with exactly the staged release's files, except
-/// preserved paths and files molt never owned. Owned files the release drops are deleted, owned
-/// directories left empty are removed. A preserved path is only written if nothing is there.
+/// preserved paths (skipped, reported) and entries molt never owned (kept; refused where the
+/// release puts its own). Owned files the release drops are deleted, owned directories left
+/// empty are removed.
 pub fn plan_full(
     ctx: &PlanContext,
     stage_dir: &Path,
@@ -364,7 +777,6 @@ pub fn plan_full(
     old: &InstallState,
     to: Version,
 ) -> Result<Plan, PlanError> {
-    let mut probe = Probe::new(&ctx.install_dir);
     let mut new_dirs: BTreeSet<RelPath> = staged.dirs.clone();
     for f in staged.files.keys() {
         new_dirs.extend(f.ancestors());
@@ -373,23 +785,27 @@ pub fn plan_full(
         return Err(PlanError::ListingConflict { path: f.clone() });
     }
 
-    let mut wanted = Wanted::default();
-    let mut preserved_written = BTreeMap::new();
-    for (f, record) in &staged.files {
-        ctx.check_not_state(f)?;
-        if ctx.is_preserved(f) {
-            if probe.kind(f)?.is_some() {
-                continue;
-            }
-            preserved_written.insert(f.clone(), record.sha256.clone());
-        }
-        wanted.puts.insert(f.clone(), (f.under(stage_dir), false));
-    }
+    let mut pl = Planner::new(ctx, old, Some(stage_dir));
     for d in &new_dirs {
         ctx.check_not_state(d)?;
-        if !(ctx.is_preserved(d) && probe.kind(d)?.is_some()) {
-            wanted.needed_dirs.insert(d.clone());
+        if ctx.is_preserved(d) {
+            pl.skipped.insert(d.clone());
+            continue;
         }
+        pl.modes.insert(d.clone(), mode_of(&d.under(stage_dir))?);
+        pl.wanted.needed_dirs.insert(d.clone());
+        match pl.probe.kind(d)? {
+            Some(EntryKind::Dir) | Some(EntryKind::Symlink) | None => {}
+            Some(_) if old.files.contains_key(d) => {}
+            Some(k) => {
+                if pl.in_the_way(d, k, "directory") {
+                    pl.wanted.deletes.insert(d.clone());
+                }
+            }
+        }
+    }
+    for f in staged.files.keys() {
+        pl.put_file(f, f.under(stage_dir))?;
     }
     let untouchable = |p: &RelPath| {
         ctx.is_preserved(p) || ctx.state_rel.as_ref().is_some_and(|s| p.starts_with(s))
@@ -399,57 +815,50 @@ pub fn plan_full(
             continue;
         }
         // An owned file the operator replaced with a directory is no longer ours to delete.
-        if probe.kind(f)? != Some(EntryKind::Dir) {
-            wanted.deletes.insert(f.clone());
+        if pl.probe.kind(f)? != Some(EntryKind::Dir) {
+            pl.wanted.deletes.insert(f.clone());
         }
     }
-    for d in &old.dirs {
-        if !new_dirs.contains(d) && !untouchable(d) {
-            wanted.prune_dirs.insert(d.clone());
-        }
-    }
-
-    let assembled = assemble(ctx, &mut probe, &wanted)?;
-
-    let owned_files: BTreeMap<RelPath, FileRecord> = staged
-        .files
+    let dropped: BTreeSet<RelPath> = old
+        .dirs
         .iter()
-        .filter(|(p, _)| !ctx.is_preserved(p))
-        .map(|(p, r)| (p.clone(), r.clone()))
-        .collect();
-    let mut owned_dirs: BTreeSet<RelPath> = new_dirs
-        .iter()
-        .filter(|d| !ctx.is_preserved(d))
+        .filter(|d| !new_dirs.contains(*d) && !untouchable(d))
         .cloned()
         .collect();
+    for d in &dropped {
+        if !d.ancestors().any(|a| dropped.contains(&a)) {
+            let (_, kept) = pl.delete_tree(d)?;
+            pl.kept.extend(kept);
+        }
+    }
+
+    let skipped = pl.skipped.clone();
+    let (mut plan, mut probe, removed_dirs) =
+        pl.finish(TxnKind::Full, old.version.clone(), Some(to))?;
+    let kept_out = |p: &RelPath| ctx.is_preserved(p) || covered_by(p, &skipped);
+    plan.owned_files = staged
+        .files
+        .iter()
+        .filter(|(p, _)| !kept_out(p))
+        .map(|(p, r)| (p.clone(), r.clone()))
+        .collect();
+    plan.owned_dirs = new_dirs.iter().filter(|d| !kept_out(d)).cloned().collect();
     for d in &old.dirs {
-        let stays = !assembled.removed_dirs.contains(d)
-            && !covered_by(d, &assembled.removed_dirs)
+        let stays = !removed_dirs.contains(d)
+            && !covered_by(d, &removed_dirs)
             && !staged.files.contains_key(d)
             && !ctx.is_preserved(d)
             && probe.kind(d)? == Some(EntryKind::Dir);
         if stays {
-            owned_dirs.insert(d.clone());
+            plan.owned_dirs.insert(d.clone());
         }
     }
-
-    Ok(Plan {
-        kind: TxnKind::Full,
-        from: old.version.clone(),
-        to: Some(to),
-        ops: assembled.ops,
-        created_dirs: assembled.created_dirs,
-        absent_deletes: assembled.absent_deletes,
-        owned_files,
-        owned_dirs,
-        preserved_written,
-        consumes: None,
-    })
+    Ok(plan)
 }
 
-/// Plans a patch: each replaced file or directory ends up exactly as staged (a replaced
-/// directory loses what the package does not have), each deleted path is gone, nothing else
-/// changes. Paths overlapping a preserved path are refused.
+/// Plans a patch: each replaced file or directory ends up as staged (a replaced directory loses
+/// what molt owned there that the package does not have, and keeps what molt does not own),
+/// each deleted path molt owns is gone, nothing else changes. Preserved paths are skipped.
 pub fn plan_patch(
     ctx: &PlanContext,
     stage_dir: &Path,
@@ -458,18 +867,13 @@ pub fn plan_patch(
     old: &InstallState,
     to: Version,
 ) -> Result<Plan, PlanError> {
-    let mut probe = Probe::new(&ctx.install_dir);
     check_patch_paths(ctx, operations)?;
-
-    let mut wanted = Wanted::default();
+    let mut pl = Planner::new(ctx, old, Some(stage_dir));
     for f in &operations.replace.files {
         if !staged.files.contains_key(f) {
             return Err(PlanError::NotStaged { path: f.clone() });
         }
-        wanted.puts.insert(f.clone(), (f.under(stage_dir), false));
-        if old.dirs.contains(f) {
-            wanted.replaceable_dirs.insert(f.clone());
-        }
+        pl.put_file(f, f.under(stage_dir))?;
     }
     for d in &operations.replace.directories {
         let staged_here = staged.dirs.contains(d)
@@ -477,43 +881,14 @@ pub fn plan_patch(
         if !staged_here {
             return Err(PlanError::NotStaged { path: d.clone() });
         }
-        match probe.kind(d)? {
-            Some(k) if k != EntryKind::Dir && !old.files.contains_key(d) => {
-                return Err(PlanError::KindConflict {
-                    path: d.clone(),
-                    existing: kind_name(k),
-                    wanted: "directory",
-                });
-            }
-            _ => {}
-        }
-        wanted.puts.insert(d.clone(), (d.under(stage_dir), true));
+        pl.put_tree(d, d.under(stage_dir))?;
     }
-    for f in &operations.delete.files {
-        if probe.kind(f)? == Some(EntryKind::Dir) && !old.dirs.contains(f) {
-            return Err(PlanError::KindConflict {
-                path: f.clone(),
-                existing: "directory",
-                wanted: "deleted file",
-            });
-        }
-        wanted.deletes.insert(f.clone());
+    for p in operations.delete.iter() {
+        let (_, kept) = pl.delete_tree(p)?;
+        pl.kept.extend(kept);
     }
-    for d in &operations.delete.directories {
-        match probe.kind(d)? {
-            Some(k) if k != EntryKind::Dir && !old.files.contains_key(d) => {
-                return Err(PlanError::KindConflict {
-                    path: d.clone(),
-                    existing: kind_name(k),
-                    wanted: "deleted directory",
-                });
-            }
-            _ => {}
-        }
-        wanted.deletes.insert(d.clone());
-    }
-
-    let assembled = assemble(ctx, &mut probe, &wanted)?;
+    let skipped = pl.skipped.clone();
+    let (mut plan, _, _) = pl.finish(TxnKind::Patch, old.version.clone(), Some(to))?;
 
     // Owned afterwards: drop everything at or under a changed path, then add what was put.
     let changed: BTreeSet<RelPath> = operations
@@ -523,51 +898,44 @@ pub fn plan_patch(
         .cloned()
         .collect();
     let replaced_dirs: BTreeSet<RelPath> = operations.replace.directories.iter().cloned().collect();
-    let mut owned_files: BTreeMap<RelPath, FileRecord> = old
+    let kept_out = |p: &RelPath| ctx.is_preserved(p) || covered_by(p, &skipped);
+    plan.owned_files = old
         .files
         .iter()
         .filter(|(p, _)| !covered_by(p, &changed))
         .map(|(p, r)| (p.clone(), r.clone()))
         .collect();
-    let mut owned_dirs: BTreeSet<RelPath> = old
+    plan.owned_dirs = old
         .dirs
         .iter()
         .filter(|d| !covered_by(d, &changed))
         .cloned()
         .collect();
     for (p, r) in &staged.files {
+        if kept_out(p) {
+            continue;
+        }
         if operations.replace.files.contains(p) || covered_by(p, &replaced_dirs) {
-            owned_files.insert(p.clone(), r.clone());
+            plan.owned_files.insert(p.clone(), r.clone());
             for a in p.ancestors().filter(|a| covered_by(a, &replaced_dirs)) {
-                owned_dirs.insert(a);
+                plan.owned_dirs.insert(a);
             }
         }
     }
-    owned_dirs.extend(
+    plan.owned_dirs.extend(
         staged
             .dirs
             .iter()
-            .filter(|d| covered_by(d, &replaced_dirs))
+            .filter(|d| covered_by(d, &replaced_dirs) && !kept_out(d))
             .cloned(),
     );
-    owned_dirs.extend(replaced_dirs.iter().cloned());
-    owned_dirs.extend(assembled.created_dirs.iter().cloned());
-
-    Ok(Plan {
-        kind: TxnKind::Patch,
-        from: old.version.clone(),
-        to: Some(to),
-        ops: assembled.ops,
-        created_dirs: assembled.created_dirs,
-        absent_deletes: assembled.absent_deletes,
-        owned_files,
-        owned_dirs,
-        preserved_written: BTreeMap::new(),
-        consumes: None,
-    })
+    plan.owned_dirs
+        .extend(replaced_dirs.iter().filter(|d| !kept_out(d)).cloned());
+    plan.owned_dirs.extend(plan.created_dirs.iter().cloned());
+    Ok(plan)
 }
 
-/// Structural checks of a patch's operations against the state dir and the preserved paths.
+/// Structural checks of a patch's operations against the state dir.
 fn check_patch_paths(ctx: &PlanContext, operations: &Operations) -> Result<(), PlanError> {
     #[derive(PartialEq)]
     enum Role {
@@ -596,16 +964,6 @@ fn check_patch_paths(ctx: &PlanContext, operations: &Operations) -> Result<(), P
         );
     for (p, role) in all {
         ctx.check_not_state(p)?;
-        if let Some(x) = ctx
-            .preserve
-            .iter()
-            .find(|x| p.starts_with(x) || x.starts_with(p))
-        {
-            return Err(PlanError::TouchesPreserved {
-                path: p.clone(),
-                preserved: x.clone(),
-            });
-        }
         if let Some(prev) = roles.insert(p, role) {
             let now = &roles[p];
             let put_and_delete = (prev == Role::Put) != (*now == Role::Put);
@@ -637,18 +995,19 @@ fn check_patch_paths(ctx: &PlanContext, operations: &Operations) -> Result<(), P
     Ok(())
 }
 
-/// Plans the inverse of a kept transaction whose backup lies in `backup_dir`: every path that
-/// had an old version gets it back, every path it created is removed (except a preserved file
-/// that no longer holds what the update wrote: that is user data now), and the directories it
-/// created are removed where nothing else has been put in them since.
+/// Plans the inverse of a kept transaction whose backup lies in `backup_dir`, under the same
+/// ownership rule as an update (`current` is what molt owns now): every path that had an old
+/// version gets it back, every path the update created is removed, the directories it created
+/// are removed where nothing else has been put in them since, and directory modes it changed
+/// are set back. What molt does not own — files added since, preserved paths — stays.
 pub(crate) fn plan_inverse(
     ctx: &PlanContext,
     intent: &super::journal::Intent,
+    current: &InstallState,
     backup_dir: &Path,
     consumes: &str,
 ) -> Result<Plan, PlanError> {
-    let mut probe = Probe::new(&ctx.install_dir);
-    let mut wanted = Wanted::default();
+    let mut pl = Planner::new(ctx, current, None);
     for op in &intent.ops {
         let saved = op.path.under(backup_dir);
         let saved_kind = fsutil::entry_kind(&saved).map_err(|source| PlanError::Inspect {
@@ -656,41 +1015,41 @@ pub(crate) fn plan_inverse(
             source,
         })?;
         match saved_kind {
-            Some(k) => {
-                wanted
-                    .puts
-                    .insert(op.path.clone(), (saved, k == EntryKind::Dir));
-                // A directory the update put where a file or link was goes back whole, too.
-                if k == EntryKind::Dir || (op.is_dir && op.source.is_some()) {
-                    wanted.replaceable_dirs.insert(op.path.clone());
-                }
-            }
+            Some(EntryKind::Dir) => pl.put_tree(&op.path, saved)?,
+            Some(_) => pl.put_file(&op.path, saved)?,
             None if op.source.is_some()
-                && !changed_since_written(ctx, &mut probe, intent, &op.path)? =>
+                && !changed_since_written(ctx, &mut pl.probe, intent, &op.path)? =>
             {
-                wanted.deletes.insert(op.path.clone());
+                let (_, kept) = pl.delete_tree(&op.path)?;
+                pl.kept.extend(kept);
             }
             None => {}
         }
     }
+    for m in &intent.dir_modes {
+        if let Some(old) = m.old {
+            pl.modes.insert(m.path.clone(), old);
+        }
+    }
     // A directory the update created goes away only if everything in it does.
-    wanted.prune_dirs = intent.created_dirs.iter().cloned().collect();
-    let assembled = assemble(ctx, &mut probe, &wanted)?;
-    Ok(Plan {
-        kind: TxnKind::Rollback,
-        from: intent.to.clone(),
-        to: intent.from.clone(),
-        ops: assembled.ops,
-        created_dirs: assembled.created_dirs,
-        absent_deletes: assembled.absent_deletes,
-        owned_files: intent.old_state.files.clone(),
-        owned_dirs: intent.old_state.dirs.clone(),
-        preserved_written: BTreeMap::new(),
-        consumes: Some(consumes.to_owned()),
-    })
+    pl.wanted
+        .prune_dirs
+        .extend(intent.created_dirs.iter().cloned());
+    let (mut plan, _, _) = pl.finish(TxnKind::Rollback, intent.to.clone(), intent.from.clone())?;
+    plan.owned_files = intent
+        .old_state
+        .files
+        .iter()
+        .filter(|(p, _)| !ctx.is_preserved(p))
+        .map(|(p, r)| (p.clone(), r.clone()))
+        .collect();
+    plan.owned_dirs = intent.old_state.dirs.clone();
+    plan.consumes = Some(consumes.to_owned());
+    Ok(plan)
 }
 
-/// True if `path` is a preserved path the update wrote and it no longer holds exactly that file.
+/// True if `path` is a preserved path an older molt wrote and it no longer holds exactly that
+/// file (current molt never writes a preserved path).
 fn changed_since_written(
     ctx: &PlanContext,
     probe: &mut Probe<'_>,
@@ -734,6 +1093,7 @@ mod tests {
             install_dir: root.to_owned(),
             state_rel: Some(rp(".molt")),
             preserve: vec![rp("data")],
+            adopt: false,
         }
     }
 
@@ -762,7 +1122,7 @@ mod tests {
             v("1.0.0"),
         )
         .unwrap_err();
-        assert!(matches!(err, PlanError::KindConflict { .. }), "{err}");
+        assert!(matches!(err, PlanError::NotOwned { .. }), "{err}");
     }
 
     #[test]
@@ -780,7 +1140,7 @@ mod tests {
             v("1.0.0"),
         )
         .unwrap_err();
-        assert!(matches!(err, PlanError::KindConflict { .. }), "{err}");
+        assert!(matches!(err, PlanError::NotOwned { .. }), "{err}");
     }
 
     #[test]
@@ -797,8 +1157,22 @@ mod tests {
             v("1.0.0"),
         )
         .unwrap_err();
-        assert!(matches!(err, PlanError::TouchesStateDir { .. }), "{err}");
+        assert!(matches!(err, PlanError::Reserved { .. }), "{err}");
         assert_eq!(err.exit_class(), ExitClass::Security);
+        // `.molt` stays reserved when the state dir is elsewhere.
+        let elsewhere = PlanContext {
+            state_rel: None,
+            ..ctx(&install)
+        };
+        let err = plan_full(
+            &elsewhere,
+            &stage,
+            &staged,
+            &InstallState::default(),
+            v("1.0.0"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, PlanError::Reserved { .. }), "{err}");
 
         fs::remove_dir_all(&stage).unwrap();
         write(&stage, "etc/x", "x");
@@ -854,10 +1228,13 @@ mod tests {
             plan(files(&["missing"]), PathSet::default()),
             Err(PlanError::NotStaged { .. })
         ));
-        assert!(matches!(
-            plan(PathSet::default(), dirs(&["data/cache"])),
-            Err(PlanError::TouchesPreserved { .. })
-        ));
+        // A preserved path is skipped, never a refusal.
+        assert!(
+            plan(PathSet::default(), dirs(&["data/cache"]))
+                .unwrap()
+                .ops
+                .is_empty()
+        );
         let ok = plan(dirs(&["web"]), files(&["gone"])).unwrap();
         assert_eq!(ok.absent_deletes, [rp("gone")]);
         assert_eq!(ok.ops.len(), 1);

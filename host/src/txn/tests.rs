@@ -306,7 +306,10 @@ fn full_update_keeps_preserved_and_unowned_files_and_switches_kinds() {
 
     assert_eq!(read(&f.install, "notes.txt"), "operator notes");
     assert_eq!(read(&f.install, "data/user.db"), "user data");
-    assert_eq!(read(&f.install, "data/default.db"), "shipped default");
+    assert!(
+        !f.install.join("data/default.db").exists(),
+        "a preserved path is never written"
+    );
     assert_eq!(read(&f.install, "plugins/mine.so"), "operator plugin");
     assert_eq!(
         read(&f.install, "plugins/legacy/operator.so"),
@@ -350,7 +353,7 @@ fn rollback_restores_the_previous_release_exactly() {
     let v2_tree = f.tree();
     f.failed_update_keeps_history();
 
-    let out = rollback_last(&f.sd, 2).unwrap();
+    let out = rollback_last(&f.sd, 2, &f.preserve()).unwrap();
     assert_eq!((out.from, out.to), (Some(v("2.0.0")), Some(v("1.0.0"))));
     assert_eq!(f.tree(), v1_tree);
     let st = f.sd.load_state().unwrap();
@@ -371,7 +374,7 @@ fn rollback_restores_the_previous_release_exactly() {
     assert_ne!(v1_tree, v2_tree);
 
     // One further back: the initial install, which had nothing before it.
-    rollback_last(&f.sd, 2).unwrap();
+    rollback_last(&f.sd, 2, &f.preserve()).unwrap();
     let left: Vec<_> = f.tree().into_keys().collect();
     assert_eq!(
         left,
@@ -384,7 +387,7 @@ fn rollback_restores_the_previous_release_exactly() {
         ]
     );
     assert_eq!(f.version(), None);
-    let err = rollback_last(&f.sd, 2).unwrap_err();
+    let err = rollback_last(&f.sd, 2, &f.preserve()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "no kept backup to roll back to (keep_backups = 2)"
@@ -392,17 +395,17 @@ fn rollback_restores_the_previous_release_exactly() {
 }
 
 #[test]
-fn rollback_keeps_a_preserved_file_the_update_wrote_once_it_changed() {
+fn rollback_leaves_a_preserved_path_the_release_shipped_alone() {
     let f = Fixture::with_v1();
     f.full(V2, "2.0.0", 2, |_| Ok(())).unwrap();
-    assert_eq!(read(&f.install, "data/default.db"), "shipped default");
+    assert!(!f.install.join("data/default.db").exists());
     write(
         &f.install,
         "data/default.db",
         "the application's records",
         0o644,
     );
-    rollback_last(&f.sd, 2).unwrap();
+    rollback_last(&f.sd, 2, &f.preserve()).unwrap();
     assert_eq!(f.version(), Some(v("1.0.0")));
     assert_eq!(
         read(&f.install, "data/default.db"),
@@ -430,7 +433,7 @@ fn rollback_after_patch_and_history_pruning() {
     let v1_tree = f.tree();
     f.patch(|_| Ok(())).unwrap();
     assert_eq!(kept_transactions(&f.sd).unwrap().len(), 2);
-    rollback_last(&f.sd, 2).unwrap();
+    rollback_last(&f.sd, 2, &f.preserve()).unwrap();
     assert_eq!(f.tree(), v1_tree);
 
     // keep_backups = 1 prunes the older entry; 0 keeps nothing.
@@ -443,7 +446,7 @@ fn rollback_after_patch_and_history_pruning() {
     let out = f.full(V1, "3.0.0", 0, |_| Ok(())).unwrap();
     assert!(out.kept_in.is_none());
     assert!(kept_transactions(&f.sd).unwrap().is_empty());
-    let err = rollback_last(&f.sd, 0).unwrap_err();
+    let err = rollback_last(&f.sd, 0, &f.preserve()).unwrap_err();
     assert!(matches!(err, TxnError::NoBackup { keep_backups: 0 }));
 }
 
@@ -507,7 +510,7 @@ fn rollback_scenario() -> (Fixture, Operation) {
     (
         f,
         Box::new(|f: &Fixture| {
-            let _ = rollback_last(&f.sd, 2);
+            let _ = rollback_last(&f.sd, 2, &f.preserve());
         }),
     )
 }
@@ -754,7 +757,7 @@ fn rollback_refuses_a_backup_missing_a_path_or_holding_another_file() {
     let saved = kept.dir.join("backup/conf/legacy.yml");
     let body = fs::read(&saved).unwrap();
     fs::remove_file(&saved).unwrap();
-    let err = rollback_last(&f.sd, 2).unwrap_err();
+    let err = rollback_last(&f.sd, 2, &[]).unwrap_err();
     assert!(matches!(err, TxnError::BackupIncomplete { .. }), "{err}");
     assert_eq!(err.exit_class(), crate::error::ExitClass::Failure);
     assert!(err.to_string().contains("conf/legacy.yml"), "{err}");
@@ -765,12 +768,12 @@ fn rollback_refuses_a_backup_missing_a_path_or_holding_another_file() {
     // A file inside a replaced directory, changed since it was backed up.
     fs::write(&saved, body).unwrap();
     fs::write(kept.dir.join("backup/web/img/logo.png"), "not the logo").unwrap();
-    let err = rollback_last(&f.sd, 2).unwrap_err();
+    let err = rollback_last(&f.sd, 2, &[]).unwrap_err();
     assert!(err.to_string().contains("web/img/logo.png"), "{err}");
     assert!(err.to_string().contains("sha256"), "{err}");
     assert_eq!(f.tree(), at_new);
 
     fs::write(kept.dir.join("backup/web/img/logo.png"), "logo").unwrap();
-    rollback_last(&f.sd, 2).unwrap();
+    rollback_last(&f.sd, 2, &[]).unwrap();
     assert_eq!(f.version(), Some(v("1.0.0")));
 }

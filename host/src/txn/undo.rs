@@ -31,6 +31,8 @@ pub enum UndoError {
     Inspect { path: PathBuf, source: io::Error },
     #[error("cannot remove created directory {path}: {source}")]
     RemoveDir { path: PathBuf, source: io::Error },
+    #[error("cannot set the mode of {path}: {source}")]
+    Mode { path: PathBuf, source: io::Error },
     #[error("cannot fsync directory {path}: {source}")]
     Fsync { path: PathBuf, source: io::Error },
 }
@@ -45,6 +47,20 @@ impl UndoError {
 /// Restores the tree `intent` was applied to; `backup_dir` is the transaction's `backup/`.
 pub fn undo(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(), UndoError> {
     let mut touched = BTreeSet::new();
+    // Modes first: a created directory gets back the mode it was filled with, so it can be
+    // emptied; a kept one gets back its old mode.
+    for m in &intent.dir_modes {
+        let path = m.path.under(install_dir);
+        if fsutil::entry_kind(&path).ok().flatten() != Some(fsutil::EntryKind::Dir) {
+            continue;
+        }
+        let mode = m.old.unwrap_or(0o700);
+        fsutil::set_mode(&path, mode).map_err(|source| UndoError::Mode {
+            path: path.clone(),
+            source,
+        })?;
+        touched.insert(path);
+    }
     let (puts, deletes): (Vec<&Op>, Vec<&Op>) =
         intent.ops.iter().partition(|op| op.source.is_some());
     for op in puts.iter().rev() {

@@ -51,7 +51,10 @@ impl Strategy for Template {
 
     fn decide(ctx: &StrategyContext, config: Config) -> Result<Decision, String> {
         let mut ctx = ctx.clone();
-        if let Some(major) = config.major {
+        // An operator's `--version` is not filtered: it names exactly what to install.
+        if let Some(major) = config.major
+            && ctx.requested_version.is_none()
+        {
             ctx.releases.retain(|r| r.version.major == major);
             log::info(&format!(
                 "{} releases in major version {major}",

@@ -3,8 +3,12 @@
 //!
 //! Config `mode`: `write` (tries to create, append to and delete files in the read-only tree),
 //! `escape` (tries to read `/etc/passwd`, `../` out of the tree, and list `/`), `fail`
-//! (returns `Err(reason)`; config `reason`), `loop` (spins forever). `write` and `escape`
-//! return an error listing the outcome of every attempt, so a test can see them all.
+//! (returns `Err(reason)`; config `reason`), `loop` (spins forever), `sleep` (blocks in the host
+//! for an hour), `hoard` (opens config `path`, default `bin/app`, `count` times, default 1000,
+//! keeping every file open and stopping at the first error; then sleeps for an hour if `sleep`
+//! is true, else returns an error saying how many it opened), `stdout-flood` (prints 1 MiB to
+//! stdout and stderr, then passes). `write` and `escape` return an error listing the outcome of
+//! every attempt, so a test can see them all.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -17,6 +21,9 @@ use molt_plugin_sdk::{PluginInfo, ValidationContext, Validator, export_validator
 pub struct Config {
     mode: String,
     reason: Option<String>,
+    path: Option<String>,
+    count: Option<usize>,
+    sleep: bool,
 }
 
 fn outcome<T>(what: &str, result: std::io::Result<T>) -> String {
@@ -89,6 +96,40 @@ impl Validator for HostileValidator {
                 loop {
                     n = black_box(n.wrapping_add(1));
                 }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Err("woke up".into())
+            }
+            "hoard" => {
+                let path = ctx.path(config.path.as_deref().unwrap_or("bin/app"));
+                let mut files = Vec::new();
+                let mut stopped = String::from("no error");
+                for _ in 0..config.count.unwrap_or(1000) {
+                    match std::fs::File::open(&path) {
+                        Ok(f) => files.push(f),
+                        Err(e) => {
+                            stopped = e.to_string();
+                            break;
+                        }
+                    }
+                }
+                log::warn(&format!("hoarding {} open files ({stopped})", files.len()));
+                if config.sleep {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+                Err(format!(
+                    "opened {} files, then: {stopped}",
+                    black_box(&files).len()
+                ))
+            }
+            "stdout-flood" => {
+                let line = "o".repeat(1023);
+                for _ in 0..1024 {
+                    println!("{line}");
+                    eprintln!("{line}");
+                }
+                Ok(())
             }
             other => Err(format!("unknown mode {other:?}")),
         }
