@@ -1067,6 +1067,13 @@ fn changed_since_written(
                 sha256_file(&full).map_err(|source| PlanError::Inspect { path: full, source })?;
             Ok(&now != written)
         }
+        // A link's record hashes its target (see `tree::FileRecord::symlink`).
+        Some(EntryKind::Symlink) => {
+            let full = path.under(&ctx.install_dir);
+            let now = std::fs::read_link(&full)
+                .map_err(|source| PlanError::Inspect { path: full, source })?;
+            Ok(FileRecord::symlink(&now.to_string_lossy()).sha256 != *written)
+        }
         Some(_) => Ok(true),
     }
 }
