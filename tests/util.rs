@@ -254,7 +254,8 @@ impl Run {
     }
 }
 
-/// Every entry of a tree (except the state dir): kind, content hash and mode.
+/// Every entry of a tree (except the state dir): kind, content hash and mode (a symbolic link:
+/// its target, never followed).
 pub type Snapshot = BTreeMap<String, String>;
 
 pub fn snapshot(root: &Path) -> Snapshot {
@@ -280,6 +281,8 @@ pub fn snapshot(root: &Path) -> Snapshot {
         } else if meta.is_file() {
             let bytes = fs::read(e.path()).unwrap();
             format!("file {mode:o} {}", molt::hashing::sha256_hex(&bytes))
+        } else if meta.file_type().is_symlink() {
+            format!("link {}", fs::read_link(e.path()).unwrap().display())
         } else {
             format!("other {:?}", meta.file_type())
         };

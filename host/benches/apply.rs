@@ -7,6 +7,15 @@
 //! 1.1.0 on top (patch). Every step is its own process, measured for wall time, CPU time and
 //! peak RSS with `wait4`. Nothing is asserted about the timings: this prints a table.
 //!
+//! Real release trees: `MOLT_BENCH_OLD` and `MOLT_BENCH_NEW` name two trees (e.g. two
+//! versions of a program, or two `npm install`s) to publish as 1.0.0 and 1.1.0 instead of the
+//! generated ones. Either way the run also measures what a user would do instead: `tar czf`
+//! and `tar cf | zstd -T0` of the new tree (against publish), `zstd -19 --long` of its tar and
+//! `zstd -19 --long --patch-from` of the old tar to the new (against package and patch bytes),
+//! `sha256sum PKG && tar xf PKG -C DIR && sync` (against the full apply) and
+//! `rsync -a --delete NEW/ INSTALL/ && sync` into a copy of the old tree (against the patch
+//! apply). Needs `zstd` and `rsync` on the PATH.
+//!
 //! Overrides: `MOLT_BENCH_MB` (total tree size, default 1024), `MOLT_BENCH_FILES` (default
 //! 10000), `MOLT_BENCH_CHANGED` (files changed in 1.1.0, default 10), `MOLT_BENCH_DIR` (where
 //! the scratch directory goes; keep it on the filesystem you care about), `MOLT_BENCH_KEEP`
@@ -284,29 +293,53 @@ fn main() -> Result<(), BenchError> {
     };
     fs::create_dir_all(&runner.logs).map_err(BenchError::io("cannot create", &runner.logs))?;
 
-    let spec = TreeSpec::new(megabytes * 1024 * 1024, files);
-    let changed = spec.changed(changed_count);
-    let changed_bytes: u64 = changed.iter().map(|i| spec.sizes[*i]).sum();
-    let total = spec.total();
+    let given = (
+        std::env::var_os("MOLT_BENCH_OLD"),
+        std::env::var_os("MOLT_BENCH_NEW"),
+    );
+    let (v1, v2) = match given {
+        (Some(old), Some(new)) => (PathBuf::from(old), PathBuf::from(new)),
+        _ => {
+            let spec = TreeSpec::new(megabytes * 1024 * 1024, files);
+            let changed = spec.changed(changed_count);
+            let (v1, v2) = (root.join("tree-1.0.0"), root.join("tree-1.1.0"));
+            let started = Instant::now();
+            generate_trees(&spec, &changed, &v1, &v2)?;
+            let generated = started.elapsed();
+            println!(
+                "generated both trees in {} s ({} MiB/s)",
+                secs(generated),
+                throughput(spec.total(), generated)
+            );
+            (v1, v2)
+        }
+    };
+    let old_listing = molt::tree::TreeListing::scan(&v1, &[]).map_err(molt::Error::from)?;
+    let new_listing = molt::tree::TreeListing::scan(&v2, &[]).map_err(molt::Error::from)?;
+    let total = new_listing.total_size();
+    let changed_files: Vec<u64> = new_listing
+        .files
+        .iter()
+        .filter(|(p, r)| old_listing.files.get(*p) != Some(*r) && !r.is_link())
+        .map(|(_, r)| r.size)
+        .collect();
+    let changed_bytes: u64 = changed_files.iter().sum();
     println!(
-        "molt apply bench ({}), {}: {} files, {} MiB; 1.1.0 changes {} files ({} MiB); in {}",
+        "molt apply bench ({}), {}: old {} ({} files, {} links, {} MiB), new {} ({} files, {} \
+         links, {} MiB); {} files ({} MiB) changed or new; in {}",
         common::today(),
         molt_binary().display(),
-        files,
+        v1.display(),
+        old_listing.files.len() - old_listing.links().count(),
+        old_listing.links().count(),
+        mib(old_listing.total_size()),
+        v2.display(),
+        new_listing.files.len() - new_listing.links().count(),
+        new_listing.links().count(),
         mib(total),
-        changed.len(),
+        changed_files.len(),
         mib(changed_bytes),
         root.display()
-    );
-
-    let (v1, v2) = (root.join("tree-1.0.0"), root.join("tree-1.1.0"));
-    let started = Instant::now();
-    generate_trees(&spec, &changed, &v1, &v2)?;
-    let generated = started.elapsed();
-    println!(
-        "generated both trees in {} s ({} MiB/s)",
-        secs(generated),
-        throughput(total, generated)
     );
 
     let os = OsStr::new;
@@ -323,20 +356,69 @@ fn main() -> Result<(), BenchError> {
     })?;
     let package_path = root.join("repo").join(&full_package.url);
 
-    // The baseline: hash the package, then unpack it into an empty directory.
+    // What a user would do instead. Publishing: compress the new tree.
+    let sh = |label: &str, script: &str, args: &[&OsStr]| {
+        let script = OsString::from(script);
+        let mut all: Vec<&OsStr> = vec![os("-c"), &script, os("sh")];
+        all.extend_from_slice(args);
+        runner.run(label, os("sh"), &all)
+    };
+    let czf = sh(
+        "tar-czf",
+        "tar czf \"$1\" -C \"$2\" .",
+        &[os("new.tar.gz"), v2.as_os_str()],
+    )?;
+    let zstd_t0 = sh(
+        "tar-zstd",
+        "tar cf - -C \"$2\" . | zstd -q -T0 -o \"$1\"",
+        &[os("new.tar.zst"), v2.as_os_str()],
+    )?;
+    // Package and patch bytes: zstd at its strongest, whole and as a delta of the tars.
+    sh(
+        "tar-old",
+        "tar cf \"$1\" -C \"$2\" .",
+        &[os("old.tar"), v1.as_os_str()],
+    )?;
+    sh(
+        "tar-new",
+        "tar cf \"$1\" -C \"$2\" .",
+        &[os("new.tar"), v2.as_os_str()],
+    )?;
+    let zstd_19 = sh(
+        "zstd-19",
+        "zstd -q -19 --long=27 -T0 -o \"$2\" \"$1\"",
+        &[os("new.tar"), os("new.tar.19.zst")],
+    )?;
+    let patch_from = sh(
+        "zstd-patch-from",
+        "zstd -q -19 --long=27 -T0 --patch-from=\"$1\" -o \"$3\" \"$2\"",
+        &[os("old.tar"), os("new.tar"), os("patch-from.zst")],
+    )?;
+    let size_of = |name: &str| fs::metadata(root.join(name)).map_or(0, |m| m.len());
+
+    // Full apply: hash the package, then unpack it into an empty directory and sync.
     let untar_dir = root.join("baseline");
     fs::create_dir_all(&untar_dir).map_err(BenchError::io("cannot create", &untar_dir))?;
-    let script: OsString = "sha256sum \"$1\" && tar xzf \"$1\" -C \"$2\"".into();
-    let baseline = runner.run(
+    let baseline = sh(
         "baseline",
-        os("sh"),
-        &[
-            os("-c"),
-            &script,
-            os("sh"),
-            package_path.as_os_str(),
-            untar_dir.as_os_str(),
-        ],
+        "sha256sum \"$1\" && tar xf \"$1\" -C \"$2\" && sync",
+        &[package_path.as_os_str(), untar_dir.as_os_str()],
+    )?;
+    // Patch apply: rsync the new tree over a copy of the old one and sync.
+    let rsync_dir = root.join("rsync-install");
+    sh(
+        "rsync-prepare",
+        "cp -a \"$1\" \"$2\"",
+        &[v1.as_os_str(), rsync_dir.as_os_str()],
+    )?;
+    let mut v2_slash = v2.clone().into_os_string();
+    v2_slash.push("/");
+    let mut rsync_slash = rsync_dir.clone().into_os_string();
+    rsync_slash.push("/");
+    let rsync = sh(
+        "rsync",
+        "rsync -a --delete \"$1\" \"$2\" && sync",
+        &[&v2_slash, &rsync_slash],
     )?;
 
     let config = format!(
@@ -373,13 +455,14 @@ fn main() -> Result<(), BenchError> {
             ratio(m.wall, baseline.wall),
         ]);
     };
-    row(
-        "baseline: sha256sum + tar xzf (full)",
-        &baseline,
-        Some(total),
-    );
     row("measurement floor: true", &floor, None);
     row("molt keygen", &keygen, None);
+    row("baseline: tar czf (new tree)", &czf, Some(total));
+    row(
+        "baseline: tar cf | zstd -T0 (new tree)",
+        &zstd_t0,
+        Some(total),
+    );
     row("molt publish 1.0.0 (full)", &publish_full, Some(total));
     row(
         "molt publish 1.1.0 (full + patch)",
@@ -388,36 +471,123 @@ fn main() -> Result<(), BenchError> {
     );
     row("molt check (compiles the plugin)", &check, None);
     row(
+        "baseline: sha256sum + tar xf + sync (full)",
+        &baseline,
+        Some(total),
+    );
+    row(
         "molt apply 1.0.0 (full, empty install)",
         &apply_full,
         Some(total),
     );
+    row("baseline: rsync -a --delete + sync (patch)", &rsync, None);
     row(
-        &format!("molt apply 1.1.0 (patch, {} files)", changed.len()),
+        &format!("molt apply 1.1.0 (patch, {} files)", changed_files.len()),
         &apply_patch,
         None,
     );
     row("molt verify (hashes the install)", &verify, Some(total));
+    row("zstd -19 --long (new tar)", &zstd_19, Some(total));
+    row(
+        "zstd -19 --long --patch-from old tar",
+        &patch_from,
+        Some(total),
+    );
     println!();
     table.print();
     println!();
     println!(
-        "full package {} MiB ({:.2} of the tree), patch package {} MiB",
-        mib(full_package.size),
-        full_package.size as f64 / total as f64,
-        mib(patch_package.size)
+        "vs baseline: each row's wall time over the full-apply baseline; the ratios that matter \
+         are in the summary below"
     );
-    println!(
-        "patch apply vs full apply: {} s vs {} s = {:.1} % ({} faster)",
-        secs(apply_patch.wall),
-        secs(apply_full.wall),
-        100.0 * apply_patch.wall.as_secs_f64() / apply_full.wall.as_secs_f64(),
-        ratio(apply_full.wall, apply_patch.wall)
+    let mut summary = Table::new(&["measure", "molt", "reference", "molt / reference"]);
+    let bytes_row = |summary: &mut Table, what: &str, molt: u64, reference: u64| {
+        summary.row(vec![
+            what.to_owned(),
+            format!("{} MiB", mib(molt)),
+            format!("{} MiB", mib(reference)),
+            format!("{:.2}", molt as f64 / reference.max(1) as f64),
+        ]);
+    };
+    let time_row = |summary: &mut Table, what: &str, molt: Duration, reference: Duration| {
+        summary.row(vec![
+            what.to_owned(),
+            format!("{} s", secs(molt)),
+            format!("{} s", secs(reference)),
+            format!(
+                "{:.2}",
+                molt.as_secs_f64() / reference.as_secs_f64().max(1e-9)
+            ),
+        ]);
+    };
+    bytes_row(
+        &mut summary,
+        "full package vs zstd -19 --long of the tar",
+        full_package.size,
+        size_of("new.tar.19.zst"),
     );
+    bytes_row(
+        &mut summary,
+        "full package vs tar czf",
+        full_package.size,
+        size_of("new.tar.gz"),
+    );
+    bytes_row(
+        &mut summary,
+        "patch vs zstd --patch-from old tar -> new tar",
+        patch_package.size,
+        size_of("patch-from.zst"),
+    );
+    bytes_row(
+        &mut summary,
+        "patch vs bytes of changed files",
+        patch_package.size,
+        changed_bytes,
+    );
+    time_row(
+        &mut summary,
+        "publish full + patch vs tar czf",
+        publish_full.wall + publish_patch.wall,
+        czf.wall,
+    );
+    time_row(
+        &mut summary,
+        "publish 1.1.0 vs tar cf | zstd -T0",
+        publish_patch.wall,
+        zstd_t0.wall,
+    );
+    time_row(
+        &mut summary,
+        "full apply vs sha256sum + tar xf + sync",
+        apply_full.wall,
+        baseline.wall,
+    );
+    time_row(
+        &mut summary,
+        "patch apply vs rsync -a --delete + sync",
+        apply_patch.wall,
+        rsync.wall,
+    );
+    summary.row(vec![
+        "peak RSS: apply full / patch / baseline tar / rsync".to_owned(),
+        format!(
+            "{} / {} MiB",
+            mib(apply_full.peak_rss_bytes),
+            mib(apply_patch.peak_rss_bytes)
+        ),
+        format!(
+            "{} / {} MiB",
+            mib(baseline.peak_rss_bytes),
+            mib(rsync.peak_rss_bytes)
+        ),
+        "-".to_owned(),
+    ]);
+    summary.print();
+    println!();
     println!(
         "notes: the filesystem is synced before each step. molt apply fsyncs every extracted \
-         file and directory, its journal and the directories it changes; tar does not sync. The \
-         baseline's peak RSS is the largest of sh, sha256sum, tar and gzip, not their sum."
+         file and directory, its journal and the directories it changes; the baselines end \
+         with sync. A baseline's peak RSS is the largest of its processes, not their sum."
     );
     Ok(())
 }

@@ -18,6 +18,7 @@ pub mod relpath;
 pub mod repo;
 pub mod state;
 pub mod strategy;
+pub mod symlink;
 pub mod tree;
 pub mod txn;
 pub mod update;

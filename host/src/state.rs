@@ -557,11 +557,7 @@ mod tests {
         };
         st.files.insert(
             RelPath::new("bin/app").unwrap(),
-            FileRecord {
-                sha256: "ab".into(),
-                size: 3,
-                mode: 0o755,
-            },
+            FileRecord::regular("ab".into(), 3, 0o755),
         );
         st.dirs.insert(RelPath::new("bin").unwrap());
         st.record(HistoryEntry {

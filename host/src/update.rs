@@ -27,7 +27,7 @@ use crate::fetch::{FetchOptions, MANIFEST_CAP, SIGNATURE_CAP, Source};
 use crate::install::Install;
 use crate::keys::load_verifying_key;
 use crate::output::Output;
-use crate::package::extract::{Allowed, ExtractLimits, extract};
+use crate::package::extract::{Allowed, ExtractLimits, check_patch_links, extract};
 use crate::plugins::{
     PluginError, PluginLimits, PluginRef, PluginRuntime, StrategyPlugin, ValidationInput,
     ValidatorPlugin,
@@ -221,6 +221,14 @@ pub fn run(config: &Config, request: &Request, mode: Mode, out: &Output) -> Resu
         _ => Allowed::Any,
     };
     let extracted = extract(&pkg_path, &txn.stage_dir(), &limits, allowed)
+        .and_then(|staged| match &choice {
+            // A patch's links must resolve inside the tree the install will have.
+            Choice::Patch { operations, .. } => {
+                check_patch_links(&pkg_path, &staged, operations, &state.files, &state.dirs)
+                    .map(|()| staged)
+            }
+            _ => Ok(staged),
+        })
         .map_err(Error::from)
         .and_then(|staged| {
             // The cap stops an archive that is too big; equality also catches one that is short.

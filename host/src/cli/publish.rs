@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use crate::Error;
 use crate::output::Output;
+use crate::package::archive::Compression;
 use crate::repo::publish::{PublishRequest, publish};
 use crate::version::Version;
 
@@ -37,6 +38,10 @@ pub struct PublishArgs {
     /// Days until the manifest expires (default: 90).
     #[arg(long)]
     pub expires_days: Option<u32>,
+    /// Package compression: `zstd` (default) or `gzip` (for clients older than zstd support,
+    /// which refuse a zstd package as corrupt).
+    #[arg(long, value_parser = ["zstd", "gzip"], default_value = "zstd")]
+    pub compression: String,
 }
 
 pub fn run(args: &PublishArgs, out: &Output) -> Result<(), Error> {
@@ -50,6 +55,11 @@ pub fn run(args: &PublishArgs, out: &Output) -> Result<(), Error> {
         channel: args.channel.clone(),
         notes: args.notes.clone(),
         expires_days: args.expires_days,
+        compression: if args.compression == "gzip" {
+            Compression::Gzip
+        } else {
+            Compression::Zstd
+        },
         now: OffsetDateTime::now_utc(),
     };
     let report = publish(&request)?;

@@ -1,6 +1,9 @@
-//! `molt verify`: every file molt installed, checked against its recorded SHA-256, size and mode.
+//! `molt verify`: every file molt installed, checked against its recorded SHA-256, size and mode,
+//! and every symbolic link against its recorded target (never followed).
 
+use std::fs::Metadata;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use serde_json::json;
 
@@ -10,6 +13,7 @@ use crate::config::Config;
 use crate::hashing::sha256_file;
 use crate::install::Install;
 use crate::output::Output;
+use crate::tree::FileRecord;
 
 pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
     let config = Config::load(&common.config)?;
@@ -21,19 +25,9 @@ pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
         let problem = match std::fs::symlink_metadata(&full) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("missing".to_owned()),
             Err(e) => Some(format!("unreadable: {e}")),
-            Ok(m) if !m.is_file() => Some("no longer a regular file".to_owned()),
-            Ok(m) if m.len() != record.size => {
-                Some(format!("size {} (recorded {})", m.len(), record.size))
-            }
-            Ok(m) if m.permissions().mode() & 0o777 != record.mode => Some(format!(
-                "mode {:o} (recorded {:o})",
-                m.permissions().mode() & 0o777,
-                record.mode
-            )),
-            Ok(_) => match sha256_file(&full) {
-                Ok(h) if h == record.sha256 => None,
-                Ok(h) => Some(format!("sha256 {h} (recorded {})", record.sha256)),
-                Err(e) => Some(format!("unreadable: {e}")),
+            Ok(m) => match &record.link {
+                Some(target) => check_link(&full, &m, target),
+                None => check_file(&full, &m, record),
             },
         };
         if let Some(p) = problem {
@@ -58,4 +52,37 @@ pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
         json!({"files": state.files.len(), "version": state.version.as_ref().map(ToString::to_string)}),
     );
     Ok(())
+}
+
+/// What is wrong with the regular file at `full`, if anything.
+fn check_file(full: &Path, m: &Metadata, record: &FileRecord) -> Option<String> {
+    if !m.is_file() {
+        return Some("no longer a regular file".to_owned());
+    }
+    if m.len() != record.size {
+        return Some(format!("size {} (recorded {})", m.len(), record.size));
+    }
+    let mode = m.permissions().mode() & 0o777;
+    if mode != record.mode {
+        return Some(format!("mode {mode:o} (recorded {:o})", record.mode));
+    }
+    match sha256_file(full) {
+        Ok(h) if h == record.sha256 => None,
+        Ok(h) => Some(format!("sha256 {h} (recorded {})", record.sha256)),
+        Err(e) => Some(format!("unreadable: {e}")),
+    }
+}
+
+/// What is wrong with the symbolic link at `full`, if anything.
+fn check_link(full: &Path, m: &Metadata, target: &str) -> Option<String> {
+    if !m.file_type().is_symlink() {
+        return Some(format!(
+            "no longer a symbolic link (recorded -> {target:?})"
+        ));
+    }
+    match std::fs::read_link(full) {
+        Ok(now) if now.as_os_str() == target => None,
+        Ok(now) => Some(format!("link -> {now:?} (recorded -> {target:?})")),
+        Err(e) => Some(format!("unreadable: {e}")),
+    }
 }

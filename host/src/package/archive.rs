@@ -1,4 +1,10 @@
-//! Deterministic tar.gz writer for packages (used by the publisher).
+//! Deterministic package writer (used by the publisher): a tar stream compressed with zstd
+//! (`.tar.zst`: long-distance matching over a [`ZSTD_WINDOW_LOG`] window, multithreaded) or
+//! gzip (`.tar.gz`, what molt wrote before zstd; still written for a name ending so), chosen
+//! by the package's file name.
+//!
+//! Symbolic links are written as tar symlink entries (size 0, mode `0o777`, the target in the
+//! header or a GNU long-link entry), and must still have the listed target when packed.
 //!
 //! The same tree always gives a byte-identical package, so a re-publish is reproducible and a
 //! package's hash says only what it holds: entries are sorted by path (a directory before its
@@ -13,12 +19,12 @@
 //! package or absent.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use flate2::{Compression, GzBuilder};
+use flate2::GzBuilder;
 use tar::{EntryType, Header};
 
 use crate::error::ExitClass;
@@ -30,6 +36,93 @@ use crate::txn::fsutil::{self, Existing};
 
 /// Buffer between the compressor and the package file.
 const OUTPUT_BUFFER: usize = 256 * 1024;
+/// zstd level of packages: high enough that a patch is small, low enough that publishing a
+/// large tree stays within a small multiple of `tar czf` (measured by the `apply` bench).
+pub const ZSTD_LEVEL: i32 = 12;
+/// log2 of the zstd window (128 MiB, as `zstd --long`): the most a client needs to decode a
+/// package, and what it allows ([`crate::package::extract`] refuses larger windows).
+pub const ZSTD_WINDOW_LOG: u32 = 27;
+
+/// How a package's tar stream is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// The compression a package file name asks for: zstd for `.tar.zst`, else gzip.
+    pub fn for_path(path: &Path) -> Self {
+        if path.to_string_lossy().ends_with(".tar.zst") {
+            Compression::Zstd
+        } else {
+            Compression::Gzip
+        }
+    }
+
+    /// The file name ending of a package compressed so.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Gzip => "tar.gz",
+            Compression::Zstd => "tar.zst",
+        }
+    }
+}
+
+type Output = HashingWriter<BufWriter<File>>;
+
+/// The compressor in front of the package file.
+enum Encoder {
+    Gzip(flate2::write::GzEncoder<Output>),
+    Zstd(zstd::stream::write::Encoder<'static, Output>),
+}
+
+impl Encoder {
+    fn new(compression: Compression, output: Output) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::Gzip => Encoder::Gzip(
+                GzBuilder::new()
+                    .mtime(0)
+                    .operating_system(255)
+                    .write(output, flate2::Compression::default()),
+            ),
+            Compression::Zstd => {
+                let mut z = zstd::stream::write::Encoder::new(output, ZSTD_LEVEL)?;
+                // Multithreaded output does not depend on the number of workers (>= 1), so the
+                // same tree gives the same bytes on any machine.
+                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+                z.multithread(u32::try_from(workers).unwrap_or(1))?;
+                z.long_distance_matching(true)?;
+                z.window_log(ZSTD_WINDOW_LOG)?;
+                z.include_checksum(false)?;
+                Encoder::Zstd(z)
+            }
+        })
+    }
+
+    fn finish(self) -> io::Result<Output> {
+        match self {
+            Encoder::Gzip(g) => g.finish(),
+            Encoder::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl Write for Encoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gzip(g) => g.write(buf),
+            Encoder::Zstd(z) => z.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(g) => g.flush(),
+            Encoder::Zstd(z) => z.flush(),
+        }
+    }
+}
 
 /// Which part of a release tree goes into a package.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +180,15 @@ pub enum ArchiveError {
         expected: u64,
         found: String,
     },
+    #[error(
+        "{path} changed while it was packaged (listed as a link to {expected:?}, now {found:?}); \
+         publish from a tree nobody is changing while it is packaged"
+    )]
+    LinkChanged {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     #[error("failed to write package {path}: {source}")]
     WritePackage { path: PathBuf, source: io::Error },
 }
@@ -100,8 +202,9 @@ impl ArchiveError {
 /// One entry to archive: a directory, or a regular file with its listed record.
 type Selection<'a> = BTreeMap<&'a RelPath, Option<&'a FileRecord>>;
 
-/// Writes the package for `entries` of the tree at `root` (described by `listing`) to `out`,
-/// atomically, and returns its size, SHA-256 and unpacked size.
+/// Writes the package for `entries` of the tree at `root` (described by `listing`) to `out`
+/// (compressed as its name says, see [`Compression::for_path`]), atomically, and returns its
+/// size, SHA-256 and unpacked size.
 pub fn write_package(
     out: &Path,
     root: &Path,
@@ -129,16 +232,16 @@ pub fn write_package(
         OUTPUT_BUFFER,
         temp.as_file().try_clone().map_err(write_err)?,
     ));
-    let encoder = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(output, Compression::default());
+    let encoder = Encoder::new(Compression::for_path(out), output).map_err(write_err)?;
     let mut builder = tar::Builder::new(encoder);
 
     let mut unpacked_size = 0u64;
     for (path, record) in &selection {
         match record {
             None => append_directory(&mut builder, root, path, out)?,
+            Some(FileRecord {
+                link: Some(target), ..
+            }) => append_link(&mut builder, root, path, target, out)?,
             Some(record) => {
                 append_file(&mut builder, root, path, record, out)?;
                 unpacked_size += record.size;
@@ -251,6 +354,53 @@ fn append_directory<W: Write>(
             path: out.to_owned(),
             source,
         })
+}
+
+fn append_link<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    path: &RelPath,
+    target: &str,
+    out: &Path,
+) -> Result<(), ArchiveError> {
+    let full = path.under(root);
+    let now = fs::read_link(&full).map_err(|source| ArchiveError::ReadTree {
+        path: full.clone(),
+        source,
+    })?;
+    if now.as_os_str() != target {
+        return Err(ArchiveError::LinkChanged {
+            path: full,
+            expected: target.to_owned(),
+            found: now.to_string_lossy().into_owned(),
+        });
+    }
+    let write_err = |source| ArchiveError::WritePackage {
+        path: out.to_owned(),
+        source,
+    };
+    // The target goes in byte for byte (the tar crate's `set_link_name` would normalize it):
+    // in the header when it fits, else in a GNU long-link entry before it.
+    let bytes = target.as_bytes();
+    let mut header = fixed_header(EntryType::Symlink, 0o777, 0);
+    let field = header.as_old().linkname.len();
+    if bytes.len() < field {
+        header.set_link_name_literal(bytes).map_err(write_err)?;
+    } else {
+        let mut long = fixed_header(EntryType::GNULongLink, 0o644, bytes.len() as u64 + 1);
+        let name = b"././@LongLink";
+        long.as_old_mut().name[..name.len()].copy_from_slice(name);
+        long.set_cksum();
+        builder
+            .append(&long, bytes.chain(&[0u8][..]))
+            .map_err(write_err)?;
+        header
+            .set_link_name_literal(&bytes[..field])
+            .map_err(write_err)?;
+    }
+    builder
+        .append_data(&mut header, path.as_str(), io::empty())
+        .map_err(write_err)
 }
 
 fn append_file<W: Write>(
@@ -433,6 +583,33 @@ mod tests {
         assert!(names.iter().any(|n| n.0 == long));
         // No stray temp files are left beside the package.
         assert_eq!(fs::read_dir(out.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn zstd_packages_are_deterministic_and_hold_the_same_tar() {
+        let tree = sample_tree();
+        let listing = TreeListing::scan(tree.path(), &[]).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let (a, b, gz) = (
+            out.path().join("a.tar.zst"),
+            out.path().join("b.tar.zst"),
+            out.path().join("c.tar.gz"),
+        );
+        let info_a = write_package(&a, tree.path(), &listing, PackageEntries::FullTree).unwrap();
+        let info_b = write_package(&b, tree.path(), &listing, PackageEntries::FullTree).unwrap();
+        write_package(&gz, tree.path(), &listing, PackageEntries::FullTree).unwrap();
+        assert_eq!(info_a, info_b);
+        assert_eq!(fs::read(&a).unwrap()[..4], [0x28, 0xb5, 0x2f, 0xfd]);
+        let mut zstd_tar = Vec::new();
+        zstd::stream::read::Decoder::new(File::open(&a).unwrap())
+            .unwrap()
+            .read_to_end(&mut zstd_tar)
+            .unwrap();
+        let mut gzip_tar = Vec::new();
+        flate2::read::GzDecoder::new(File::open(&gz).unwrap())
+            .read_to_end(&mut gzip_tar)
+            .unwrap();
+        assert_eq!(zstd_tar, gzip_tar);
     }
 
     #[test]

@@ -5,8 +5,17 @@
 //! have all shipped escapes (the tar crate's own `unpack_in` is "best effort": RUSTSEC-2018-0002,
 //! RUSTSEC-2021-0080, RUSTSEC-2026-0067). We therefore iterate the tar crate's entries ourselves
 //! and
-//! - accept only regular files and directories, at paths parsed into [`RelPath`] (the path the
-//!   tar crate resolves, i.e. after PAX `path` and GNU long-name overrides);
+//! - accept only regular files, directories and symbolic links, at paths parsed into [`RelPath`]
+//!   (the path the tar crate resolves, i.e. after PAX `path` and GNU long-name overrides);
+//! - accept a link only with a target [`crate::symlink`] allows: relative, never past the root,
+//!   also through the package's other links (a patch's links are checked again against the
+//!   tree the install will have, by [`check_patch_links`]); hard links are refused (the
+//!   publisher packs each path of a hard-linked file as a regular file);
+//! - never follow a link: links are created only after every file and directory has been
+//!   written, and no entry may lie below a link (a link is a leaf, like a file), so every
+//!   parent of every entry is a real directory this extractor made in a stage only molt writes
+//!   — files are then opened with `O_NOFOLLOW` on the last component, and nothing on the way
+//!   can be a link;
 //! - refuse duplicates and file/directory clashes, entries the signed operations do not allow,
 //!   more than `max_entries` entries and more than `max_unpacked_bytes` bytes (counted on the
 //!   decoded data itself, so a decompression bomb stops at the cap + 1 byte);
@@ -39,9 +48,11 @@ use tar::EntryType;
 
 use crate::error::ExitClass;
 use crate::hashing::HashingWriter;
+use crate::package::archive::ZSTD_WINDOW_LOG;
 use crate::relpath::{RelPath, RelPathError};
 use crate::repo::manifest::Operations;
-use crate::tree::{FileRecord, TreeListing};
+use crate::symlink::{self, LinkError, Node};
+use crate::tree::{FileRecord, TreeListing, node_in};
 use crate::txn::fsutil::SyncBatch;
 
 /// Entry cap used when the caller has no better figure.
@@ -92,8 +103,8 @@ pub enum ExtractError {
     #[error("package {package} is corrupt or truncated: {source}")]
     CorruptPackage { package: PathBuf, source: io::Error },
     #[error(
-        "package {package}: entry {entry:?} is a {kind}; packages may hold only regular files \
-         and directories"
+        "package {package}: entry {entry:?} is a {kind}; packages may hold only regular files, \
+         directories and symbolic links"
     )]
     UnsupportedEntryType {
         package: PathBuf,
@@ -129,7 +140,17 @@ pub enum ExtractError {
          exceeds what its entries need"
     )]
     MetadataTooLarge { package: PathBuf },
-    #[error("package {package}: directory entry {entry} carries {size} bytes of data")]
+    #[error(
+        "package {package}: symbolic link {link} -> {target:?} is refused: {reason} (a package \
+         may only link inside its release tree)"
+    )]
+    UnsafeLink {
+        package: PathBuf,
+        link: RelPath,
+        target: String,
+        reason: Box<LinkError>,
+    },
+    #[error("package {package}: directory or link entry {entry} carries {size} bytes of data")]
     DirectoryWithData {
         package: PathBuf,
         entry: RelPath,
@@ -168,6 +189,7 @@ impl ExtractError {
             | Self::UnpackedSizeExceeded { .. }
             | Self::MetadataTooLarge { .. }
             | Self::DirectoryWithData { .. }
+            | Self::UnsafeLink { .. }
             | Self::IncompletePackage { .. }
             | Self::InvalidOperations { .. } => ExitClass::Security,
         }
@@ -286,7 +308,7 @@ pub fn extract(
     })?;
     let allowance = Rc::new(Cell::new(METADATA_ALLOWANCE));
     let decoded = BudgetReader {
-        inner: flate2::bufread::GzDecoder::new(BufReader::with_capacity(IO_BUFFER, file)),
+        inner: Decoder::open(package, BufReader::with_capacity(IO_BUFFER, file))?,
         consumed: 0,
         allowance: Rc::clone(&allowance),
     };
@@ -298,6 +320,7 @@ pub fn extract(
         permitted: permitted.as_ref(),
         listing: TreeListing::default(),
         explicit_dirs: BTreeMap::new(),
+        links: Vec::new(),
         entries: 0,
         remaining: limits.max_unpacked_bytes,
         buffer: vec![0u8; IO_BUFFER],
@@ -311,26 +334,44 @@ pub fn extract(
     allowance.set(allowance.get().saturating_add(TRAILER_ALLOWANCE));
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(stream_err)?;
-    let mut raw = rest.inner.into_inner();
+    let mut raw = rest.inner.into_raw();
     if !raw.fill_buf().map_err(stream_err)?.is_empty() {
         return Err(ExtractError::CorruptPackage {
             package: package.to_owned(),
             source: io::Error::new(
                 io::ErrorKind::InvalidData,
-                "trailing data after the gzip stream",
+                "trailing data after the compressed stream",
             ),
         });
     }
     let Stager {
         listing,
         explicit_dirs,
+        links,
         entries,
         sync,
         ..
     } = stager;
 
-    if let Allowed::Operations(ops) = allowed {
-        check_complete(package, ops, &listing)?;
+    match allowed {
+        Allowed::Operations(ops) => check_complete(package, ops, &listing)?,
+        // A full package is the whole release tree: its links must resolve inside it.
+        Allowed::Any => {
+            listing
+                .check_links()
+                .map_err(|(link, target, reason)| ExtractError::UnsafeLink {
+                    package: package.to_owned(),
+                    link,
+                    target,
+                    reason: Box::new(reason),
+                })?
+        }
+    }
+    for link in &links {
+        let full = link.under(stage);
+        let target = listing.files[link].link.as_deref().unwrap_or_default();
+        std::os::unix::fs::symlink(target, &full)
+            .map_err(|source| ExtractError::WriteStage { path: full, source })?;
     }
     for (dir, mode) in &explicit_dirs {
         let full = dir.under(stage);
@@ -346,6 +387,42 @@ pub fn extract(
         "extracted package"
     );
     Ok(listing)
+}
+
+/// Checks the links a patch stages against the tree the install will have once the patch is
+/// applied: what the package stages at and under the replaced paths, nothing at or under the
+/// deleted ones, and what the install's state records everywhere else (`installed_files`,
+/// `installed_dirs`). Files molt does not own are not part of that tree.
+pub fn check_patch_links(
+    package: &Path,
+    staged: &TreeListing,
+    ops: &Operations,
+    installed_files: &BTreeMap<RelPath, FileRecord>,
+    installed_dirs: &std::collections::BTreeSet<RelPath>,
+) -> Result<(), ExtractError> {
+    let replaced: HashSet<&RelPath> = ops.replace.iter().collect();
+    let deleted: HashSet<&RelPath> = ops.delete.iter().collect();
+    let after = |p: &RelPath| -> Node<'_> {
+        if at_or_under(p, &replaced) {
+            staged.node(p)
+        } else if at_or_under(p, &deleted) {
+            Node::Absent
+        } else {
+            match node_in(installed_files, installed_dirs, p) {
+                Node::Absent => staged.node(p),
+                found => found,
+            }
+        }
+    };
+    for (link, target) in staged.links() {
+        symlink::resolve(link, target, after).map_err(|reason| ExtractError::UnsafeLink {
+            package: package.to_owned(),
+            link: link.clone(),
+            target: target.to_owned(),
+            reason: Box::new(reason),
+        })?;
+    }
+    Ok(())
 }
 
 /// The stage must be a real directory (not a symlink) and empty.
@@ -442,6 +519,56 @@ fn entry_kind(entry_type: EntryType) -> String {
     }
 }
 
+/// The decompressor, chosen by the package's first bytes (not its URL): zstd (`.tar.zst`) or
+/// gzip (`.tar.gz`, every package molt wrote before zstd). Both read exactly one stream, so
+/// trailing bytes are seen; zstd refuses a frame whose window is larger than
+/// [`ZSTD_WINDOW_LOG`] (bounded decoding memory whatever the package declares).
+enum Decoder {
+    Gzip(flate2::bufread::GzDecoder<BufReader<File>>),
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<File>>),
+}
+
+impl Decoder {
+    fn open(package: &Path, mut raw: BufReader<File>) -> Result<Self, ExtractError> {
+        let corrupt = |source| ExtractError::CorruptPackage {
+            package: package.to_owned(),
+            source,
+        };
+        let head = raw.fill_buf().map_err(corrupt)?;
+        if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            let mut z = zstd::stream::read::Decoder::with_buffer(raw)
+                .map_err(corrupt)?
+                .single_frame();
+            z.window_log_max(ZSTD_WINDOW_LOG).map_err(corrupt)?;
+            Ok(Decoder::Zstd(z))
+        } else if head.starts_with(&[0x1f, 0x8b]) {
+            Ok(Decoder::Gzip(flate2::bufread::GzDecoder::new(raw)))
+        } else {
+            Err(corrupt(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "neither a zstd nor a gzip stream",
+            )))
+        }
+    }
+
+    /// The package file after the compressed stream.
+    fn into_raw(self) -> BufReader<File> {
+        match self {
+            Decoder::Gzip(g) => g.into_inner(),
+            Decoder::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl Read for Decoder {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Gzip(g) => g.read(buf),
+            Decoder::Zstd(z) => z.read(buf),
+        }
+    }
+}
+
 /// Counts decoded bytes and fails (as `FileTooLarge`) once more than the shared allowance has
 /// passed. The extractor raises the allowance by each accepted entry's padded data size plus
 /// [`METADATA_ALLOWANCE`], so only bytes that belong to accepted entries are ever decoded.
@@ -478,6 +605,8 @@ struct Stager<'a> {
     listing: TreeListing,
     /// Directories the archive named itself, with their modes (applied at the end).
     explicit_dirs: BTreeMap<RelPath, u32>,
+    /// Symbolic links, created after the last entry.
+    links: Vec<RelPath>,
     entries: u64,
     remaining: u64,
     buffer: Vec<u8>,
@@ -500,9 +629,10 @@ impl Stager<'_> {
             });
         }
         let entry_type = entry.header().entry_type();
-        let is_dir = match entry_type {
-            EntryType::Regular => false,
-            EntryType::Directory => true,
+        let (is_dir, is_link) = match entry_type {
+            EntryType::Regular => (false, false),
+            EntryType::Directory => (true, false),
+            EntryType::Symlink => (false, true),
             other => {
                 return Err(ExtractError::UnsupportedEntryType {
                     package: package.to_owned(),
@@ -539,7 +669,7 @@ impl Stager<'_> {
                 max: self.limits.max_unpacked_bytes,
             });
         }
-        if is_dir && size != 0 {
+        if (is_dir || is_link) && size != 0 {
             return Err(ExtractError::DirectoryWithData {
                 package: package.to_owned(),
                 entry: path,
@@ -559,6 +689,21 @@ impl Stager<'_> {
                 .saturating_add(METADATA_ALLOWANCE),
         );
         self.create_parents(&path)?;
+        if is_link {
+            let target =
+                link_target(&entry).map_err(|(target, reason)| ExtractError::UnsafeLink {
+                    package: package.to_owned(),
+                    link: path.clone(),
+                    target,
+                    reason: Box::new(reason),
+                })?;
+            // Created after the last entry (see the module docs); listed now, as the leaf it is.
+            self.links.push(path.clone());
+            self.listing
+                .files
+                .insert(path, FileRecord::symlink(&target));
+            return Ok(());
+        }
         if is_dir {
             if !self.listing.dirs.contains(&path) {
                 self.create_dir(&path)?;
@@ -674,11 +819,7 @@ impl Stager<'_> {
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(write_err)?;
         self.sync.file(full, file);
-        Ok(FileRecord {
-            sha256,
-            size: written,
-            mode,
-        })
+        Ok(FileRecord::regular(sha256, written, mode))
     }
 }
 
@@ -697,6 +838,20 @@ fn entry_path<R: Read>(entry: &tar::Entry<'_, R>, is_dir: bool) -> Result<RelPat
         Some(s) if is_dir => RelPath::from_path(Path::new(s.strip_suffix('/').unwrap_or(s))),
         _ => RelPath::from_path(&path),
     }
+}
+
+/// A link entry's target exactly as the archive gives it (PAX `linkpath`, GNU long link, or the
+/// header), if its form is acceptable; else the target as far as it can be shown, and why not.
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, (String, LinkError)> {
+    let bytes = entry.link_name_bytes().unwrap_or_default();
+    let target = std::str::from_utf8(&bytes).map_err(|_| {
+        (
+            String::from_utf8_lossy(&bytes).into_owned(),
+            LinkError::NotUtf8,
+        )
+    })?;
+    symlink::check_syntax(target).map_err(|reason| (target.to_owned(), reason))?;
+    Ok(target.to_owned())
 }
 
 /// True if the entry's PAX records describe a sparse file (the tar crate would write the raw
@@ -759,6 +914,14 @@ mod tests {
             let mut gz = GzEncoder::new(File::create(self.package()).unwrap(), Compression::fast());
             gz.write_all(tar_bytes).unwrap();
             gz.finish().unwrap();
+        }
+        fn write_zst(&self, tar_bytes: &[u8], window_log: u32) {
+            let file = File::create(self.package()).unwrap();
+            let mut z = zstd::stream::write::Encoder::new(file, 3).unwrap();
+            z.window_log(window_log).unwrap();
+            z.long_distance_matching(true).unwrap();
+            z.write_all(tar_bytes).unwrap();
+            z.finish().unwrap();
         }
         fn extract(&self, max: u64, allowed: Allowed<'_>) -> Result<TreeListing, ExtractError> {
             extract(
@@ -1015,7 +1178,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_symlink_and_a_file_through_it() {
+    fn refuses_an_escaping_symlink_and_any_entry_through_a_link() {
         let env = Env::new();
         let target = env.outside();
         let tar = RawTar::new()
@@ -1031,21 +1194,137 @@ mod tests {
             .bytes();
         let err = env.refuse(&tar, 100, Allowed::Any);
         match &err {
-            ExtractError::UnsupportedEntryType { entry, kind, .. } => {
-                assert_eq!((entry.as_str(), kind.as_str()), ("link", "symbolic link"))
+            ExtractError::UnsafeLink { link, reason, .. } => {
+                assert_eq!((link.as_str(), &**reason), ("link", &LinkError::Absolute))
             }
             other => panic!("{other}"),
         }
+        assert!(is_security(&err));
         assert!(!env.stage().join("link").exists());
+
+        // A relative link, then a file through it (RUSTSEC-2021-0080's shape).
+        let env = Env::new();
+        let tar = RawTar::new()
+            .add(link_header(b"up", EntryType::Symlink, b"."), b"")
+            .file("up/pwned", b"pwned")
+            .bytes();
+        let err = env.refuse(&tar, 100, Allowed::Any);
+        assert!(matches!(err, ExtractError::DuplicateEntry { .. }), "{err}");
+        assert!(fs::symlink_metadata(env.stage().join("up")).is_err());
+
+        // Escapes seen only at the end, through the package's own links.
+        let env = Env::new();
+        let tar = RawTar::new()
+            .add(link_header(b"d", EntryType::Symlink, b"."), b"")
+            .add(link_header(b"e", EntryType::Symlink, b"d/../x"), b"")
+            .bytes();
+        let err = env.refuse(&tar, 100, Allowed::Any);
+        assert!(
+            matches!(&err, ExtractError::UnsafeLink { link, reason, .. } if link.as_str() == "e" && **reason == LinkError::PastRoot),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(env.stage()).unwrap().count(), 0);
+
+        // A link carrying data is malformed.
+        let env = Env::new();
+        let mut h = link_header(b"l", EntryType::Symlink, b"x");
+        h.set_size(3);
+        h.set_cksum();
+        let err = env.refuse(&RawTar::new().add(h, b"abc").bytes(), 100, Allowed::Any);
+        assert!(
+            matches!(err, ExtractError::DirectoryWithData { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn links_round_trip_byte_for_byte_and_are_created_last() {
+        let tree = tempfile::tempdir().unwrap();
+        let root = tree.path();
+        let deep = format!("{}/{}", "d".repeat(120), "e".repeat(100));
+        fs::create_dir_all(root.join(&deep)).unwrap();
+        fs::write(root.join(&deep).join("f"), b"deep").unwrap();
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::write(root.join("bin/app"), b"app").unwrap();
+        let long_target = format!("../{deep}/f");
+        for (link, target) in [
+            ("bin/tool", "./app"),
+            ("bin/long", long_target.as_str()),
+            ("current", "bin/"),
+            ("chain", "current/tool"),
+        ] {
+            std::os::unix::fs::symlink(target, root.join(link)).unwrap();
+        }
+        let scanned = TreeListing::scan(root, &[]).unwrap();
+        assert_eq!(scanned.links().count(), 4);
+        let env = Env::new();
+        let info = write_package(&env.package(), root, &scanned, PackageEntries::FullTree).unwrap();
+        assert_eq!(info.unpacked_size, 3 + 4);
+        let staged = env.extract(info.unpacked_size, Allowed::Any).unwrap();
+        assert_eq!(staged, scanned);
+        assert_eq!(TreeListing::scan(&env.stage(), &[]).unwrap(), scanned);
+        assert_eq!(
+            fs::read_link(env.stage().join("bin/long")).unwrap(),
+            Path::new(&long_target)
+        );
+        assert_eq!(
+            fs::read_link(env.stage().join("bin/tool")).unwrap(),
+            Path::new("./app")
+        );
+        assert_eq!(fs::read(env.stage().join("chain")).unwrap(), b"app");
+    }
+
+    #[test]
+    fn patch_links_are_checked_against_the_tree_after_the_patch() {
+        let mut installed = TreeListing::default();
+        installed.dirs.insert(rel("a"));
+        installed
+            .files
+            .insert(rel("a/root"), FileRecord::symlink(".."));
+        let mut staged = TreeListing::default();
+        staged
+            .files
+            .insert(rel("evil"), FileRecord::symlink("a/root/../x"));
+        let ops = Operations {
+            replace: PathSet {
+                files: vec![rel("evil")],
+                directories: vec![],
+            },
+            ..Operations::default()
+        };
+        let pkg = Path::new("p.tar.gz");
+        let err =
+            check_patch_links(pkg, &staged, &ops, &installed.files, &installed.dirs).unwrap_err();
+        assert!(matches!(err, ExtractError::UnsafeLink { .. }), "{err}");
+        // Once the patch also replaces a/root with a directory, the same target is inside.
+        staged.dirs.insert(rel("a/root"));
+        let ops = Operations {
+            replace: PathSet {
+                files: vec![rel("evil")],
+                directories: vec![rel("a/root")],
+            },
+            ..Operations::default()
+        };
+        check_patch_links(pkg, &staged, &ops, &installed.files, &installed.dirs).unwrap();
+        // A deleted link is not followed either.
+        let ops = Operations {
+            replace: PathSet {
+                files: vec![rel("evil")],
+                directories: vec![],
+            },
+            delete: PathSet {
+                files: vec![rel("a/root")],
+                directories: vec![],
+            },
+        };
+        staged.dirs.clear();
+        check_patch_links(pkg, &staged, &ops, &installed.files, &installed.dirs).unwrap();
     }
 
     #[test]
     fn refuses_hard_links_devices_fifos_and_unknown_types() {
         let cases = [
-            (
-                link_header(b"hl", EntryType::Link, b"/etc/passwd"),
-                "hard link",
-            ),
+            (link_header(b"hl", EntryType::Link, b"a"), "hard link"),
             (raw_header(b"fifo", EntryType::Fifo, 0), "FIFO"),
             (raw_header(b"tty", EntryType::Char, 0), "character device"),
             (raw_header(b"sda", EntryType::Block, 0), "block device"),
@@ -1186,6 +1465,58 @@ mod tests {
         let env = Env::new();
         env.write_gz(&RawTar::new().file("a", &chunk).bytes());
         env.extract(chunk.len() as u64, Allowed::Any).unwrap();
+    }
+
+    #[test]
+    fn zstd_packages_extract_and_a_zstd_bomb_stops_at_the_cap() {
+        let tar = RawTar::new().file("a", b"hello").dir("d").bytes();
+        let env = Env::new();
+        env.write_zst(&tar, ZSTD_WINDOW_LOG);
+        let staged = env.extract(5, Allowed::Any).unwrap();
+        assert_eq!(staged.total_size(), 5);
+        assert_eq!(fs::read(env.stage().join("a")).unwrap(), b"hello");
+
+        // 64 MiB of zeros compress to a few KiB; the signed unpacked size says 1 MiB.
+        let size = 64 << 20;
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append(
+                &raw_header(b"bomb", EntryType::Regular, size),
+                io::repeat(0).take(size),
+            )
+            .unwrap();
+        let env = Env::new();
+        env.write_zst(&builder.into_inner().unwrap(), 20);
+        assert!(fs::metadata(env.package()).unwrap().len() < 64 << 10);
+        let err = env.extract(1 << 20, Allowed::Any).unwrap_err();
+        assert!(
+            matches!(err, ExtractError::UnpackedSizeExceeded { .. }),
+            "{err}"
+        );
+        assert!(!env.stage().join("bomb").exists());
+
+        // A frame that needs a larger window than the client allows is refused, not decoded.
+        let env = Env::new();
+        env.write_zst(&tar, ZSTD_WINDOW_LOG + 1);
+        let err = env.extract(5, Allowed::Any).unwrap_err();
+        assert!(matches!(err, ExtractError::CorruptPackage { .. }), "{err}");
+        assert!(is_security(&err));
+
+        // Trailing bytes after the frame, and bytes that are no known compression.
+        let env = Env::new();
+        env.write_zst(&tar, ZSTD_WINDOW_LOG);
+        let mut bytes = fs::read(env.package()).unwrap();
+        bytes.extend_from_slice(b"junk");
+        fs::write(env.package(), &bytes).unwrap();
+        let err = env.extract(5, Allowed::Any).unwrap_err();
+        assert!(matches!(err, ExtractError::CorruptPackage { .. }), "{err}");
+        let env = Env::new();
+        fs::write(env.package(), &tar).unwrap();
+        let err = env.extract(5, Allowed::Any).unwrap_err();
+        assert!(
+            err.to_string().contains("neither a zstd nor a gzip stream"),
+            "{err}"
+        );
     }
 
     #[test]

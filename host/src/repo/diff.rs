@@ -5,7 +5,8 @@
 //! tree gives exactly the new one. The rules, in order:
 //!
 //! 1. A file is *changed* when its SHA-256, size or mode differ; *new* when only the new tree
-//!    has it; *removed* when only the old tree has it.
+//!    has it; *removed* when only the old tree has it. A symbolic link is a file here (see
+//!    `tree`): a changed target, or a file that became a link or back, is a change.
 //! 2. A directory that only the new tree has goes whole into `replace.directories` (only the
 //!    topmost one of a new subtree). This covers new directories of new files and new empty
 //!    directories, which must be created too.
@@ -100,8 +101,8 @@ mod tests {
         RelPath::new(s).unwrap()
     }
 
-    /// A listing from `path=content[:mode]` entries (a trailing `/` marks a directory);
-    /// parent directories are added automatically.
+    /// A listing from `path=content[:mode]` entries (a trailing `/` marks a directory,
+    /// `path=>target` a symbolic link); parent directories are added automatically.
     fn listing(entries: &[&str]) -> TreeListing {
         let mut l = TreeListing::default();
         for entry in entries {
@@ -118,14 +119,15 @@ mod tests {
             };
             let path = rel(path);
             l.dirs.extend(path.ancestors());
-            l.files.insert(
-                path,
-                FileRecord {
-                    sha256: crate::hashing::sha256_hex(content.as_bytes()),
-                    size: content.len() as u64,
+            let record = match content.strip_prefix('>') {
+                Some(target) => FileRecord::symlink(target),
+                None => FileRecord::regular(
+                    crate::hashing::sha256_hex(content.as_bytes()),
+                    content.len() as u64,
                     mode,
-                },
-            );
+                ),
+            };
+            l.files.insert(path, record);
         }
         l
     }
@@ -271,6 +273,41 @@ mod tests {
         assert_eq!(paths(&ops.replace.directories), ["x"]);
         assert_eq!(paths(&ops.replace.files), ["y"]);
         assert!(ops.delete.is_empty(), "{ops:?}");
+    }
+
+    #[test]
+    fn links_retargeted_or_turned_into_files_and_back_are_replaced() {
+        let old = listing(&[
+            "app/.bin/tsc=>../ts/tsc",
+            "app/.bin/fmt=>../prettier/fmt",
+            "app/ts/tsc=1",
+            "lib/libfoo.so=>libfoo.so.1",
+            "lib/libfoo.so.1=1",
+            "lib/plain=1",
+            "cur=>lib",
+            "gone=>lib",
+        ]);
+        let new = listing(&[
+            "app/.bin/tsc=>../ts/tsc2",
+            "app/.bin/fmt=>../prettier/fmt",
+            "app/ts/tsc=1",
+            "lib/libfoo.so=now a file",
+            "lib/libfoo.so.1=1",
+            "lib/plain=>libfoo.so.1",
+            "cur/x=1",
+        ]);
+        let ops = check_round_trip(&old, &new);
+        assert_eq!(
+            paths(&ops.replace.files),
+            ["app/.bin/tsc", "lib/libfoo.so", "lib/plain"]
+        );
+        assert_eq!(paths(&ops.replace.directories), ["cur"]);
+        assert_eq!(paths(&ops.delete.files), ["gone"]);
+        let back = check_round_trip(&new, &old);
+        assert_eq!(
+            paths(&back.replace.files),
+            ["app/.bin/tsc", "cur", "gone", "lib/libfoo.so", "lib/plain"]
+        );
     }
 
     #[test]

@@ -41,7 +41,9 @@ use time::{Duration, OffsetDateTime};
 use crate::error::ExitClass;
 use crate::hashing::CappedHashReader;
 use crate::keys::{self, KeyError, key_id};
-use crate::package::archive::{ArchiveError, PackageEntries, PackageInfo, write_package};
+use crate::package::archive::{
+    ArchiveError, Compression, PackageEntries, PackageInfo, write_package,
+};
 use crate::package::extract::{self, Allowed, ExtractError, ExtractLimits};
 use crate::relpath::RelPath;
 use crate::repo::diff::diff_trees;
@@ -89,6 +91,8 @@ pub struct PublishRequest {
     pub notes: Option<String>,
     /// Default: [`DEFAULT_EXPIRES_DAYS`].
     pub expires_days: Option<u32>,
+    /// How the packages of this publish are compressed (default: zstd).
+    pub compression: Compression,
     /// The publish time (`published`, and the start of `expires`); seconds precision is kept.
     pub now: OffsetDateTime,
 }
@@ -106,6 +110,7 @@ impl PublishRequest {
             channel: None,
             notes: None,
             expires_days: None,
+            compression: Compression::Zstd,
             now: OffsetDateTime::now_utc(),
         }
     }
@@ -293,7 +298,13 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         });
     }
 
-    let full_name = format!("{}-{}-{}.tar.gz", req.product, req.version, plan.arch);
+    let full_name = format!(
+        "{}-{}-{}.{}",
+        req.product,
+        req.version,
+        plan.arch,
+        req.compression.extension()
+    );
     let full = write(
         &plan,
         &full_name,
@@ -569,7 +580,12 @@ fn make_patch(
     new: &TreeListing,
 ) -> Result<WrittenPatch, PublishError> {
     let operations = diff_trees(old, new);
-    let name = format!("{}-{from}-to-{to}-{}.tar.gz", plan.req.product, plan.arch);
+    let name = format!(
+        "{}-{from}-to-{to}-{}.{}",
+        plan.req.product,
+        plan.arch,
+        plan.req.compression.extension()
+    );
     let package = write(
         plan,
         &name,
@@ -985,7 +1001,7 @@ mod tests {
         let r1 = publish(&request(&f, "1.0.0", &t1)).unwrap();
         assert_eq!((r1.serial, r1.patches.len()), (1, 0));
         assert_eq!(r1.arch, "x86_64");
-        assert_eq!(r1.full.url, "packages/demo-app-1.0.0-x86_64.tar.gz");
+        assert_eq!(r1.full.url, "packages/demo-app-1.0.0-x86_64.tar.zst");
         let r2 = publish(&request(&f, "1.1.0", &t2)).unwrap();
         assert_eq!(r2.serial, 2);
         let r3 = publish(&request(&f, "v1.2.0", &t3)).unwrap();
@@ -1019,7 +1035,7 @@ mod tests {
         assert_eq!(p12.from, v("1.0.0"));
         assert_eq!(
             p12.package.url,
-            "packages/demo-app-1.0.0-to-1.1.0-x86_64.tar.gz"
+            "packages/demo-app-1.0.0-to-1.1.0-x86_64.tar.zst"
         );
         let ops = &p12.operations;
         assert_eq!(
@@ -1174,7 +1190,7 @@ mod tests {
         assert_eq!(fs::read(f.repo.join(MANIFEST_FILE)).unwrap(), before);
         assert!(
             !f.repo
-                .join("packages/demo-app-1.1.0-x86_64.tar.gz")
+                .join("packages/demo-app-1.1.0-x86_64.tar.zst")
                 .exists()
         );
     }

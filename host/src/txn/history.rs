@@ -246,8 +246,12 @@ fn verify_backup(backup: &Path, intent: &journal::Intent) -> Result<(), TxnError
     for op in intent.ops.iter().filter(|op| op.replaces_existing) {
         let saved = op.path.under(backup);
         let kind = fsutil::entry_kind(&saved).map_err(|e| inspect(&saved, e))?;
-        let expected = if old.files.contains_key(&op.path) {
-            Some(EntryKind::File)
+        let expected = if let Some(record) = old.files.get(&op.path) {
+            Some(if record.is_link() {
+                EntryKind::Symlink
+            } else {
+                EntryKind::File
+            })
         } else if old.dirs.contains(&op.path) {
             Some(EntryKind::Dir)
         } else {
@@ -272,8 +276,22 @@ fn verify_backup(backup: &Path, intent: &journal::Intent) -> Result<(), TxnError
             continue;
         }
         let saved = path.under(backup);
-        match fsutil::entry_kind(&saved).map_err(|e| inspect(&saved, e))? {
-            Some(EntryKind::File) => {}
+        match (
+            fsutil::entry_kind(&saved).map_err(|e| inspect(&saved, e))?,
+            &record.link,
+        ) {
+            (Some(EntryKind::File), None) => {}
+            // A link is checked by its target (never followed).
+            (Some(EntryKind::Symlink), Some(target)) => {
+                let now = std::fs::read_link(&saved).map_err(|e| inspect(&saved, e))?;
+                if now.as_os_str() != target.as_str() {
+                    return Err(incomplete(
+                        path,
+                        format!(" as recorded (a link to {target:?}; the backup's is to {now:?})"),
+                    ));
+                }
+                continue;
+            }
             _ => return Err(incomplete(path, String::new())),
         }
         let (sha256, size) = sha256_file_and_size(&saved).map_err(|e| inspect(&saved, e))?;

@@ -541,14 +541,22 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// True if the file at `p` holds exactly the bytes of `src` (nothing is lost by replacing it).
+    /// True if the entry at `p` is what `src` is (nothing is lost by replacing it): a regular file
+    /// with exactly its bytes, or a link with exactly its target. Links are never followed.
     fn same_file(&self, p: &RelPath, src: &Path) -> Result<bool, PlanError> {
         let here = p.under(&self.ctx.install_dir);
-        let (a, b) = (std::fs::metadata(&here), std::fs::metadata(src));
+        let (a, b) = (
+            std::fs::symlink_metadata(&here),
+            std::fs::symlink_metadata(src),
+        );
         let (Ok(a), Ok(b)) = (a, b) else {
             return Ok(false);
         };
-        if a.len() != b.len() {
+        if a.is_symlink() || b.is_symlink() {
+            let target = |path: &Path| std::fs::read_link(path).ok();
+            return Ok(a.is_symlink() && b.is_symlink() && target(&here) == target(src));
+        }
+        if !a.is_file() || !b.is_file() || a.len() != b.len() {
             return Ok(false);
         }
         let hash = |path: &Path| {
@@ -571,8 +579,8 @@ impl<'a> Planner<'a> {
         }
         match existing {
             None => {}
-            // Replacing an owned file, or one holding exactly these bytes, loses nothing.
-            Some(EntryKind::File)
+            // Replacing an owned file or link, or one that is exactly the new one, loses nothing.
+            Some(EntryKind::File | EntryKind::Symlink)
                 if self.owned.files.contains_key(p) || self.same_file(p, &src)? => {}
             Some(EntryKind::Dir) => {
                 let (empties, kept) = if self.owned.dirs.contains(p) {
@@ -630,7 +638,11 @@ impl<'a> Planner<'a> {
                     }
                 }
             }
-            Some(EntryKind::Symlink) => return Err(PlanError::SymlinkOnPath { path: p.clone() }),
+            // A link molt did not put there may lead anywhere: never replaced by a directory.
+            Some(EntryKind::Symlink) if !self.owned.files.contains_key(p) => {
+                return Err(PlanError::SymlinkOnPath { path: p.clone() });
+            }
+            // An owned file or link where the release has a directory.
             Some(k) => {
                 if !self.owned.files.contains_key(p) && !self.in_the_way(p, k, "directory") {
                     return Ok(());
@@ -795,8 +807,11 @@ pub fn plan_full(
         pl.modes.insert(d.clone(), mode_of(&d.under(stage_dir))?);
         pl.wanted.needed_dirs.insert(d.clone());
         match pl.probe.kind(d)? {
-            Some(EntryKind::Dir) | Some(EntryKind::Symlink) | None => {}
+            Some(EntryKind::Dir) | None => {}
+            // An owned file or link goes (it is not in the new listing); a foreign link is
+            // refused below, as a link on the path of a put.
             Some(_) if old.files.contains_key(d) => {}
+            Some(EntryKind::Symlink) => {}
             Some(k) => {
                 if pl.in_the_way(d, k, "directory") {
                     pl.wanted.deletes.insert(d.clone());
@@ -1066,6 +1081,13 @@ fn changed_since_written(
             let now =
                 sha256_file(&full).map_err(|source| PlanError::Inspect { path: full, source })?;
             Ok(&now != written)
+        }
+        // A link's record hashes its target (see `tree::FileRecord::symlink`).
+        Some(EntryKind::Symlink) => {
+            let full = path.under(&ctx.install_dir);
+            let now = std::fs::read_link(&full)
+                .map_err(|source| PlanError::Inspect { path: full, source })?;
+            Ok(FileRecord::symlink(&now.to_string_lossy()).sha256 != *written)
         }
         Some(_) => Ok(true),
     }
