@@ -42,6 +42,10 @@ pub struct PublishArgs {
     /// which refuse a zstd package as corrupt).
     #[arg(long, value_parser = ["zstd", "gzip"], default_value = "zstd")]
     pub compression: String,
+    /// Patches are made from this many of the newest earlier releases of the line (default 5;
+    /// 0: none). Installs of older releases take the full package.
+    #[arg(long, default_value_t = crate::repo::publish::DEFAULT_PATCHES)]
+    pub patches: usize,
 }
 
 pub fn run(args: &PublishArgs, out: &Output) -> Result<(), Error> {
@@ -55,6 +59,7 @@ pub fn run(args: &PublishArgs, out: &Output) -> Result<(), Error> {
         channel: args.channel.clone(),
         notes: args.notes.clone(),
         expires_days: args.expires_days,
+        patches: args.patches,
         compression: if args.compression == "gzip" {
             Compression::Gzip
         } else {

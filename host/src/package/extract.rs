@@ -294,6 +294,25 @@ pub fn extract(
     limits: &ExtractLimits,
     allowed: Allowed<'_>,
 ) -> Result<TreeListing, ExtractError> {
+    check_stage(stage)?;
+    read_package(package, Some(stage), limits, allowed)
+}
+
+/// The listing of a full package (paths, hashes, sizes, modes, link targets) read the way
+/// [`extract`] reads it — every check and cap, links resolved inside the tree — but without
+/// writing anything: what a publisher needs of an earlier release to diff against it.
+pub fn list(package: &Path, limits: &ExtractLimits) -> Result<TreeListing, ExtractError> {
+    read_package(package, None, limits, Allowed::Any)
+}
+
+/// Reads and checks every entry of `package`; with a stage, writes the tree there and makes it
+/// durable before returning.
+fn read_package(
+    package: &Path,
+    stage: Option<&Path>,
+    limits: &ExtractLimits,
+    allowed: Allowed<'_>,
+) -> Result<TreeListing, ExtractError> {
     let permitted = match allowed {
         Allowed::Any => None,
         Allowed::Operations(ops) => {
@@ -301,7 +320,6 @@ pub fn extract(
             Some(Permitted::new(ops))
         }
     };
-    check_stage(stage)?;
     let file = File::open(package).map_err(|source| ExtractError::OpenPackage {
         package: package.to_owned(),
         source,
@@ -367,6 +385,9 @@ pub fn extract(
                 })?
         }
     }
+    let Some(stage) = stage else {
+        return Ok(listing);
+    };
     for link in &links {
         let full = link.under(stage);
         let target = listing.files[link].link.as_deref().unwrap_or_default();
@@ -599,7 +620,8 @@ impl<R: Read> Read for BudgetReader<R> {
 /// The state of one extraction.
 struct Stager<'a> {
     package: &'a Path,
-    stage: &'a Path,
+    /// Where the tree is written; `None` only lists it.
+    stage: Option<&'a Path>,
     limits: &'a ExtractLimits,
     permitted: Option<&'a Permitted<'a>>,
     listing: TreeListing,
@@ -756,17 +778,20 @@ impl Stager<'_> {
     /// Creates a directory that must not exist yet (mode 0o755 until the archive says
     /// otherwise).
     fn create_dir(&mut self, path: &RelPath) -> Result<(), ExtractError> {
-        let full = path.under(self.stage);
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&full)
-            .and_then(|()| fs::set_permissions(&full, fs::Permissions::from_mode(0o755)))
-            .map_err(|source| ExtractError::WriteStage { path: full, source })?;
+        if let Some(stage) = self.stage {
+            let full = path.under(stage);
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&full)
+                .and_then(|()| fs::set_permissions(&full, fs::Permissions::from_mode(0o755)))
+                .map_err(|source| ExtractError::WriteStage { path: full, source })?;
+        }
         self.listing.dirs.insert(path.clone());
         Ok(())
     }
 
-    /// Streams one regular file into a new file, counting the bytes that actually arrive.
+    /// Streams one regular file into a new file (or, listing only, into its hash), counting the
+    /// bytes that actually arrive.
     fn write_file<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
@@ -774,7 +799,15 @@ impl Stager<'_> {
         size: u64,
         mode: u32,
     ) -> Result<FileRecord, ExtractError> {
-        let full = path.under(self.stage);
+        let Some(stage) = self.stage else {
+            // Writing to a sink cannot fail.
+            let package = self.package;
+            let (_, sha256, written) = self.copy(entry, path, size, io::sink(), move |source| {
+                stream_error(package, source)
+            })?;
+            return Ok(FileRecord::regular(sha256, written, mode));
+        };
+        let full = path.under(stage);
         let write_err = |source| ExtractError::WriteStage {
             path: full.clone(),
             source,
@@ -786,7 +819,24 @@ impl Stager<'_> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&full)
             .map_err(write_err)?;
-        let mut out = HashingWriter::new(file);
+        let (file, sha256, written) = self.copy(entry, path, size, file, &write_err)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(write_err)?;
+        self.sync.file(full, file);
+        Ok(FileRecord::regular(sha256, written, mode))
+    }
+
+    /// Copies an entry's data into `out` through a hash, within the unpacked-size cap; the entry
+    /// must hold exactly `size` bytes.
+    fn copy<R: Read, W: Write>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &RelPath,
+        size: u64,
+        out: W,
+        write_err: impl Fn(io::Error) -> ExtractError,
+    ) -> Result<(W, String, u64), ExtractError> {
+        let mut out = HashingWriter::new(out);
         let mut data = entry.take(self.remaining.saturating_add(1));
         let mut copied = 0u64;
         loop {
@@ -804,7 +854,7 @@ impl Stager<'_> {
                     max: self.limits.max_unpacked_bytes,
                 });
             }
-            out.write_all(&self.buffer[..n]).map_err(write_err)?;
+            out.write_all(&self.buffer[..n]).map_err(&write_err)?;
         }
         if copied != size {
             return Err(ExtractError::CorruptPackage {
@@ -815,11 +865,7 @@ impl Stager<'_> {
                 ),
             });
         }
-        let (file, sha256, written) = out.finish();
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(write_err)?;
-        self.sync.file(full, file);
-        Ok(FileRecord::regular(sha256, written, mode))
+        Ok(out.finish())
     }
 }
 
@@ -1044,6 +1090,13 @@ mod tests {
         let staged = extract(&env.package(), &env.stage(), &limits, Allowed::Any).unwrap();
         assert_eq!(staged, scanned);
         assert_eq!(TreeListing::scan(&env.stage(), &[]).unwrap(), scanned);
+        // Listing without writing gives the same index, and is held to the same caps.
+        assert_eq!(list(&env.package(), &limits).unwrap(), scanned);
+        let tight = ExtractLimits::for_unpacked_size(info.unpacked_size - 1);
+        assert!(matches!(
+            list(&env.package(), &tight),
+            Err(ExtractError::UnpackedSizeExceeded { .. })
+        ));
         assert_eq!(mode_of(&env.stage().join("bin/app")), 0o755);
         assert_eq!(mode_of(&env.stage().join("private/key")), 0o600);
         assert_eq!(mode_of(&env.stage().join("private")), 0o750);

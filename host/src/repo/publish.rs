@@ -1,9 +1,13 @@
 //! `molt publish`: add a release to a repository directory and re-sign its manifest.
 //!
-//! One publish writes the full package of the new release, a patch package from every earlier
-//! release of the same product, architecture and channel (the earlier tree is rebuilt by
-//! extracting its full package, so a repository needs nothing but its own files), and a new
-//! manifest with `serial + 1`, signed with the publisher's key.
+//! One publish writes the full package of the new release, a patch package from each of the
+//! newest earlier releases of the same product, architecture and channel (`--patches`, default
+//! [`DEFAULT_PATCHES`]; an install of an older release takes the full package), and a new
+//! manifest with `serial + 1`, signed with the publisher's key. A patch needs only the earlier
+//! release's file index (paths, hashes, modes, link targets), which is read by streaming its full
+//! package (hash-checked against the manifest) through the extractor's checks without writing
+//! it out, so a repository needs nothing but its own files and the cost of a publish follows the
+//! number of patches, not the history.
 //!
 //! Rules worth knowing:
 //! - A publisher extends only a manifest its own key signed: an existing `manifest.json` must
@@ -65,6 +69,8 @@ pub const SIGNATURE_FILE: &str = "manifest.json.sig";
 pub const PACKAGES_DIR: &str = "packages";
 /// How long a manifest stays valid when `--expires-days` is not given.
 pub const DEFAULT_EXPIRES_DAYS: u32 = 90;
+/// Patches per publish: from the five newest earlier releases.
+pub const DEFAULT_PATCHES: usize = 5;
 /// The default release channel.
 pub const DEFAULT_CHANNEL: &str = "stable";
 
@@ -93,6 +99,9 @@ pub struct PublishRequest {
     pub expires_days: Option<u32>,
     /// How the packages of this publish are compressed (default: zstd).
     pub compression: Compression,
+    /// Patches are made from this many of the newest earlier releases (default
+    /// [`DEFAULT_PATCHES`]); older installs take the full package.
+    pub patches: usize,
     /// The publish time (`published`, and the start of `expires`); seconds precision is kept.
     pub now: OffsetDateTime,
 }
@@ -111,6 +120,7 @@ impl PublishRequest {
             notes: None,
             expires_days: None,
             compression: Compression::Zstd,
+            patches: DEFAULT_PATCHES,
             now: OffsetDateTime::now_utc(),
         }
     }
@@ -324,7 +334,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
     });
 
     let same_line = |r: &Release| r.channel == plan.channel;
-    let earlier: Vec<(Version, Package)> = manifest
+    let mut earlier: Vec<(Version, Package)> = manifest
         .releases
         .iter()
         .filter(|r| same_line(r) && r.version < req.version)
@@ -333,12 +343,19 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
             Some((r.version.clone(), full))
         })
         .collect();
+    earlier.sort_by(|a, b| b.0.cmp(&a.0));
+    earlier.truncate(req.patches);
     let mut patches_to_new = Vec::new();
-    for (from, from_full) in &earlier {
-        let written = with_rebuilt_tree(&req.repo, from, from_full, |_, old| {
-            make_patch(&plan, from, &req.version, old, &req.tree, &listing)
-        })?;
-        patches_to_new.push(written);
+    for (from, from_full) in earlier.iter().rev() {
+        let old = listed_tree(&req.repo, from, from_full)?;
+        patches_to_new.push(make_patch(
+            &plan,
+            from,
+            &req.version,
+            &old,
+            &req.tree,
+            &listing,
+        )?);
     }
     let mut report_patches = patches_to_new.clone();
 
@@ -605,6 +622,24 @@ fn make_patch(
         to: to.clone(),
         package,
         operations,
+    })
+}
+
+/// The file index of `version`: its full package, checked to still be the one the manifest
+/// names, read through every check of the extractor without being written out.
+fn listed_tree(
+    repo: &Path,
+    version: &Version,
+    full: &Package,
+) -> Result<TreeListing, PublishError> {
+    let path = repo.join(&full.url);
+    check_package_file(&path, version, full)?;
+    extract::list(&path, &ExtractLimits::for_unpacked_size(full.unpacked_size)).map_err(|source| {
+        PublishError::RebuildTree {
+            path: path.clone(),
+            version: version.clone(),
+            source: Box::new(source),
+        }
     })
 }
 
@@ -990,6 +1025,30 @@ mod tests {
         "logs/",
         "docs/guide/intro.md=hello",
     ];
+
+    #[test]
+    fn patches_come_from_the_newest_earlier_releases_only() {
+        let f = fixture();
+        let trees = [V1, V2, V3, V1];
+        for (i, version) in ["1.0.0", "1.1.0", "1.2.0", "1.3.0"].iter().enumerate() {
+            let tree = make_tree(&f, &i.to_string(), trees[i]);
+            let mut req = request(&f, version, &tree);
+            req.patches = 2;
+            let report = publish(&req).unwrap();
+            assert_eq!(report.patches.len(), i.min(2), "{version}");
+        }
+        let m = verified(&f);
+        let from: Vec<String> = m.releases[3].artifacts["x86_64"]
+            .patches
+            .iter()
+            .map(|p| p.from.to_string())
+            .collect();
+        assert_eq!(from, ["1.1.0", "1.2.0"]);
+        // No patch from 1.0.0: its installs take the full package.
+        let mut req = request(&f, "1.4.0", &make_tree(&f, "4", V2));
+        req.patches = 0;
+        assert!(publish(&req).unwrap().patches.is_empty());
+    }
 
     #[test]
     fn publishes_three_releases_with_patches_that_rebuild_each_tree() {
