@@ -303,7 +303,12 @@ fn needs_operator_place(
             .ancestors()
             .skip(1)
             .filter_map(|a| a.to_str())
-            .any(|a| matches!(release.get(a), Some(Entry::File { .. } | Entry::Link { .. })))
+            .any(|a| {
+                matches!(
+                    release.get(a),
+                    Some(Entry::File { .. } | Entry::Link { .. })
+                )
+            })
     })
 }
 

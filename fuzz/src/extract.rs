@@ -20,12 +20,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use super::{open_state, scratch, snapshot};
 use molt::package::extract::{Allowed, ExtractLimits, extract};
 use molt::relpath::RelPath;
 use molt::repo::manifest::{Operations, PathSet};
 use molt::state::StateDir;
 use molt::txn::Transaction;
-use super::{open_state, scratch, snapshot};
 
 struct World {
     root: PathBuf,

@@ -11,12 +11,12 @@
 //! the accepted bytes makes the signature check refuse it; a properly signed manifest is never
 //! refused as badly signed.
 
+use super::{SOURCE_URL, policy, signing_key};
 use molt::error::ExitClass;
 use molt::package::extract::validate_operations;
 use molt::repo::manifest::FORMAT;
 use molt::repo::signature::{self, SignatureFile};
 use molt::repo::trust::{TrustError, check_structure, verify_manifest};
-use super::{SOURCE_URL, policy, signing_key};
 
 const SEPARATOR: &[u8] = b"\n--sig--\n";
 

@@ -182,6 +182,7 @@ pub fn check(data: &[u8]) {
             None
         },
         force_full: flags & 4 == 4,
+        adopt: false,
     };
     let state = InstallState {
         version: version(flags >> 3),

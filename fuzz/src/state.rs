@@ -7,8 +7,8 @@
 use std::fs;
 use std::sync::OnceLock;
 
-use molt::state::StateDir;
 use super::{open_state, scratch};
+use molt::state::StateDir;
 
 fn root() -> &'static std::path::Path {
     static R: OnceLock<std::path::PathBuf> = OnceLock::new();
