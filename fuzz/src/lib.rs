@@ -58,7 +58,8 @@ pub fn policy() -> TrustPolicy {
     }
 }
 
-/// A fresh scratch directory for this process (kept until it exits).
+/// A fresh scratch directory for this process, removed when it exits (also after a fuzzer's
+/// crash report, which ends the process with `exit`).
 pub fn scratch(name: &str) -> PathBuf {
     let base = Path::new("/dev/shm");
     let base = if base.is_dir() {
@@ -69,8 +70,28 @@ pub fn scratch(name: &str) -> PathBuf {
     let dir = tempfile::Builder::new()
         .prefix(&format!("molt-fuzz-{name}-"))
         .tempdir_in(base)
-        .expect("scratch dir");
-    dir.keep()
+        .expect("scratch dir")
+        .keep();
+    remove_at_exit(dir.clone());
+    dir
+}
+
+static SCRATCH: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn remove_at_exit(dir: PathBuf) {
+    extern "C" fn remove_all() {
+        if let Ok(dirs) = SCRATCH.lock() {
+            for d in dirs.iter() {
+                let _ = fs::remove_dir_all(d);
+            }
+        }
+    }
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    // SAFETY: `remove_all` is a plain function that stays valid for the whole process.
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(remove_all);
+    });
+    SCRATCH.lock().unwrap().push(dir);
 }
 
 /// Every entry below `root` (except paths starting with one of `skip`): kind, mode, content.
