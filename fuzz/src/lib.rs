@@ -262,6 +262,10 @@ impl RecoveryScenario {
             .replace(root.to_str().unwrap(), "@ROOT@")
             .replace(&txn_id, "@TXN@")
             .into_bytes();
+        // Each line's checksum now covers the text with the placeholders.
+        let journal = map_lines(&journal, |json, _| {
+            Some((json.to_vec(), molt::hashing::sha256_hex(json)))
+        });
         RecoveryScenario {
             staged,
             applied,
@@ -273,14 +277,52 @@ impl RecoveryScenario {
         }
     }
 
-    /// Journal bytes as a seed names them, made concrete for an install under `root`.
+    /// Journal bytes as a seed names them, made concrete for an install under `root`. A line
+    /// whose checksum matches its text with the placeholders gets the checksum of its concrete
+    /// text; any other line keeps a checksum that fails, as a record changed on disk would.
     pub fn concrete(&self, journal: &[u8], root: &Path) -> Vec<u8> {
-        replace(
-            &replace(journal, b"@ROOT@", root.to_str().unwrap().as_bytes()),
-            b"@TXN@",
-            self.txn_id.as_bytes(),
-        )
+        let root = root.to_str().unwrap().as_bytes();
+        map_lines(journal, |json, checksum| {
+            let concrete = replace(
+                &replace(json, b"@ROOT@", root),
+                b"@TXN@",
+                self.txn_id.as_bytes(),
+            );
+            (checksum == molt::hashing::sha256_hex(json).as_bytes())
+                .then(|| molt::hashing::sha256_hex(&concrete))
+                .map(|c| (concrete, c))
+        })
     }
+}
+
+/// Rewrites each `json<TAB>checksum` line of a journal: `f` gets the JSON and the checksum and
+/// returns the new JSON and checksum, or `None` to keep the line as it is. Bytes after the last
+/// newline (a torn append) are kept as they are.
+fn map_lines(
+    journal: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> Option<(Vec<u8>, String)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(journal.len());
+    let mut rest = journal;
+    while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+        let line = &rest[..nl];
+        rest = &rest[nl + 1..];
+        let (json, checksum) = match line.iter().rposition(|b| *b == b'\t') {
+            Some(tab) => (&line[..tab], &line[tab + 1..]),
+            None => (line, &[][..]),
+        };
+        match f(json, checksum) {
+            Some((json, checksum)) => {
+                out.extend_from_slice(&json);
+                out.push(b'\t');
+                out.extend_from_slice(checksum.as_bytes());
+            }
+            None => out.extend_from_slice(line),
+        }
+        out.push(b'\n');
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {

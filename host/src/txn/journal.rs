@@ -5,6 +5,12 @@
 //! `state.json`; the `commit` record holds the new `state.json`, so a crash after commit rolls
 //! forward without recomputing anything. A torn last line (power loss mid-append) is ignored and
 //! cut off before the next append.
+//!
+//! Each line is the record's JSON, a tab, and the SHA-256 of that JSON. A record that still
+//! parses after a bit flip would otherwise be believed: an intent naming `leGacy` instead of
+//! `legacy` made recovery undo the wrong path and leave a tree that was neither release (found
+//! by the `recovery` fuzz target). A line whose checksum fails is treated as unreadable: torn if it
+//! is the last, corruption (exit 4, nothing touched) before it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -153,6 +159,9 @@ impl Journal {
             path: self.path.clone(),
             source: io::Error::new(io::ErrorKind::InvalidData, e),
         })?;
+        let checksum = crate::hashing::sha256_hex(&line);
+        line.push(b'\t');
+        line.extend_from_slice(checksum.as_bytes());
         line.push(b'\n');
         if let Err(source) = self
             .file
@@ -215,21 +224,34 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, TxnError> {
         .collect();
     let mut records = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_slice::<Record>(line) {
+        match parse_line(line) {
             Ok(r) => records.push(r),
             Err(_) if i + 1 == lines.len() => {
                 tracing::warn!(journal = %path.display(), "ignoring a torn last journal record");
             }
-            Err(source) => {
+            Err(problem) => {
                 return Err(TxnError::JournalCorrupt {
                     path: path.to_owned(),
                     line: i + 1,
-                    source,
+                    problem,
                 });
             }
         }
     }
     Ok(records)
+}
+
+/// One line: the record's JSON, a tab, the SHA-256 of the JSON (JSON as serde writes it holds
+/// no raw tab).
+fn parse_line(line: &[u8]) -> Result<Record, String> {
+    let Some(tab) = line.iter().rposition(|b| *b == b'\t') else {
+        return Err("no checksum".to_owned());
+    };
+    let (json, checksum) = (&line[..tab], &line[tab + 1..]);
+    if checksum != crate::hashing::sha256_hex(json).as_bytes() {
+        return Err("its checksum does not match".to_owned());
+    }
+    serde_json::from_slice(json).map_err(|e| e.to_string())
 }
 
 /// Reads a journal and folds it into what it says.
@@ -347,7 +369,12 @@ mod tests {
         }
         let err = j.append(&big_commit()).unwrap_err();
         assert!(matches!(err, TxnError::JournalWrite { .. }), "{err}");
-        assert_eq!(fs::read(&p).unwrap(), b"{\"record\":\"applied\"}\n");
+        let applied = fs::read(&p).unwrap();
+        assert!(
+            applied.starts_with(b"{\"record\":\"applied\"}\t"),
+            "{applied:?}"
+        );
+        assert_eq!(applied.iter().filter(|b| **b == b'\n').count(), 1);
         j.append(&Record::Done).unwrap();
         assert_eq!(read_records(&p).unwrap(), [Record::Applied, Record::Done]);
     }
@@ -389,6 +416,28 @@ mod tests {
     fn corruption_before_the_last_line_is_an_error() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("journal");
+        fs::write(&p, b"garbage\n{\"record\":\"applied\"}\n").unwrap();
+        let err = read_records(&p).unwrap_err();
+        assert!(
+            matches!(err, TxnError::JournalCorrupt { line: 1, .. }),
+            "{err}"
+        );
+        // A record that parses but whose bytes changed is corruption too, not a torn append.
+        let mut j = Journal::create(&d.path().join("flipped")).unwrap();
+        j.append(&Record::Intent(Box::new(intent()))).unwrap();
+        j.append(&Record::Applied).unwrap();
+        let bytes = fs::read(d.path().join("flipped")).unwrap();
+        let key = b"\"id\":\"";
+        let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x20; // a case flip inside the id: still valid JSON, still a record
+        fs::write(&p, &flipped).unwrap();
+        let err = read_records(&p).unwrap_err();
+        assert!(
+            matches!(err, TxnError::JournalCorrupt { line: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("checksum"), "{err}");
         fs::write(&p, b"garbage\n{\"record\":\"applied\"}\n").unwrap();
         let err = read_records(&p).unwrap_err();
         assert!(

@@ -132,13 +132,13 @@ pub enum TxnError {
         source: std::io::Error,
     },
     #[error(
-        "journal {path} is corrupt at line {line} ({source}); the install may be half-updated: \
+        "journal {path} is corrupt at line {line} ({problem}); the install may be half-updated: \
          inspect {path} and the backup/ next to it, restore by hand, then remove that directory"
     )]
     JournalCorrupt {
         path: PathBuf,
         line: usize,
-        source: serde_json::Error,
+        problem: String,
     },
     #[error("journal {path} has no intent record; the kept transaction cannot be used")]
     JournalWithoutIntent { path: PathBuf },
