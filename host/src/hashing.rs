@@ -9,7 +9,92 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// A SHA-256 digest as the repository contract writes it: 64 lowercase hex digits. The one rule
+/// for a signed digest, checked when a manifest is parsed; a digest also names files in
+/// `downloads/`, so nothing else may pass.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sha256Digest(String);
+
+/// A string that is not a [`Sha256Digest`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sha256 {0:?} is not 64 lowercase hex digits")]
+pub struct InvalidDigest(pub String);
+
+impl Sha256Digest {
+    pub fn parse(s: &str) -> Result<Self, InvalidDigest> {
+        let well_formed = s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if well_formed {
+            Ok(Sha256Digest(s.to_owned()))
+        } else {
+            Err(InvalidDigest(s.to_owned()))
+        }
+    }
+
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Sha256Digest(sha256_hex(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Sha256Digest {
+    type Error = InvalidDigest;
+    fn try_from(s: String) -> Result<Self, InvalidDigest> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Sha256Digest> for String {
+    fn from(d: Sha256Digest) -> String {
+        d.0
+    }
+}
+
+impl std::str::FromStr for Sha256Digest {
+    type Err = InvalidDigest;
+    fn from_str(s: &str) -> Result<Self, InvalidDigest> {
+        Self::parse(s)
+    }
+}
+
+impl std::fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq<str> for Sha256Digest {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<String> for Sha256Digest {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<Sha256Digest> for String {
+    fn eq(&self, other: &Sha256Digest) -> bool {
+        *self == other.0
+    }
+}
 
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -133,6 +218,24 @@ impl<W: Write> Write for HashingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_is_64_lowercase_hex_digits() {
+        let hex = sha256_hex(b"x");
+        assert_eq!(Sha256Digest::parse(&hex).unwrap(), Sha256Digest::of(b"x"));
+        for bad in [
+            "../../etc/passwd",
+            "ab",
+            &hex.to_uppercase(),
+            &format!("{hex}0"),
+            "",
+        ] {
+            let err = Sha256Digest::parse(bad).unwrap_err();
+            assert!(err.to_string().contains("64 lowercase hex"), "{err}");
+        }
+        let parsed: Result<Sha256Digest, _> = serde_json::from_str("\"ABC\"");
+        assert!(parsed.is_err());
+    }
 
     #[test]
     fn cap_cuts_the_stream() {

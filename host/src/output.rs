@@ -10,6 +10,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 pub struct Output {
@@ -37,8 +38,9 @@ impl Output {
     }
 
     /// A step of the flow: `{"event": name, ...fields}` in JSON mode, `message` otherwise.
-    pub fn event(&self, name: &str, message: &str, fields: Value) {
+    pub fn event(&self, name: &str, message: &str, fields: impl Serialize) {
         if self.json {
+            let fields = serde_json::to_value(fields).unwrap_or_default();
             let mut obj = Map::new();
             obj.insert("event".into(), Value::from(name));
             if let Value::Object(f) = fields {
@@ -98,8 +100,9 @@ impl Output {
     /// The final object of a successful command; `summary` is the human line. A `"warnings"`
     /// array in `fields` (housekeeping that failed after the change was committed) is printed
     /// as `warning:` lines for humans.
-    pub fn success(&self, summary: &str, fields: Value) {
+    pub fn success(&self, summary: &str, fields: impl Serialize) {
         self.clear_bar();
+        let fields = serde_json::to_value(fields).unwrap_or_default();
         if !self.json
             && let Some(warnings) = fields.get("warnings").and_then(Value::as_array)
         {

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::Error;
 use crate::config::Config;
-use crate::plugins::{Decision, PatchOffer, ReleaseOffer, StrategyInput};
+use crate::plugins::{Decision, PatchOffer, ReleaseOffer, StrategyInput, StrategyPlugin};
 use crate::repo::manifest::{Manifest, Operations, Package};
 use crate::state::{InstallState, Outcome};
 use crate::txn::version_or_nothing;
@@ -112,6 +112,21 @@ pub fn strategy_input(
         device_id,
         now: OffsetDateTime::now_utc(),
     }
+}
+
+/// The resolve stage of an update: asks the strategy plugin, then resolves its answer against
+/// the signed manifest and the operator's rules ([`resolve`]).
+pub fn choose(
+    config: &Config,
+    strategy: &StrategyPlugin,
+    manifest: &Manifest,
+    state: &InstallState,
+    request: &Request,
+    device_id: String,
+) -> Result<Choice, Error> {
+    let input = strategy_input(config, manifest, state, request, device_id);
+    let decision = strategy.decide(&input, &config.strategy.config_json)?;
+    resolve(strategy.name(), decision, manifest, state, config, request)
 }
 
 /// Resolves `decision` (from `plugin`) against the signed manifest and the operator's rules.

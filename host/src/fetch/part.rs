@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::FetchError;
-use crate::hashing::{HashingWriter, sha256_file};
+use crate::hashing::{HashingWriter, Sha256Digest, sha256_file};
 use crate::txn::fsutil::{self, Existing};
 
 /// What a downloaded package must be, and where its files live.
@@ -27,23 +27,17 @@ pub struct Target {
 }
 
 impl Target {
-    /// Checks the signed digest (it becomes a file name) and derives the download paths.
-    pub fn new(url: String, size: u64, sha256: &str, downloads: &Path) -> Result<Self, FetchError> {
-        let digest = sha256.to_ascii_lowercase();
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(FetchError::InvalidDigest {
-                url,
-                digest: sha256.to_owned(),
-            });
-        }
-        Ok(Self {
+    /// The download paths, named by the signed digest (64 lowercase hex digits, so a safe file
+    /// name).
+    pub fn new(url: String, size: u64, sha256: &Sha256Digest, downloads: &Path) -> Self {
+        Self {
             url,
             size,
-            part: downloads.join(format!("{digest}.part")),
-            etag: downloads.join(format!("{digest}.part.etag")),
-            pkg: downloads.join(format!("{digest}.pkg")),
-            sha256: digest,
-        })
+            part: downloads.join(format!("{sha256}.part")),
+            etag: downloads.join(format!("{sha256}.part.etag")),
+            pkg: downloads.join(format!("{sha256}.pkg")),
+            sha256: sha256.to_string(),
+        }
     }
 
     /// The verified package from an earlier run, re-hashed before it is trusted again; a file

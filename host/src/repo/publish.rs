@@ -43,7 +43,7 @@ use ed25519_dalek::SigningKey;
 use time::{Duration, OffsetDateTime};
 
 use crate::error::ExitClass;
-use crate::hashing::CappedHashReader;
+use crate::hashing::{CappedHashReader, Sha256Digest};
 use crate::keys::{self, KeyError, key_id};
 use crate::package::archive::{
     ArchiveError, Compression, PackageEntries, PackageInfo, write_package,
@@ -51,7 +51,9 @@ use crate::package::archive::{
 use crate::package::extract::{self, Allowed, ExtractError, ExtractLimits};
 use crate::relpath::RelPath;
 use crate::repo::diff::diff_trees;
-use crate::repo::manifest::{Artifacts, FORMAT, Manifest, Operations, Package, Patch, Release};
+use crate::repo::manifest::{
+    Artifacts, FORMAT, Manifest, Operations, Package, PackageUrl, Patch, Release,
+};
 use crate::repo::signature::{self, SignatureFile};
 use crate::repo::trust::{TrustError, check_structure};
 use crate::state::RESERVED_STATE_DIR;
@@ -567,7 +569,11 @@ fn write(
     listing: &TreeListing,
     entries: PackageEntries<'_>,
 ) -> Result<Package, PublishError> {
-    let url = format!("{}/{name}", plan.packages_dir);
+    let url = PackageUrl::new(&format!("{}/{name}", plan.packages_dir)).map_err(|e| {
+        PublishError::InvalidRequest {
+            reason: e.to_string(),
+        }
+    })?;
     let out = plan.req.repo.join(&url);
     let PackageInfo {
         size,
@@ -582,7 +588,8 @@ fn write(
     Ok(Package {
         url,
         size,
-        sha256,
+        sha256: Sha256Digest::parse(&sha256)
+            .expect("the package writer's digest is lowercase hex SHA-256"),
         unpacked_size,
     })
 }

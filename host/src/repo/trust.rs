@@ -4,7 +4,8 @@
 //! unsigned manifest is even parsed), then the JSON, then the checks that stop replay and freeze
 //! attacks (format, product, expiry, serial not lower than the last accepted one), then the
 //! structural rules a client relies on when it plans an update (unique versions per channel, sane
-//! architecture keys, package URLs inside the repository, well-formed patch operations).
+//! architecture keys). Package URLs, SHA-256 digests and patch operations are checked once, when
+//! the manifest is parsed, by their types in `repo::manifest` and `hashing`.
 //!
 //! Nothing here persists anything: the caller records the new serial only after every check passed.
 
@@ -15,9 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::ExitClass;
-use crate::fetch::parse_repo_path;
-use crate::package::extract::{ExtractError, validate_operations};
-use crate::repo::manifest::{FORMAT, Manifest, Operations, Package};
+use crate::repo::manifest::{FORMAT, Manifest};
 use crate::repo::signature;
 use crate::version::normalize_arch;
 
@@ -215,9 +214,6 @@ pub fn check_structure(manifest: &Manifest, url: &str) -> Result<(), TrustError>
                     "architecture {arch:?} is listed twice (under an alias)"
                 )));
             }
-            if let Some(full) = &artifacts.full {
-                check_package(full).map_err(|r| invalid(format!("{arch} full package: {r}")))?;
-            }
             let mut froms = BTreeSet::new();
             for patch in &artifacts.patches {
                 let from = patch.from.to_string();
@@ -236,8 +232,6 @@ pub fn check_structure(manifest: &Manifest, url: &str) -> Result<(), TrustError>
                 if !froms.insert(patch.from.clone()) {
                     return Err(invalid_ops("listed twice for the same release".into()));
                 }
-                check_package(&patch.package).map_err(&invalid_ops)?;
-                check_operations(&patch.operations).map_err(&invalid_ops)?;
             }
         }
     }
@@ -250,46 +244,6 @@ fn is_plain_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// A package must sit inside the repository (by the fetcher's own rule) and carry a
-/// well-formed hash.
-fn check_package(package: &Package) -> Result<(), String> {
-    parse_repo_path(&package.url).map_err(|reason| {
-        format!(
-            "package url {:?} must be a plain relative path inside the repository: {reason}",
-            package.url
-        )
-    })?;
-    let well_formed = package.sha256.len() == 64
-        && package
-            .sha256
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !well_formed {
-        return Err(format!(
-            "package {} has sha256 {:?}; expected 64 lowercase hex digits",
-            package.url, package.sha256
-        ));
-    }
-    Ok(())
-}
-
-/// The patch-operation rules of the repository contract, checked before any download starts:
-/// no path listed twice, plus `package::extract::validate_operations` (no path both replaced and
-/// deleted, nor one inside the other; nothing replaced inside a replaced directory or below a
-/// replaced file), the same rules the extractor enforces on what it stages.
-fn check_operations(ops: &Operations) -> Result<(), String> {
-    let mut all = BTreeSet::new();
-    for path in ops.replace.iter().chain(ops.delete.iter()) {
-        if !all.insert(path) {
-            return Err(format!("{path} is listed more than once"));
-        }
-    }
-    validate_operations(ops).map_err(|e| match e {
-        ExtractError::InvalidOperations { path, reason } => format!("{path} {reason}"),
-        other => other.to_string(),
-    })
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

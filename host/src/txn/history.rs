@@ -19,7 +19,7 @@ use super::{TxnError, fsutil, version_or_nothing};
 use crate::failpoint;
 use crate::hashing::sha256_file_and_size;
 use crate::relpath::RelPath;
-use crate::state::{HistoryEntry, Outcome, StateDir, TxnKind};
+use crate::state::{Outcome, StateDir, TxnKind};
 use crate::version::Version;
 
 /// Prefix of a directory being removed (renamed first so a half-removed tree is never mistaken
@@ -195,27 +195,22 @@ pub fn rollback_last(
     let plan = plan_inverse(&ctx, &intent, &current, &kept_dir.join("backup"), &newest)?;
     let txn = Transaction::begin(state, keep_backups)?;
 
-    let mut restored = current.clone();
-    restored.version = intent.old_state.version.clone();
-    restored.files = intent.old_state.files.clone();
-    restored.dirs = intent.old_state.dirs.clone();
-    for entry in restored.history.iter_mut().filter(|e| e.id == newest) {
-        entry.outcome = Outcome::RolledBack;
-    }
-    if let Some(left) = &intent.to {
-        restored.mark_rolled_back_from(left);
-    }
-    restored.record(HistoryEntry {
-        id: txn.id().to_owned(),
-        at: OffsetDateTime::now_utc(),
-        kind: TxnKind::Rollback,
-        from: plan.from.clone(),
-        to: plan.to.clone(),
-        outcome: Outcome::Applied,
-        reason: None,
-    });
-
-    let applied = txn.apply(&plan, restored, |_| Ok(()))?;
+    let applied = txn.run(
+        &plan,
+        |mut restored| {
+            restored.version = intent.old_state.version.clone();
+            restored.files = intent.old_state.files.clone();
+            restored.dirs = intent.old_state.dirs.clone();
+            for entry in restored.history.iter_mut().filter(|e| e.id == newest) {
+                entry.outcome = Outcome::RolledBack;
+            }
+            if let Some(left) = &intent.to {
+                restored.mark_rolled_back_from(left);
+            }
+            restored
+        },
+        |_| Ok(()),
+    )?;
     Ok(RollbackOutcome {
         id: applied.id,
         from: applied.from,

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use super::{DirMode, Op, TxnError};
 use crate::failpoint;
 use crate::relpath::RelPath;
-use crate::state::{InstallState, Outcome, TxnKind};
+use crate::state::{HistoryEntry, InstallState, Outcome, TxnKind};
 use crate::txn::fsutil;
 use crate::version::Version;
 
@@ -51,6 +51,21 @@ pub struct Intent {
     /// backup is then never pruned automatically.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adopted: Vec<RelPath>,
+}
+
+impl Intent {
+    /// This transaction's line in `state.json`'s history log (the one place one is made).
+    pub(crate) fn history_entry(&self, outcome: Outcome, reason: Option<String>) -> HistoryEntry {
+        HistoryEntry {
+            id: self.id.clone(),
+            at: OffsetDateTime::now_utc(),
+            kind: self.kind,
+            from: self.from.clone(),
+            to: self.to.clone(),
+            outcome,
+            reason,
+        }
+    }
 }
 
 /// One journal line.

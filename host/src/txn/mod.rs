@@ -39,7 +39,7 @@ use crate::version::Version;
 use undo::UndoError;
 
 pub use crate::state::{Outcome, TxnKind};
-pub use apply::{ApplyOutcome, Transaction, ValidationFailure};
+pub use apply::{ApplyOutcome, Staged, Transaction, ValidationFailure, stage};
 pub use history::{KeptTransaction, RollbackOutcome, kept_transactions, rollback_last};
 pub use plan::{Plan, PlanContext, PlanError, plan_full, plan_patch};
 pub use recover::{
