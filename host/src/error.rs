@@ -136,7 +136,7 @@ impl OsError {
 }
 
 /// The first `io::Error` with an errno in `err` and its causes.
-pub fn os_error_of(err: &(dyn std::error::Error + 'static)) -> Option<OsError> {
+pub(crate) fn os_error_of(err: &(dyn std::error::Error + 'static)) -> Option<OsError> {
     let mut current = Some(err);
     while let Some(e) = current {
         if let Some(errno) = e

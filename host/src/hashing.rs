@@ -37,12 +37,9 @@ impl Sha256Digest {
     }
 
     /// The digest of `bytes`.
+    #[cfg(test)]
     pub fn of(bytes: &[u8]) -> Self {
         Sha256Digest(sha256_hex(bytes))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 
@@ -102,13 +99,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Lowercase hex SHA-256 of a file's contents.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> io::Result<String> {
     sha256_file_and_size(path).map(|(sha256, _)| sha256)
 }
 
 /// Lowercase hex SHA-256 and length of a file's contents, both from the same read (a length from
 /// `metadata` could belong to other contents than the hash), read in 64 KiB blocks.
-pub fn sha256_file_and_size(path: &Path) -> io::Result<(String, u64)> {
+pub(crate) fn sha256_file_and_size(path: &Path) -> io::Result<(String, u64)> {
     let file = BufReader::with_capacity(64 * 1024, File::open(path)?);
     let mut reader = CappedHashReader::new(file, u64::MAX);
     io::copy(&mut reader, &mut io::sink())?;
@@ -116,7 +113,7 @@ pub fn sha256_file_and_size(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Wraps a reader: hashes every byte read and fails once more than `cap` bytes have passed.
-pub struct CappedHashReader<R> {
+pub(crate) struct CappedHashReader<R> {
     inner: R,
     hasher: Sha256,
     read: u64,
@@ -124,7 +121,7 @@ pub struct CappedHashReader<R> {
 }
 
 impl<R: Read> CappedHashReader<R> {
-    pub fn new(inner: R, cap: u64) -> Self {
+    pub(crate) fn new(inner: R, cap: u64) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -133,19 +130,14 @@ impl<R: Read> CappedHashReader<R> {
         }
     }
 
-    /// Bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.read
-    }
-
     /// Hex digest and byte count of everything read.
-    pub fn finish(self) -> (String, u64) {
+    pub(crate) fn finish(self) -> (String, u64) {
         (hex::encode(self.hasher.finalize()), self.read)
     }
 }
 
 /// The error kind a cap violation surfaces as; callers turn it into their own typed error.
-pub fn is_cap_exceeded(e: &io::Error) -> bool {
+pub(crate) fn is_cap_exceeded(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::FileTooLarge
 }
 
@@ -165,14 +157,14 @@ impl<R: Read> Read for CappedHashReader<R> {
 }
 
 /// Wraps a writer: hashes and counts every byte written.
-pub struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     written: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -181,7 +173,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// Resumes hashing a stream whose first bytes were already hashed into `hasher`.
-    pub fn resume(inner: W, hasher: Sha256, written: u64) -> Self {
+    pub(crate) fn resume(inner: W, hasher: Sha256, written: u64) -> Self {
         Self {
             inner,
             hasher,
@@ -189,11 +181,11 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    pub fn written(&self) -> u64 {
+    pub(crate) fn written(&self) -> u64 {
         self.written
     }
 
-    pub fn finish(self) -> (W, String, u64) {
+    pub(crate) fn finish(self) -> (W, String, u64) {
         (
             self.inner,
             hex::encode(self.hasher.finalize()),

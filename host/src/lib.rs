@@ -9,7 +9,7 @@ pub mod error;
 pub mod failpoint;
 pub mod fetch;
 pub mod hashing;
-pub mod install;
+pub(crate) mod install;
 pub mod keys;
 pub mod output;
 pub mod package;
@@ -21,7 +21,7 @@ pub mod strategy;
 pub mod symlink;
 pub mod tree;
 pub mod txn;
-pub mod update;
+pub(crate) mod update;
 pub mod version;
 
 pub use error::{Error, ExitClass};

@@ -33,7 +33,7 @@ impl Output {
         }
     }
 
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         self.json
     }
 
@@ -54,7 +54,7 @@ impl Output {
     }
 
     /// Byte progress of a download (or any long copy), throttled in JSON mode.
-    pub fn progress(&self, what: &str, done: u64, total: u64) {
+    pub(crate) fn progress(&self, what: &str, done: u64, total: u64) {
         if self.json {
             let mut last = self.last_json_progress.borrow_mut();
             let due = last.is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
@@ -90,7 +90,7 @@ impl Output {
     }
 
     /// Ends a progress bar, if one is showing.
-    pub fn clear_bar(&self) {
+    pub(crate) fn clear_bar(&self) {
         self.last_plain_quarter.replace(None);
         if let Some(bar) = self.bar.borrow_mut().take() {
             bar.finish_and_clear();
@@ -138,7 +138,7 @@ impl Output {
     }
 
     /// A whole document (e.g. `molt status --json`), printed as one line.
-    pub fn document(&self, value: &Value) {
+    pub(crate) fn document(&self, value: &Value) {
         print_json_line(value);
     }
 }
@@ -146,7 +146,7 @@ impl Output {
 /// One line on stdout. A closed stdout (`molt status | head -1`) is not an error of the
 /// command: the line is dropped and the command ends with its own exit code (`println!` would
 /// panic).
-pub fn print_line(text: std::fmt::Arguments<'_>) {
+pub(crate) fn print_line(text: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_fmt(text).and_then(|()| out.write_all(b"\n"));
     let _ = out.flush();

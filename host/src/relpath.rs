@@ -90,7 +90,7 @@ impl RelPath {
 
     /// True if this path or one of its ancestors is in a set (`in_set` tells): the one "at or
     /// under" rule, whatever the set's type.
-    pub fn is_at_or_under(&self, in_set: impl Fn(&RelPath) -> bool) -> bool {
+    pub(crate) fn is_at_or_under(&self, in_set: impl Fn(&RelPath) -> bool) -> bool {
         in_set(self) || self.ancestors().any(|a| in_set(&a))
     }
 

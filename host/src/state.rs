@@ -24,10 +24,10 @@ use crate::txn::fsutil;
 use crate::version::Version;
 
 /// How long a command waits for another molt to release the lock before giving up.
-pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// How many entries of the transaction log `state.json` keeps.
-pub const HISTORY_LOG_LIMIT: usize = 200;
+pub(crate) const HISTORY_LOG_LIMIT: usize = 200;
 
 /// Why the state directory or a state file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +102,7 @@ impl StateError {
 /// The default state directory's name inside the install (`<install_dir>/.molt`). It is
 /// reserved wherever the state dir is: no release may contain it (publish refuses such a tree,
 /// a client such a package).
-pub const RESERVED_STATE_DIR: &str = ".molt";
+pub(crate) const RESERVED_STATE_DIR: &str = ".molt";
 
 /// The state directory of one install, with helpers for the paths inside it.
 #[derive(Debug, Clone)]
@@ -215,7 +215,7 @@ impl StateDir {
         &self.install_dir
     }
 
-    pub fn lock_path(&self) -> PathBuf {
+    pub(crate) fn lock_path(&self) -> PathBuf {
         self.root.join("lock")
     }
 
@@ -227,7 +227,7 @@ impl StateDir {
         self.root.join("trust.json")
     }
 
-    pub fn downloads_dir(&self) -> PathBuf {
+    pub(crate) fn downloads_dir(&self) -> PathBuf {
         self.root.join("downloads")
     }
 
@@ -237,17 +237,17 @@ impl StateDir {
     }
 
     /// `history/`: completed transactions kept for `molt rollback`.
-    pub fn history_root(&self) -> PathBuf {
+    pub(crate) fn history_root(&self) -> PathBuf {
         self.root.join("history")
     }
 
-    pub fn cache_dir(&self) -> PathBuf {
+    pub(crate) fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
     }
 
     /// Where the state dir sits inside the install, if it does (e.g. `.molt`): updates must
     /// never touch that path.
-    pub fn relative_to_install(&self) -> Option<RelPath> {
+    pub(crate) fn relative_to_install(&self) -> Option<RelPath> {
         let root = fs::canonicalize(&self.root).ok()?;
         let install = fs::canonicalize(&self.install_dir).ok()?;
         let rel = root.strip_prefix(&install).ok()?;
@@ -260,7 +260,7 @@ impl StateDir {
     }
 
     /// [`StateDir::lock`] with an explicit wait.
-    pub fn lock_with_wait(&self, wait: Duration) -> Result<LockGuard, StateError> {
+    pub(crate) fn lock_with_wait(&self, wait: Duration) -> Result<LockGuard, StateError> {
         let path = self.lock_path();
         let file = fs::OpenOptions::new()
             .read(true)
@@ -459,14 +459,14 @@ impl InstallState {
     }
 
     /// Notes that `version` failed validation (once).
-    pub fn mark_failed(&mut self, version: &Version) {
+    pub(crate) fn mark_failed(&mut self, version: &Version) {
         if !self.failed.contains(version) {
             self.failed.push(version.clone());
         }
     }
 
     /// Notes that `version` was rolled back (once).
-    pub fn mark_rolled_back_from(&mut self, version: &Version) {
+    pub(crate) fn mark_rolled_back_from(&mut self, version: &Version) {
         if !self.rolled_back_from.contains(version) {
             self.rolled_back_from.push(version.clone());
         }

@@ -116,7 +116,7 @@ pub fn strategy_input(
 
 /// The resolve stage of an update: asks the strategy plugin, then resolves its answer against
 /// the signed manifest and the operator's rules ([`resolve`]).
-pub fn choose(
+pub(crate) fn choose(
     config: &Config,
     strategy: &StrategyPlugin,
     manifest: &Manifest,

@@ -29,7 +29,7 @@ pub struct ApplyArgs {
     pub adopt: bool,
 }
 
-pub fn run(args: &ApplyArgs, out: &Output) -> Result<(), Error> {
+pub(super) fn run(args: &ApplyArgs, out: &Output) -> Result<(), Error> {
     let config = Config::load(&args.common.config)?;
     let request = Request {
         version: args.version.as_deref().map(Version::parse).transpose()?,

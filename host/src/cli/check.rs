@@ -8,7 +8,7 @@ use crate::strategy::Request;
 use crate::update::{Mode, run as update};
 use crate::version::Version;
 
-pub fn run(
+pub(super) fn run(
     common: &ConfigArgs,
     version: Option<&str>,
     force_full: bool,

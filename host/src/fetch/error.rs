@@ -117,7 +117,7 @@ pub enum FetchError {
 
 impl FetchError {
     /// The file is not there (HTTP 404/410, or no such local file).
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         match self {
             Self::NotFound { .. } => true,
             Self::ReadLocal { source, .. } => source.kind() == std::io::ErrorKind::NotFound,

@@ -40,14 +40,14 @@ fn retry(error: FetchError) -> AttemptError {
     }
 }
 
-pub struct HttpClient {
+pub(crate) struct HttpClient {
     runtime: Runtime,
     client: reqwest::Client,
     options: FetchOptions,
 }
 
 impl HttpClient {
-    pub fn new(options: &FetchOptions) -> Result<Self, FetchError> {
+    pub(super) fn new(options: &FetchOptions) -> Result<Self, FetchError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -65,7 +65,7 @@ impl HttpClient {
     }
 
     /// GETs `url` whole, refusing it past `cap` bytes (checked while streaming).
-    pub fn fetch_small(&self, url: &Url, cap: u64) -> Result<Vec<u8>, FetchError> {
+    pub(super) fn fetch_small(&self, url: &Url, cap: u64) -> Result<Vec<u8>, FetchError> {
         let pace = Pace::start(&self.options);
         self.runtime.block_on(self.retrying(url, &pace, async || {
             self.small_attempt(url, cap, &pace).await
@@ -73,7 +73,7 @@ impl HttpClient {
     }
 
     /// Downloads `url` into the target's part file (resuming it) and verifies it.
-    pub fn download(
+    pub(super) fn download(
         &self,
         url: &Url,
         target: &Target,

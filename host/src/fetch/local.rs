@@ -15,7 +15,11 @@ use super::retry::FetchOptions;
 use crate::txn::fsutil::open_regular;
 
 /// Reads `path` whole, refusing it past `cap` bytes.
-pub fn read_small(path: &Path, cap: u64, options: &FetchOptions) -> Result<Vec<u8>, FetchError> {
+pub(crate) fn read_small(
+    path: &Path,
+    cap: u64,
+    options: &FetchOptions,
+) -> Result<Vec<u8>, FetchError> {
     let read_error = |source| FetchError::ReadLocal {
         path: path.to_owned(),
         source,
@@ -46,7 +50,7 @@ pub fn read_small(path: &Path, cap: u64, options: &FetchOptions) -> Result<Vec<u
 }
 
 /// Copies the package at `path` into the target's part file and verifies it.
-pub fn download(
+pub(super) fn download(
     path: &Path,
     target: &Target,
     options: &FetchOptions,

@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use reqwest::Url;
 
 pub use error::FetchError;
-pub use retry::{DEFAULT_DEADLINE, DEFAULT_MIN_RATE, FetchOptions};
+pub(crate) use retry::{DEFAULT_DEADLINE, DEFAULT_MIN_RATE, FetchOptions};
 
 use crate::relpath::RelPath;
 use crate::repo::manifest::{self, Package};
@@ -70,7 +70,7 @@ impl Source {
     }
 
     /// Replaces the timeouts and retry budget (tests shrink them).
-    pub fn with_options(self, options: FetchOptions) -> Self {
+    pub(crate) fn with_options(self, options: FetchOptions) -> Self {
         Self {
             options,
             http: OnceLock::new(),
@@ -78,7 +78,8 @@ impl Source {
         }
     }
 
-    pub fn location(&self) -> &Location {
+    #[cfg(test)]
+    pub(crate) fn location(&self) -> &Location {
         &self.location
     }
 
@@ -104,7 +105,7 @@ impl Source {
     }
 
     /// The fetch stage of an update: [`Source::fetch_package`], with what was verified.
-    pub fn fetch_verified(
+    pub(crate) fn fetch_verified(
         &self,
         package: &Package,
         downloads: &Path,
@@ -120,7 +121,7 @@ impl Source {
 
     /// Downloads `package` into `downloads/<sha256>.pkg` and returns that path, verified against
     /// the signed size and SHA-256. `progress` receives (bytes done, bytes total).
-    pub fn fetch_package(
+    pub(crate) fn fetch_package(
         &self,
         package: &Package,
         downloads: &Path,
@@ -159,7 +160,7 @@ impl Source {
 
 /// A package in `downloads/` whose size and SHA-256 are the ones the manifest signed.
 #[derive(Debug, Clone)]
-pub struct VerifiedPackage {
+pub(crate) struct VerifiedPackage {
     pub path: PathBuf,
     /// The package as the signed manifest lists it.
     pub package: Package,

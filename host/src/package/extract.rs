@@ -56,7 +56,7 @@ use crate::tree::{FileRecord, TreeListing, node_in};
 use crate::txn::fsutil::SyncBatch;
 
 /// Entry cap used when the caller has no better figure.
-pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+pub(crate) const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
 /// Read and copy buffer size: large, so a 1 GiB package moves in few system calls.
 const IO_BUFFER: usize = 256 * 1024;
 /// Decoded bytes allowed for one entry's metadata: its header plus GNU long-name and PAX
@@ -76,7 +76,7 @@ pub struct ExtractLimits {
 
 impl ExtractLimits {
     /// Limits for a package whose manifest says `unpacked_size`, with the default entry cap.
-    pub fn for_unpacked_size(unpacked_size: u64) -> Self {
+    pub(crate) fn for_unpacked_size(unpacked_size: u64) -> Self {
         Self {
             max_unpacked_bytes: unpacked_size,
             max_entries: DEFAULT_MAX_ENTRIES,
@@ -356,7 +356,7 @@ fn read_package(
 /// applied: what the package stages at and under the replaced paths, nothing at or under the
 /// deleted ones, and what the install's state records everywhere else (`installed_files`,
 /// `installed_dirs`). Files molt does not own are not part of that tree.
-pub fn check_patch_links(
+pub(crate) fn check_patch_links(
     package: &Path,
     staged: &TreeListing,
     ops: &Operations,
@@ -761,7 +761,7 @@ impl Stager<'_> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&full)
             .map_err(write_err)?;
-        let (file, sha256, written) = self.copy(entry, path, size, file, &write_err)?;
+        let (file, sha256, written) = self.copy(entry, path, size, file, write_err)?;
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(write_err)?;
         self.sync.file(full, file);

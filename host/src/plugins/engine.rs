@@ -192,7 +192,10 @@ impl PluginRuntime {
     }
 
     /// Loads a validator named in `[[validators]]`.
-    pub fn load_validator(&self, plugin: &PluginRef) -> Result<ValidatorPlugin, PluginError> {
+    pub(crate) fn load_validator(
+        &self,
+        plugin: &PluginRef,
+    ) -> Result<ValidatorPlugin, PluginError> {
         let component = self.load_component(plugin)?;
         self.prepare_validator(plugin.to_string(), &component)
     }

@@ -117,7 +117,7 @@ impl StrategyPlugin {
 
     /// Whether the plugin accepts `config_json` (its `[strategy.config]` table as
     /// JSON): [`PluginError::BadConfig`] if not; `Ok(false)` if it predates config checks.
-    pub fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
+    pub(crate) fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
         self.loaded.check_config(config_json)
     }
 

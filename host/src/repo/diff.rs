@@ -29,7 +29,7 @@ use crate::repo::manifest::{Operations, PathSet};
 use crate::tree::TreeListing;
 
 /// The operations that turn `old` into `new` (see the module docs for the rules).
-pub fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
+pub(crate) fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
     let unchanged: BTreeSet<&RelPath> = new
         .files
         .iter()

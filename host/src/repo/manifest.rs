@@ -139,7 +139,7 @@ impl PartialEq<&str> for PackageUrl {
 /// A path in the repository (a package URL, `manifest.json`), proven to name a file below the
 /// repository root: relative, normalized, no scheme, nothing a URL parser or a server could
 /// reinterpret. The one rule for both the manifest's package URLs and what the fetcher reads.
-pub fn repo_path(url: &str) -> Result<RelPath, &'static str> {
+pub(crate) fn repo_path(url: &str) -> Result<RelPath, &'static str> {
     if url
         .split('/')
         .next()
@@ -281,22 +281,6 @@ impl PathSet {
 }
 
 impl Manifest {
-    /// Releases on `channel` that carry artifacts for `arch`, newest first.
-    pub fn releases_for<'a>(
-        &'a self,
-        channel: &'a str,
-        arch: &'a str,
-    ) -> impl Iterator<Item = (&'a Release, &'a Artifacts)> + 'a {
-        let mut found: Vec<_> = self
-            .releases
-            .iter()
-            .filter(move |r| r.channel == channel)
-            .filter_map(move |r| r.artifacts_for(arch).map(|a| (r, a)))
-            .collect();
-        found.sort_by(|a, b| b.0.version.cmp(&a.0.version));
-        found.into_iter()
-    }
-
     /// The release `version`; when it is published on several channels, the one on
     /// `preferred_channel` (the install's own).
     pub fn release(&self, version: &Version, preferred_channel: &str) -> Option<&Release> {
@@ -348,7 +332,8 @@ mod tests {
     fn parses_the_contract_example_and_keeps_unknown_fields() {
         let m: Manifest = serde_json::from_str(EXAMPLE).unwrap();
         assert_eq!(m.serial, 7);
-        let (r, a) = m.releases_for("stable", "x86_64").next().unwrap();
+        let r = &m.releases[0];
+        let a = r.artifacts_for("x86_64").unwrap();
         assert_eq!(r.version.to_string(), "1.2.0");
         let p = a.patch_from(&Version::parse("1.1.0").unwrap()).unwrap();
         assert_eq!(p.operations.replace.directories[0].as_str(), "web");

@@ -62,19 +62,19 @@ use crate::txn::fsutil::{self, Existing};
 use crate::version::{Version, host_arch, normalize_arch};
 
 /// The manifest file name inside a repository.
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 /// The signature file name inside a repository.
-pub const SIGNATURE_FILE: &str = "manifest.json.sig";
+pub(crate) const SIGNATURE_FILE: &str = "manifest.json.sig";
 /// Where packages are written, relative to the repository; a channel other than
 /// [`DEFAULT_CHANNEL`] gets its own subdirectory, because the same version may be published on two
 /// channels from different trees and package file names carry no channel.
-pub const PACKAGES_DIR: &str = "packages";
+pub(crate) const PACKAGES_DIR: &str = "packages";
 /// How long a manifest stays valid when `--expires-days` is not given.
-pub const DEFAULT_EXPIRES_DAYS: u32 = 90;
+pub(crate) const DEFAULT_EXPIRES_DAYS: u32 = 90;
 /// Patches per publish: from the five newest earlier releases.
 pub const DEFAULT_PATCHES: usize = 5;
 /// The default release channel.
-pub const DEFAULT_CHANNEL: &str = "stable";
+pub(crate) const DEFAULT_CHANNEL: &str = "stable";
 
 const LOCK_FILE: &str = ".molt-publish.lock";
 /// Largest manifest or signature file the publisher reads back (as the client caps it).

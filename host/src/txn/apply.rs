@@ -100,7 +100,7 @@ impl Staged {
     }
 
     /// Gives the transaction up without touching the install (`check`, `apply --dry-run`).
-    pub fn discard(self) {
+    pub(crate) fn discard(self) {
         if let Err(e) = self.txn.abandon() {
             tracing::warn!("{e}; the next molt command removes it");
         }

@@ -28,7 +28,7 @@ const DISCARD_PREFIX: &str = ".discard-";
 
 /// A completed update whose backup is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeptTransaction {
+pub(crate) struct KeptTransaction {
     pub id: String,
     pub kind: TxnKind,
     pub from: Option<Version>,
@@ -39,7 +39,7 @@ pub struct KeptTransaction {
 
 /// A finished `molt rollback`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RollbackOutcome {
+pub(crate) struct RollbackOutcome {
     /// The rollback's own transaction id.
     pub id: String,
     /// The version that was installed before.
@@ -119,7 +119,7 @@ fn kept_ids(state: &StateDir) -> Result<Vec<String>, TxnError> {
 }
 
 /// Kept transactions, oldest first.
-pub fn kept_transactions(state: &StateDir) -> Result<Vec<KeptTransaction>, TxnError> {
+pub(crate) fn kept_transactions(state: &StateDir) -> Result<Vec<KeptTransaction>, TxnError> {
     let mut kept = Vec::new();
     for id in kept_ids(state)? {
         let dir = state.history_root().join(&id);
@@ -165,7 +165,7 @@ pub(crate) fn prune(state: &StateDir, keep: usize) -> Result<(), TxnError> {
 
 /// Rolls the install back to the release before the newest kept update, exactly — except what
 /// molt does not own (files added since, `preserve`d paths), which stays as it is.
-pub fn rollback_last(
+pub(crate) fn rollback_last(
     state: &StateDir,
     keep_backups: usize,
     preserve: &[RelPath],

@@ -90,7 +90,7 @@ pub enum Record {
 
 /// What a journal says, folded from its records.
 #[derive(Debug, Clone, Default)]
-pub struct JournalSummary {
+pub(crate) struct JournalSummary {
     pub intent: Option<Intent>,
     pub applied: bool,
     pub commit: Option<InstallState>,
@@ -134,7 +134,7 @@ impl Journal {
     }
 
     /// Opens an existing journal for appending, first cutting off a torn last line.
-    pub fn open_append(path: &Path) -> Result<Self, TxnError> {
+    pub(crate) fn open_append(path: &Path) -> Result<Self, TxnError> {
         let write_err = |source| TxnError::JournalWrite {
             path: path.to_owned(),
             source,
@@ -213,7 +213,7 @@ impl Record {
 
 /// Reads every complete record; a missing journal has none. An unreadable last line is a torn
 /// append and is ignored; an unreadable line before it is corruption.
-pub fn read_records(path: &Path) -> Result<Vec<Record>, TxnError> {
+pub(crate) fn read_records(path: &Path) -> Result<Vec<Record>, TxnError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -248,7 +248,7 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, TxnError> {
 }
 
 /// Reads a journal and folds it into what it says.
-pub fn summarize(path: &Path) -> Result<JournalSummary, TxnError> {
+pub(crate) fn summarize(path: &Path) -> Result<JournalSummary, TxnError> {
     let mut s = JournalSummary::default();
     for record in read_records(path)? {
         match record {

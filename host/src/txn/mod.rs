@@ -16,7 +16,7 @@
 //! - [`history`]: kept transactions and `molt rollback`.
 
 pub mod apply;
-pub mod fsutil;
+pub(crate) mod fsutil;
 pub mod history;
 pub mod journal;
 pub mod plan;
@@ -40,11 +40,12 @@ use undo::UndoError;
 
 pub use crate::state::{Outcome, TxnKind};
 pub use apply::{ApplyOutcome, Staged, Transaction, ValidationFailure, stage};
-pub use history::{KeptTransaction, RollbackOutcome, kept_transactions, rollback_last};
-pub use plan::{Plan, PlanContext, PlanError, plan_full, plan_patch};
-pub use recover::{
-    PendingStage, PendingTxn, RecoveredTxn, RecoveryAction, RecoveryReport, pending, recover,
-};
+pub(crate) use history::{kept_transactions, rollback_last};
+pub(crate) use plan::plan_patch;
+pub use plan::{Plan, PlanContext, PlanError, plan_full};
+#[cfg(test)]
+pub(crate) use recover::{PendingStage, pending};
+pub use recover::{RecoveredTxn, RecoveryAction, RecoveryReport, recover};
 
 /// One primitive operation: put `source` at `path` (moving what is there into the backup
 /// first), or with `source: None`, move what is at `path` into the backup (a delete).
@@ -76,7 +77,7 @@ pub(crate) fn version_or_nothing(v: &Option<Version>) -> String {
 }
 
 /// Why a validator rejected the new tree (the validator's own typed error, with its chain).
-pub type ValidationError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type ValidationError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What made a transaction fail before its commit record (it was undone).
 #[derive(Debug, thiserror::Error)]

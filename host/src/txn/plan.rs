@@ -883,7 +883,7 @@ pub fn plan_full(
 /// Plans a patch: each replaced file or directory ends up as staged (a replaced directory loses
 /// what molt owned there that the package does not have, and keeps what molt does not own),
 /// each deleted path molt owns is gone, nothing else changes. Preserved paths are skipped.
-pub fn plan_patch(
+pub(crate) fn plan_patch(
     ctx: &PlanContext,
     stage_dir: &Path,
     staged: &TreeListing,

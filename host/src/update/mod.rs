@@ -37,12 +37,12 @@ use crate::output::Output;
 use crate::strategy::{Request, choose};
 use crate::txn::Plan;
 
-pub use prepare::{Prepared, plugin_runtime, prepare};
-pub use report::{ChoiceReport, Mode, PlanReport, UpdateReport};
-pub use stage::MAX_PACKAGE_ENTRIES;
+pub(crate) use prepare::prepare;
+
+pub(crate) use report::{Mode, UpdateReport};
 
 /// Steps 1–8: the result of the command.
-pub fn run(
+pub(crate) fn run(
     config: &Config,
     request: &Request,
     mode: Mode,

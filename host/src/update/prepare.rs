@@ -15,15 +15,14 @@ use crate::plugins::{
 };
 
 /// The operator's configuration, loaded and checked: keys parsed, plugins compiled.
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub keys: Vec<VerifyingKey>,
-    pub runtime: PluginRuntime,
     pub strategy: StrategyPlugin,
     pub validators: Vec<ValidatorPlugin>,
 }
 
 /// Loads the trusted keys and every configured plugin.
-pub fn prepare(config: &Config, install: &Install) -> Result<Prepared, Error> {
+pub(crate) fn prepare(config: &Config, install: &Install) -> Result<Prepared, Error> {
     let keys = config
         .keys
         .iter()
@@ -47,7 +46,6 @@ pub fn prepare(config: &Config, install: &Install) -> Result<Prepared, Error> {
         .collect::<Result<Vec<_>, Error>>()?;
     Ok(Prepared {
         keys,
-        runtime,
         strategy,
         validators,
     })
@@ -83,7 +81,7 @@ fn checked_config(
 
 /// The plugin runtime for `config`: its limits, and the compiled-component cache `cache` (a
 /// directory only molt writes, because cached entries are native code).
-pub fn plugin_runtime(config: &Config, cache: &Path) -> Result<PluginRuntime, Error> {
+pub(crate) fn plugin_runtime(config: &Config, cache: &Path) -> Result<PluginRuntime, Error> {
     let limits = PluginLimits {
         timeout: config.plugin_timeout,
         memory_bytes: usize::try_from(config.plugin_memory_bytes).unwrap_or(usize::MAX),

@@ -12,7 +12,7 @@ use crate::version::Version;
 
 /// How far to go once the plan is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// `molt check`: verify and plan, change nothing (not even the persisted serial).
     Check,
     /// `molt apply --dry-run`: the same, reported as an apply.
@@ -23,7 +23,7 @@ pub enum Mode {
 
 /// The resolved choice: the `decision` event, and the head of the result.
 #[derive(Debug, Clone, Serialize)]
-pub struct ChoiceReport {
+pub(crate) struct ChoiceReport {
     /// `"full"`, `"patch"` or `"none"`.
     pub kind: &'static str,
     pub from: Option<String>,
@@ -37,7 +37,7 @@ pub struct ChoiceReport {
 /// What `check` and `apply --dry-run` would fetch (`"plan"`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
-pub enum PlanReport {
+pub(crate) enum PlanReport {
     Nothing {
         reason: String,
     },
@@ -52,7 +52,7 @@ pub enum PlanReport {
 
 /// The result of `molt check` and `molt apply` (the final JSON object, less `"result"`).
 #[derive(Debug, Clone, Serialize)]
-pub struct UpdateReport {
+pub(crate) struct UpdateReport {
     #[serde(skip)]
     pub mode: Mode,
     #[serde(flatten)]
@@ -83,7 +83,7 @@ pub struct UpdateReport {
 
 impl UpdateReport {
     /// The report once the strategy's answer is resolved.
-    pub fn new(mode: Mode, choice: &Choice, from: Option<&Version>, serial: u64) -> Self {
+    pub(crate) fn new(mode: Mode, choice: &Choice, from: Option<&Version>, serial: u64) -> Self {
         let dry = mode != Mode::Apply;
         let reason = match choice {
             Choice::Nothing { reason } => Some(reason.clone()),
@@ -110,7 +110,7 @@ impl UpdateReport {
     }
 
     /// The `decision` event's line.
-    pub fn describe(&self, choice: &Choice) -> String {
+    pub(crate) fn describe(&self, choice: &Choice) -> String {
         let from = self.choice.from.as_deref().unwrap_or("nothing");
         match choice {
             Choice::Nothing { reason } => format!("no update: {reason}"),
@@ -127,14 +127,14 @@ impl UpdateReport {
     }
 
     /// Records what the plan keeps, skips and adopts.
-    pub fn planned(&mut self, plan: &Plan, skipped: Vec<String>) {
+    pub(crate) fn planned(&mut self, plan: &Plan, skipped: Vec<String>) {
         self.kept_unowned = Some(plan.kept_unowned.clone());
         self.warnings = Some(skipped);
         self.adopted = Some(plan.adopted.clone());
     }
 
     /// Records the committed transaction, and the warnings of what failed after its commit.
-    pub fn committed(&mut self, outcome: &ApplyOutcome, warnings: Vec<String>) {
+    pub(crate) fn committed(&mut self, outcome: &ApplyOutcome, warnings: Vec<String>) {
         self.changes = Some(outcome.changes);
         if self.adopted.as_ref().is_some_and(|a| !a.is_empty())
             && let Some(kept) = &outcome.kept_in
@@ -147,7 +147,7 @@ impl UpdateReport {
     }
 
     /// A patch's operations, for `check`'s human output.
-    pub fn operations(&self) -> Option<&Operations> {
+    pub(crate) fn operations(&self) -> Option<&Operations> {
         match &self.plan {
             Some(PlanReport::Package { operations, .. }) => operations.as_ref(),
             _ => None,
@@ -155,7 +155,7 @@ impl UpdateReport {
     }
 
     /// The human line for the result.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let c = &self.choice;
         let from = c.from.as_deref().unwrap_or("nothing");
         let to = c.to.as_deref().unwrap_or("nothing");

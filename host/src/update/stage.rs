@@ -17,7 +17,7 @@ use crate::tree::TreeListing;
 use crate::txn::{self, Plan, PlanContext, PlanError, Staged, plan_full, plan_patch};
 
 /// Most entries a package may hold.
-pub const MAX_PACKAGE_ENTRIES: u64 = 1_000_000;
+pub(crate) const MAX_PACKAGE_ENTRIES: u64 = 1_000_000;
 
 /// Stages `package` (what `choice` names) for `state`, reporting the `extract` event and, when
 /// the plan refuses, a `refused` event per entry molt does not own.
