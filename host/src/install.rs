@@ -69,7 +69,7 @@ impl Install {
                     source: std::io::Error::other(e.to_string()),
                 })?;
                 let id = hex::encode(bytes);
-                txn::fsutil::write_atomic(&path, format!("{id}\n").as_bytes()).map_err(
+                crate::fsutil::write_atomic(&path, format!("{id}\n").as_bytes()).map_err(
                     |source| Error::DeviceId {
                         path: path.clone(),
                         source,

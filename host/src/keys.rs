@@ -17,8 +17,8 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::error::ExitClass;
+use crate::fsutil::{self, Existing};
 use crate::hashing::sha256_hex;
-use crate::txn::fsutil::{self, Existing};
 
 /// Key files are a few hundred bytes; anything much larger is not a key.
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;

@@ -4,10 +4,12 @@
 //! `docs/ARCHITECTURE.md` for the map of modules and the flow of an update.
 
 pub mod cli;
+mod command_error;
 pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod fetch;
+pub(crate) mod fsutil;
 pub mod hashing;
 pub(crate) mod install;
 pub mod keys;
@@ -24,4 +26,5 @@ pub mod txn;
 pub(crate) mod update;
 pub mod version;
 
-pub use error::{Error, ExitClass};
+pub use command_error::Error;
+pub use error::ExitClass;

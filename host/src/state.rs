@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::error::ExitClass;
+use crate::fsutil;
 use crate::relpath::RelPath;
 use crate::tree::FileRecord;
-use crate::txn::fsutil;
 use crate::version::Version;
 
 /// How long a command waits for another molt to release the lock before giving up.

@@ -12,7 +12,7 @@ use super::FetchError;
 use super::pace::{Attempt, Pace};
 use super::part::{PartWriter, Target};
 use super::retry::FetchOptions;
-use crate::txn::fsutil::open_regular;
+use crate::fsutil::open_regular;
 
 /// Reads `path` whole, refusing it past `cap` bytes.
 pub(crate) fn read_small(

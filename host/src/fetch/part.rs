@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::FetchError;
+use crate::fsutil::{self, Existing};
 use crate::hashing::{HashingWriter, Sha256Digest, sha256_file};
-use crate::txn::fsutil::{self, Existing};
 
 /// What a downloaded package must be, and where its files live.
 pub(crate) struct Target {

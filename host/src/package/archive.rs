@@ -28,11 +28,11 @@ use flate2::GzBuilder;
 use tar::{EntryType, Header};
 
 use crate::error::ExitClass;
+use crate::fsutil::{self, Existing};
 use crate::hashing::{CappedHashReader, HashingWriter};
 use crate::relpath::RelPath;
 use crate::repo::manifest::PathSet;
 use crate::tree::{FileRecord, TreeListing};
-use crate::txn::fsutil::{self, Existing};
 
 /// Buffer between the compressor and the package file.
 const OUTPUT_BUFFER: usize = 256 * 1024;

@@ -47,13 +47,13 @@ use std::rc::Rc;
 use tar::EntryType;
 
 use crate::error::ExitClass;
+use crate::fsutil::SyncBatch;
 use crate::hashing::HashingWriter;
 use crate::package::archive::ZSTD_WINDOW_LOG;
 use crate::relpath::{RelPath, RelPathError};
 use crate::repo::manifest::Operations;
 use crate::symlink::{self, LinkError, Node};
 use crate::tree::{FileRecord, TreeListing, node_in};
-use crate::txn::fsutil::SyncBatch;
 
 /// Entry cap used when the caller has no better figure.
 pub(crate) const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;

@@ -43,6 +43,7 @@ use ed25519_dalek::SigningKey;
 use time::{Duration, OffsetDateTime};
 
 use crate::error::ExitClass;
+use crate::fsutil::{self, Existing};
 use crate::hashing::{CappedHashReader, Sha256Digest};
 use crate::keys::{self, KeyError, key_id};
 use crate::package::archive::{
@@ -55,10 +56,9 @@ use crate::repo::manifest::{
     Artifacts, FORMAT, Manifest, Operations, Package, PackageUrl, Patch, Release,
 };
 use crate::repo::signature::{self, SignatureFile};
-use crate::repo::trust::{TrustError, check_structure};
+use crate::repo::trust::{TrustError, check_structure, verify_signatures};
 use crate::state::RESERVED_STATE_DIR;
 use crate::tree::{ScanError, TreeListing};
-use crate::txn::fsutil::{self, Existing};
 use crate::version::{Version, host_arch, normalize_arch};
 
 /// The manifest file name inside a repository.
@@ -506,7 +506,7 @@ fn load_own_manifest(
     };
     let own = key.verifying_key();
     let source = manifest_path.display().to_string();
-    signature::verify(&bytes, &sig, &[own], 1, &source).map_err(|source| {
+    verify_signatures(&bytes, &sig, &[own], 1, &source).map_err(|source| {
         PublishError::ForeignManifest {
             path: manifest_path.clone(),
             key_id: key_id(&own),

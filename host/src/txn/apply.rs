@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use super::fsutil;
 use super::history;
 use super::journal::{Intent, Journal, Record};
 use super::plan::Plan;
 use super::undo::undo;
 use super::{Op, TxnError, TxnFailure, ValidationError, version_or_nothing};
 use crate::failpoint;
+use crate::fsutil;
 use crate::relpath::RelPath;
 use crate::state::{InstallState, Outcome, StateDir, TxnKind};
 use crate::version::Version;

@@ -17,9 +17,9 @@ use time::OffsetDateTime;
 
 use super::{DirMode, Op, TxnError};
 use crate::failpoint;
+use crate::fsutil;
 use crate::relpath::RelPath;
 use crate::state::{HistoryEntry, InstallState, Outcome, TxnKind};
-use crate::txn::fsutil;
 use crate::version::Version;
 
 /// Everything a transaction is about to do, journaled before it touches the install.

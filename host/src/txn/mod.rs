@@ -13,14 +13,15 @@
 //! - [`apply`]: run a plan as a transaction (journal, renames, fsync, validate, commit, archive).
 //! - [`undo`]: put the old tree back from the intent and the filesystem (idempotent).
 //! - [`recover`]: finish or undo whatever a previous process left in `txn/`.
-//! - [`history`]: kept transactions and `molt rollback`.
+//! - [`history`]: kept transactions (listing, pruning, crash-safe removal).
+//! - [`rollback`]: `molt rollback`, a transaction whose sources are a kept backup.
 
 pub mod apply;
-pub(crate) mod fsutil;
 pub mod history;
 pub mod journal;
 pub mod plan;
 pub mod recover;
+pub(crate) mod rollback;
 pub mod undo;
 
 #[cfg(test)]
@@ -40,12 +41,13 @@ use undo::UndoError;
 
 pub use crate::state::{Outcome, TxnKind};
 pub use apply::{ApplyOutcome, Staged, Transaction, ValidationFailure, stage};
-pub(crate) use history::{kept_transactions, rollback_last};
+pub(crate) use history::kept_transactions;
 pub(crate) use plan::plan_patch;
 pub use plan::{Plan, PlanContext, PlanError, plan_full};
 #[cfg(test)]
 pub(crate) use recover::{PendingStage, pending};
 pub use recover::{RecoveredTxn, RecoveryAction, RecoveryReport, recover};
+pub(crate) use rollback::rollback_last;
 
 /// One primitive operation: put `source` at `path` (moving what is there into the backup
 /// first), or with `source: None`, move what is at `path` into the backup (a delete).

@@ -20,12 +20,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::ExitClass;
+use crate::fsutil::{self, EntryKind};
 use crate::hashing::sha256_file;
 use crate::relpath::RelPath;
 use crate::repo::manifest::Operations;
 use crate::state::{InstallState, RESERVED_STATE_DIR, StateDir, TxnKind};
 use crate::tree::{FileRecord, TreeListing};
-use crate::txn::fsutil::{self, EntryKind};
 use crate::txn::{DirMode, Op};
 use crate::version::Version;
 

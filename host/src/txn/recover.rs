@@ -13,7 +13,8 @@ use super::apply::{archive_done, finish_rolled_back};
 use super::history::{dir_names, discard, sweep_discarded};
 use super::journal::{self, Journal, Record};
 use super::undo::undo;
-use super::{TxnError, fsutil, version_or_nothing};
+use super::{TxnError, version_or_nothing};
+use crate::fsutil;
 use crate::state::{Outcome, StateDir, TxnKind};
 use crate::version::Version;
 
