@@ -31,21 +31,64 @@ pub(crate) enum EntryKind {
     Other,
 }
 
+impl From<fs::FileType> for EntryKind {
+    fn from(ft: fs::FileType) -> Self {
+        if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_file() {
+            EntryKind::File
+        } else if ft.is_symlink() {
+            EntryKind::Symlink
+        } else {
+            EntryKind::Other
+        }
+    }
+}
+
+/// An exclusive advisory lock (`flock`) on a file, held until dropped: the one lock of molt (the
+/// state dir's, the publisher's repository lock).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+/// Why [`lock_file`] took no lock: the file could not be opened, or locking it failed.
+#[derive(Debug)]
+pub(crate) enum LockFailure {
+    Open(io::Error),
+    Lock(io::Error),
+}
+
+/// Opens (creating it if needed) `path` and takes its exclusive lock, retrying every 50 ms for up
+/// to `wait` while another process holds it; `Ok(None)` if it is still held then.
+pub(crate) fn lock_file(
+    path: &Path,
+    wait: std::time::Duration,
+) -> Result<Option<FileLock>, LockFailure> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(LockFailure::Open)?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(FileLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(LockFailure::Lock(e)),
+        }
+    }
+}
+
 /// The kind of entry at `path`, or `None` if nothing is there (also when a parent is a file).
 pub(crate) fn entry_kind(path: &Path) -> io::Result<Option<EntryKind>> {
     match fs::symlink_metadata(path) {
-        Ok(m) => {
-            let ft = m.file_type();
-            Ok(Some(if ft.is_dir() {
-                EntryKind::Dir
-            } else if ft.is_file() {
-                EntryKind::File
-            } else if ft.is_symlink() {
-                EntryKind::Symlink
-            } else {
-                EntryKind::Other
-            }))
-        }
+        Ok(m) => Ok(Some(EntryKind::from(m.file_type()))),
         Err(e)
             if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
         {

@@ -12,7 +12,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -262,33 +262,14 @@ impl StateDir {
     /// [`StateDir::lock`] with an explicit wait.
     pub(crate) fn lock_with_wait(&self, wait: Duration) -> Result<LockGuard, StateError> {
         let path = self.lock_path();
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|source| StateError::OpenLock {
-                path: path.clone(),
-                source,
-            })?;
-        let deadline = Instant::now() + wait;
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(LockGuard { _file: file }),
-                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(fs::TryLockError::WouldBlock) => {
-                    return Err(StateError::Locked {
-                        install_dir: self.install_dir.clone(),
-                        lock: path,
-                    });
-                }
-                Err(fs::TryLockError::Error(source)) => {
-                    return Err(StateError::Lock { path, source });
-                }
-            }
+        match fsutil::lock_file(&path, wait) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(StateError::Locked {
+                install_dir: self.install_dir.clone(),
+                lock: path,
+            }),
+            Err(fsutil::LockFailure::Open(source)) => Err(StateError::OpenLock { path, source }),
+            Err(fsutil::LockFailure::Lock(source)) => Err(StateError::Lock { path, source }),
         }
     }
 
@@ -351,10 +332,7 @@ fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
 }
 
 /// Holds the state dir's exclusive lock until dropped.
-#[derive(Debug)]
-pub struct LockGuard {
-    _file: File,
-}
+pub type LockGuard = fsutil::FileLock;
 
 /// What kind of change a transaction made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

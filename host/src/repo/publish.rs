@@ -33,9 +33,8 @@
 //!   `packages/<channel>/`: the same version may be on two channels with different trees.
 //! - An advisory lock (`.molt-publish.lock` in the repository) keeps two publishes apart.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -458,33 +457,17 @@ fn is_plain_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Holds the repository's publish lock until dropped.
-struct RepoLock {
-    _file: File,
-}
-
-fn lock_repo(repo: &Path) -> Result<RepoLock, PublishError> {
+/// Takes the repository's publish lock (held until the returned lock is dropped); another
+/// publish holding it is an error at once.
+fn lock_repo(repo: &Path) -> Result<fsutil::FileLock, PublishError> {
     let path = repo.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| PublishError::WriteRepo {
-            path: path.clone(),
-            source,
-        })?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        return Err(if err.kind() == io::ErrorKind::WouldBlock {
-            PublishError::Locked { path }
-        } else {
-            PublishError::WriteRepo { path, source: err }
-        });
+    match fsutil::lock_file(&path, std::time::Duration::ZERO) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(PublishError::Locked { path }),
+        Err(fsutil::LockFailure::Open(source) | fsutil::LockFailure::Lock(source)) => {
+            Err(PublishError::WriteRepo { path, source })
+        }
     }
-    Ok(RepoLock { _file: file })
 }
 
 /// The existing manifest, if any, after proving this key signed it and it is for `product`.

@@ -476,16 +476,7 @@ fn children(path: &Path) -> Result<Vec<(RelPath, EntryKind)>, PlanError> {
         else {
             continue;
         };
-        let ft = entry.file_type().map_err(inspect)?;
-        let kind = if ft.is_dir() {
-            EntryKind::Dir
-        } else if ft.is_file() {
-            EntryKind::File
-        } else if ft.is_symlink() {
-            EntryKind::Symlink
-        } else {
-            EntryKind::Other
-        };
+        let kind = EntryKind::from(entry.file_type().map_err(inspect)?);
         out.push((name, kind));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

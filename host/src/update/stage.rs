@@ -16,9 +16,6 @@ use crate::strategy::{Choice, Request};
 use crate::tree::TreeListing;
 use crate::txn::{self, Plan, PlanContext, PlanError, Staged, plan_full, plan_patch};
 
-/// Most entries a package may hold.
-pub(crate) const MAX_PACKAGE_ENTRIES: u64 = 1_000_000;
-
 /// Stages `package` (what `choice` names) for `state`, reporting the `extract` event and, when
 /// the plan refuses, a `refused` event per entry molt does not own.
 pub(crate) fn stage(
@@ -71,10 +68,7 @@ fn extract_checked(
     stage_dir: &std::path::Path,
 ) -> Result<TreeListing, Error> {
     let signed = &package.package;
-    let limits = ExtractLimits {
-        max_unpacked_bytes: signed.unpacked_size,
-        max_entries: MAX_PACKAGE_ENTRIES,
-    };
+    let limits = ExtractLimits::for_unpacked_size(signed.unpacked_size);
     let allowed = match choice {
         Choice::Patch { operations, .. } => Allowed::Operations(operations),
         _ => Allowed::Any,
