@@ -38,8 +38,8 @@ pub use engine::{LoadStats, PluginRuntime};
 pub use error::PluginError;
 pub use inspect::{InspectReport, PluginKind};
 pub use limits::PluginLimits;
-pub use strategy::{Decision, PatchOffer, ReleaseOffer, StrategyInput, StrategyPlugin};
-pub(crate) use validator::ValidationInput;
+pub use strategy::{Decision, PatchOffer, ReleaseOffer, StrategyContext, StrategyPlugin};
+pub(crate) use validator::ValidationContext;
 pub use validator::ValidatorPlugin;
 
 /// The WIT package version this molt speaks.

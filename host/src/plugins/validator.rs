@@ -14,7 +14,7 @@ use crate::version::Version;
 
 /// What a validator is told about the update (see `validation-context` in the WIT).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ValidationInput {
+pub(crate) struct ValidationContext {
     pub old_version: Option<Version>,
     pub new_version: Version,
     pub changed: Vec<RelPath>,
@@ -70,7 +70,7 @@ impl ValidatorPlugin {
     /// [`PluginError::Rejected`].
     pub(crate) fn validate(
         &self,
-        input: &ValidationInput,
+        input: &ValidationContext,
         config_json: &str,
         tree: &Path,
     ) -> Result<(), PluginError> {

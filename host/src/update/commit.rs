@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::fetch::VerifiedPackage;
 use crate::install::Install;
 use crate::output::Output;
-use crate::plugins::{PluginError, ValidationInput, ValidatorPlugin};
+use crate::plugins::{PluginError, ValidationContext, ValidatorPlugin};
 use crate::txn::{ApplyOutcome, Staged, ValidationFailure};
 
 /// A committed update: the transaction's outcome, and every warning of what failed after the
@@ -39,7 +39,7 @@ pub(crate) fn commit(
         .to
         .clone()
         .unwrap_or_else(|| unreachable!("an update has a target"));
-    let validation = ValidationInput {
+    let validation = ValidationContext {
         old_version: plan.from.clone(),
         new_version: to.clone(),
         changed: plan.changed(),
@@ -68,7 +68,7 @@ pub(crate) fn commit(
 fn run_validators(
     config: &Config,
     validators: &[ValidatorPlugin],
-    input: &ValidationInput,
+    input: &ValidationContext,
     tree: &Path,
     out: &Output,
 ) -> Result<(), ValidationFailure> {
