@@ -43,23 +43,25 @@ fn world() -> &'static World {
         let root = scratch("extract");
         let state = open_state(&root);
         let ops = [
-            Operations {
-                replace: PathSet {
+            Operations::new(
+                PathSet {
                     files: paths(&["bin/app", "conf/app.yml"]),
                     directories: paths(&["web"]),
                 },
-                delete: PathSet {
+                PathSet {
                     files: paths(&["old.txt"]),
                     directories: paths(&["legacy"]),
                 },
-            },
-            Operations {
-                replace: PathSet {
+            )
+            .unwrap(),
+            Operations::new(
+                PathSet {
                     files: paths(&["c"]),
                     directories: paths(&["a/b", "empty"]),
                 },
-                delete: PathSet::default(),
-            },
+                PathSet::default(),
+            )
+            .unwrap(),
         ];
         World { root, state, ops }
     })

@@ -227,10 +227,9 @@ fn full_update(
         Version::parse(version).unwrap(),
     )
     .expect("plan");
-    let next = txn.next_state(&plan, &old);
     let id = txn.id().to_owned();
     at_stage(&txn);
-    txn.apply(&plan, next, |_| {
+    txn.apply(&plan, |_| {
         at_validate(root);
         Ok(())
     })

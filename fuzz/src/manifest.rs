@@ -13,8 +13,7 @@
 
 use super::{SOURCE_URL, policy, signing_key};
 use molt::error::ExitClass;
-use molt::package::extract::validate_operations;
-use molt::repo::manifest::FORMAT;
+use molt::repo::manifest::{FORMAT, Operations};
 use molt::repo::signature::{self, SignatureFile};
 use molt::repo::trust::{TrustError, check_structure, verify_manifest};
 
@@ -51,7 +50,10 @@ pub fn check(data: &[u8]) {
             for r in &m.releases {
                 for a in r.artifacts.values() {
                     for p in &a.patches {
-                        validate_operations(&p.operations).expect("accepted bad operations");
+                        // Parsed operations are checked by their type; the same rules again.
+                        let ops = &p.operations;
+                        Operations::new(ops.replace.clone(), ops.delete.clone())
+                            .expect("accepted bad operations");
                     }
                 }
             }

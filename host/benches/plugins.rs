@@ -28,7 +28,7 @@ use molt::repo::manifest::Manifest;
 use molt::repo::publish::{PublishRequest, publish};
 use molt::repo::trust::{TrustPolicy, verify_manifest};
 use molt::state::InstallState;
-use molt::strategy::{Request, strategy_input};
+use molt::strategy::{Request, strategy_context};
 use molt::version::Version;
 use time::OffsetDateTime;
 
@@ -216,7 +216,7 @@ fn main() -> Result<(), BenchError> {
         version: Some(Version::parse("1.0.0").map_err(molt::Error::from)?),
         ..InstallState::default()
     };
-    let input = strategy_input(
+    let input = strategy_context(
         &config,
         &manifest,
         &state,

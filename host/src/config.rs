@@ -14,9 +14,9 @@ use crate::relpath::RelPath;
 use crate::version::{host_arch, normalize_arch};
 
 /// Default cap on how long one plugin call may run.
-pub const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 1_000;
+pub(crate) const DEFAULT_PLUGIN_TIMEOUT_MS: u64 = 1_000;
 /// Default cap on a plugin's linear memory.
-pub const DEFAULT_PLUGIN_MEMORY_MB: u64 = 64;
+pub(crate) const DEFAULT_PLUGIN_MEMORY_MB: u64 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -162,7 +162,7 @@ pub struct KeyLines {
 impl PluginConfig {
     /// The line of `key` (a path such as `paths[1]` or `window.start`): that of its top-level
     /// key, else that of the plugin's section.
-    pub fn line_of(&self, key: &str) -> Option<usize> {
+    pub(crate) fn line_of(&self, key: &str) -> Option<usize> {
         let top = key.split(['.', '[']).next().unwrap_or(key);
         self.lines.keys.get(top).copied().or(self.lines.section)
     }

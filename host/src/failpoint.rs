@@ -78,7 +78,8 @@ pub fn init_from_env() {
 }
 
 /// Number of durable steps this process has taken so far.
-pub fn steps_taken() -> u64 {
+#[cfg(test)]
+pub(crate) fn steps_taken() -> u64 {
     STEPS.load(Ordering::SeqCst)
 }
 

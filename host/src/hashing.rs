@@ -9,7 +9,89 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// A SHA-256 digest as the repository contract writes it: 64 lowercase hex digits. The one rule
+/// for a signed digest, checked when a manifest is parsed; a digest also names files in
+/// `downloads/`, so nothing else may pass.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sha256Digest(String);
+
+/// A string that is not a [`Sha256Digest`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sha256 {0:?} is not 64 lowercase hex digits")]
+pub struct InvalidDigest(pub String);
+
+impl Sha256Digest {
+    pub fn parse(s: &str) -> Result<Self, InvalidDigest> {
+        let well_formed = s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if well_formed {
+            Ok(Sha256Digest(s.to_owned()))
+        } else {
+            Err(InvalidDigest(s.to_owned()))
+        }
+    }
+
+    /// The digest of `bytes`.
+    #[cfg(test)]
+    pub fn of(bytes: &[u8]) -> Self {
+        Sha256Digest(sha256_hex(bytes))
+    }
+}
+
+impl TryFrom<String> for Sha256Digest {
+    type Error = InvalidDigest;
+    fn try_from(s: String) -> Result<Self, InvalidDigest> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Sha256Digest> for String {
+    fn from(d: Sha256Digest) -> String {
+        d.0
+    }
+}
+
+impl std::str::FromStr for Sha256Digest {
+    type Err = InvalidDigest;
+    fn from_str(s: &str) -> Result<Self, InvalidDigest> {
+        Self::parse(s)
+    }
+}
+
+impl std::fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl PartialEq<str> for Sha256Digest {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<String> for Sha256Digest {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<Sha256Digest> for String {
+    fn eq(&self, other: &Sha256Digest) -> bool {
+        *self == other.0
+    }
+}
 
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -17,13 +99,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Lowercase hex SHA-256 of a file's contents.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> io::Result<String> {
     sha256_file_and_size(path).map(|(sha256, _)| sha256)
 }
 
 /// Lowercase hex SHA-256 and length of a file's contents, both from the same read (a length from
 /// `metadata` could belong to other contents than the hash), read in 64 KiB blocks.
-pub fn sha256_file_and_size(path: &Path) -> io::Result<(String, u64)> {
+pub(crate) fn sha256_file_and_size(path: &Path) -> io::Result<(String, u64)> {
     let file = BufReader::with_capacity(64 * 1024, File::open(path)?);
     let mut reader = CappedHashReader::new(file, u64::MAX);
     io::copy(&mut reader, &mut io::sink())?;
@@ -31,7 +113,7 @@ pub fn sha256_file_and_size(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Wraps a reader: hashes every byte read and fails once more than `cap` bytes have passed.
-pub struct CappedHashReader<R> {
+pub(crate) struct CappedHashReader<R> {
     inner: R,
     hasher: Sha256,
     read: u64,
@@ -39,7 +121,7 @@ pub struct CappedHashReader<R> {
 }
 
 impl<R: Read> CappedHashReader<R> {
-    pub fn new(inner: R, cap: u64) -> Self {
+    pub(crate) fn new(inner: R, cap: u64) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -48,19 +130,14 @@ impl<R: Read> CappedHashReader<R> {
         }
     }
 
-    /// Bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.read
-    }
-
     /// Hex digest and byte count of everything read.
-    pub fn finish(self) -> (String, u64) {
+    pub(crate) fn finish(self) -> (String, u64) {
         (hex::encode(self.hasher.finalize()), self.read)
     }
 }
 
 /// The error kind a cap violation surfaces as; callers turn it into their own typed error.
-pub fn is_cap_exceeded(e: &io::Error) -> bool {
+pub(crate) fn is_cap_exceeded(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::FileTooLarge
 }
 
@@ -80,14 +157,14 @@ impl<R: Read> Read for CappedHashReader<R> {
 }
 
 /// Wraps a writer: hashes and counts every byte written.
-pub struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     written: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -96,7 +173,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// Resumes hashing a stream whose first bytes were already hashed into `hasher`.
-    pub fn resume(inner: W, hasher: Sha256, written: u64) -> Self {
+    pub(crate) fn resume(inner: W, hasher: Sha256, written: u64) -> Self {
         Self {
             inner,
             hasher,
@@ -104,11 +181,11 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    pub fn written(&self) -> u64 {
+    pub(crate) fn written(&self) -> u64 {
         self.written
     }
 
-    pub fn finish(self) -> (W, String, u64) {
+    pub(crate) fn finish(self) -> (W, String, u64) {
         (
             self.inner,
             hex::encode(self.hasher.finalize()),
@@ -133,6 +210,24 @@ impl<W: Write> Write for HashingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_is_64_lowercase_hex_digits() {
+        let hex = sha256_hex(b"x");
+        assert_eq!(Sha256Digest::parse(&hex).unwrap(), Sha256Digest::of(b"x"));
+        for bad in [
+            "../../etc/passwd",
+            "ab",
+            &hex.to_uppercase(),
+            &format!("{hex}0"),
+            "",
+        ] {
+            let err = Sha256Digest::parse(bad).unwrap_err();
+            assert!(err.to_string().contains("64 lowercase hex"), "{err}");
+        }
+        let parsed: Result<Sha256Digest, _> = serde_json::from_str("\"ABC\"");
+        assert!(parsed.is_err());
+    }
 
     #[test]
     fn cap_cuts_the_stream() {

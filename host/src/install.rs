@@ -12,7 +12,7 @@ use crate::output::Output;
 use crate::state::{InstallState, LockGuard, StateDir, StateError, TrustState};
 use crate::txn::{self, RecoveredTxn};
 
-pub struct Install {
+pub(crate) struct Install {
     pub state_dir: StateDir,
     _lock: LockGuard,
 }
@@ -20,7 +20,7 @@ pub struct Install {
 impl Install {
     /// Creates the state dir if needed, takes the lock, recovers interrupted transactions and
     /// reports each one as a `recovered` event.
-    pub fn open(config: &Config, out: &Output) -> Result<Install, Error> {
+    pub(crate) fn open(config: &Config, out: &Output) -> Result<Install, Error> {
         let (install, recovered) = Self::open_quietly(config)?;
         for t in &recovered {
             out.event("recovered", &format!("molt: {t}"), recovered_json(t));
@@ -29,7 +29,7 @@ impl Install {
     }
 
     /// Like [`Install::open`], but hands the recovered transactions to the caller.
-    pub fn open_quietly(config: &Config) -> Result<(Install, Vec<RecoveredTxn>), Error> {
+    pub(crate) fn open_quietly(config: &Config) -> Result<(Install, Vec<RecoveredTxn>), Error> {
         let state_dir = StateDir::open(&config.state_dir, &config.install_dir)?;
         let lock = state_dir.lock()?;
         // Before recovery: an interrupted transaction of another install is not ours to undo.
@@ -46,16 +46,16 @@ impl Install {
         ))
     }
 
-    pub fn state(&self) -> Result<InstallState, Error> {
+    pub(crate) fn state(&self) -> Result<InstallState, Error> {
         Ok(self.state_dir.load_state()?)
     }
 
-    pub fn trust(&self) -> Result<TrustState, Error> {
+    pub(crate) fn trust(&self) -> Result<TrustState, Error> {
         Ok(self.state_dir.load_trust()?)
     }
 
     /// The device id handed to strategies: the operator's, or one molt made and keeps here.
-    pub fn device_id(&self, config: &Config) -> Result<String, Error> {
+    pub(crate) fn device_id(&self, config: &Config) -> Result<String, Error> {
         if let Some(id) = &config.device_id {
             return Ok(id.clone());
         }
@@ -69,7 +69,7 @@ impl Install {
                     source: std::io::Error::other(e.to_string()),
                 })?;
                 let id = hex::encode(bytes);
-                txn::fsutil::write_atomic(&path, format!("{id}\n").as_bytes()).map_err(
+                crate::fsutil::write_atomic(&path, format!("{id}\n").as_bytes()).map_err(
                     |source| Error::DeviceId {
                         path: path.clone(),
                         source,
@@ -109,7 +109,7 @@ fn claim(state_dir: &StateDir, config: &Config) -> Result<(), Error> {
 }
 
 /// One recovered transaction as JSON (`recovered` events, `molt status --json`).
-pub fn recovered_json(t: &RecoveredTxn) -> Value {
+pub(crate) fn recovered_json(t: &RecoveredTxn) -> Value {
     json!({
         "id": t.id,
         "from": t.from.as_ref().map(ToString::to_string),

@@ -17,8 +17,8 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::error::ExitClass;
+use crate::fsutil::{self, Existing};
 use crate::hashing::sha256_hex;
-use crate::txn::fsutil::{self, Existing};
 
 /// Key files are a few hundred bytes; anything much larger is not a key.
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
@@ -87,12 +87,12 @@ const EXPECTED_PUBLIC: &str =
     "a PEM public key (-----BEGIN PUBLIC KEY-----, SPKI, as `openssl pkey -pubout` writes)";
 
 /// The lowercase hex SHA-256 of the key's 32 raw bytes: the `keyid` in `manifest.json.sig`.
-pub fn key_id(key: &VerifyingKey) -> String {
+pub(crate) fn key_id(key: &VerifyingKey) -> String {
     sha256_hex(key.as_bytes())
 }
 
 /// The file names `generate_keypair` writes for `name`: `NAME.key.pem` and `NAME.pub.pem`.
-pub fn keypair_paths(out_dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), KeyError> {
+pub(crate) fn keypair_paths(out_dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), KeyError> {
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
         return Err(KeyError::InvalidName {
             name: name.to_owned(),
@@ -164,13 +164,13 @@ pub fn secret_key_pem(key: &SigningKey) -> Result<String, String> {
 }
 
 /// SPKI PEM of the public key.
-pub fn public_key_pem(key: &VerifyingKey) -> Result<String, String> {
+pub(crate) fn public_key_pem(key: &VerifyingKey) -> Result<String, String> {
     key.to_public_key_pem(LineEnding::LF)
         .map_err(|e| e.to_string())
 }
 
 /// Reads a PKCS#8 PEM ed25519 secret key.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+pub(crate) fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     let text = read_key_file(path)?;
     match pem_label(&text).as_deref() {
         Some("PRIVATE KEY") => {}

@@ -4,12 +4,14 @@
 //! `docs/ARCHITECTURE.md` for the map of modules and the flow of an update.
 
 pub mod cli;
+mod command_error;
 pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod fetch;
+pub(crate) mod fsutil;
 pub mod hashing;
-pub mod install;
+pub(crate) mod install;
 pub mod keys;
 pub mod output;
 pub mod package;
@@ -21,7 +23,8 @@ pub mod strategy;
 pub mod symlink;
 pub mod tree;
 pub mod txn;
-pub mod update;
+pub(crate) mod update;
 pub mod version;
 
-pub use error::{Error, ExitClass};
+pub use command_error::Error;
+pub use error::ExitClass;

@@ -10,6 +10,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 pub struct Output {
@@ -32,13 +33,14 @@ impl Output {
         }
     }
 
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         self.json
     }
 
     /// A step of the flow: `{"event": name, ...fields}` in JSON mode, `message` otherwise.
-    pub fn event(&self, name: &str, message: &str, fields: Value) {
+    pub fn event(&self, name: &str, message: &str, fields: impl Serialize) {
         if self.json {
+            let fields = serde_json::to_value(fields).unwrap_or_default();
             let mut obj = Map::new();
             obj.insert("event".into(), Value::from(name));
             if let Value::Object(f) = fields {
@@ -52,7 +54,7 @@ impl Output {
     }
 
     /// Byte progress of a download (or any long copy), throttled in JSON mode.
-    pub fn progress(&self, what: &str, done: u64, total: u64) {
+    pub(crate) fn progress(&self, what: &str, done: u64, total: u64) {
         if self.json {
             let mut last = self.last_json_progress.borrow_mut();
             let due = last.is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
@@ -88,7 +90,7 @@ impl Output {
     }
 
     /// Ends a progress bar, if one is showing.
-    pub fn clear_bar(&self) {
+    pub(crate) fn clear_bar(&self) {
         self.last_plain_quarter.replace(None);
         if let Some(bar) = self.bar.borrow_mut().take() {
             bar.finish_and_clear();
@@ -98,8 +100,9 @@ impl Output {
     /// The final object of a successful command; `summary` is the human line. A `"warnings"`
     /// array in `fields` (housekeeping that failed after the change was committed) is printed
     /// as `warning:` lines for humans.
-    pub fn success(&self, summary: &str, fields: Value) {
+    pub fn success(&self, summary: &str, fields: impl Serialize) {
         self.clear_bar();
+        let fields = serde_json::to_value(fields).unwrap_or_default();
         if !self.json
             && let Some(warnings) = fields.get("warnings").and_then(Value::as_array)
         {
@@ -135,7 +138,7 @@ impl Output {
     }
 
     /// A whole document (e.g. `molt status --json`), printed as one line.
-    pub fn document(&self, value: &Value) {
+    pub(crate) fn document(&self, value: &Value) {
         print_json_line(value);
     }
 }
@@ -143,7 +146,7 @@ impl Output {
 /// One line on stdout. A closed stdout (`molt status | head -1`) is not an error of the
 /// command: the line is dropped and the command ends with its own exit code (`println!` would
 /// panic).
-pub fn print_line(text: std::fmt::Arguments<'_>) {
+pub(crate) fn print_line(text: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_fmt(text).and_then(|()| out.write_all(b"\n"));
     let _ = out.flush();

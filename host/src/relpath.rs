@@ -88,6 +88,12 @@ impl RelPath {
             .map(|(i, _)| RelPath(self.0[..i].to_owned()))
     }
 
+    /// True if this path or one of its ancestors is in a set (`in_set` tells): the one "at or
+    /// under" rule, whatever the set's type.
+    pub(crate) fn is_at_or_under(&self, in_set: impl Fn(&RelPath) -> bool) -> bool {
+        in_set(self) || self.ancestors().any(|a| in_set(&a))
+    }
+
     /// True if `self` equals `other` or lies below it.
     pub fn starts_with(&self, other: &RelPath) -> bool {
         self.0 == other.0

@@ -12,22 +12,22 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::error::ExitClass;
+use crate::fsutil;
 use crate::relpath::RelPath;
 use crate::tree::FileRecord;
-use crate::txn::fsutil;
 use crate::version::Version;
 
 /// How long a command waits for another molt to release the lock before giving up.
-pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// How many entries of the transaction log `state.json` keeps.
-pub const HISTORY_LOG_LIMIT: usize = 200;
+pub(crate) const HISTORY_LOG_LIMIT: usize = 200;
 
 /// Why the state directory or a state file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +102,7 @@ impl StateError {
 /// The default state directory's name inside the install (`<install_dir>/.molt`). It is
 /// reserved wherever the state dir is: no release may contain it (publish refuses such a tree,
 /// a client such a package).
-pub const RESERVED_STATE_DIR: &str = ".molt";
+pub(crate) const RESERVED_STATE_DIR: &str = ".molt";
 
 /// The state directory of one install, with helpers for the paths inside it.
 #[derive(Debug, Clone)]
@@ -215,7 +215,7 @@ impl StateDir {
         &self.install_dir
     }
 
-    pub fn lock_path(&self) -> PathBuf {
+    pub(crate) fn lock_path(&self) -> PathBuf {
         self.root.join("lock")
     }
 
@@ -227,7 +227,7 @@ impl StateDir {
         self.root.join("trust.json")
     }
 
-    pub fn downloads_dir(&self) -> PathBuf {
+    pub(crate) fn downloads_dir(&self) -> PathBuf {
         self.root.join("downloads")
     }
 
@@ -237,17 +237,17 @@ impl StateDir {
     }
 
     /// `history/`: completed transactions kept for `molt rollback`.
-    pub fn history_root(&self) -> PathBuf {
+    pub(crate) fn history_root(&self) -> PathBuf {
         self.root.join("history")
     }
 
-    pub fn cache_dir(&self) -> PathBuf {
+    pub(crate) fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
     }
 
     /// Where the state dir sits inside the install, if it does (e.g. `.molt`): updates must
     /// never touch that path.
-    pub fn relative_to_install(&self) -> Option<RelPath> {
+    pub(crate) fn relative_to_install(&self) -> Option<RelPath> {
         let root = fs::canonicalize(&self.root).ok()?;
         let install = fs::canonicalize(&self.install_dir).ok()?;
         let rel = root.strip_prefix(&install).ok()?;
@@ -260,35 +260,16 @@ impl StateDir {
     }
 
     /// [`StateDir::lock`] with an explicit wait.
-    pub fn lock_with_wait(&self, wait: Duration) -> Result<LockGuard, StateError> {
+    pub(crate) fn lock_with_wait(&self, wait: Duration) -> Result<LockGuard, StateError> {
         let path = self.lock_path();
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|source| StateError::OpenLock {
-                path: path.clone(),
-                source,
-            })?;
-        let deadline = Instant::now() + wait;
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(LockGuard { _file: file }),
-                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(fs::TryLockError::WouldBlock) => {
-                    return Err(StateError::Locked {
-                        install_dir: self.install_dir.clone(),
-                        lock: path,
-                    });
-                }
-                Err(fs::TryLockError::Error(source)) => {
-                    return Err(StateError::Lock { path, source });
-                }
-            }
+        match fsutil::lock_file(&path, wait) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(StateError::Locked {
+                install_dir: self.install_dir.clone(),
+                lock: path,
+            }),
+            Err(fsutil::LockFailure::Open(source)) => Err(StateError::OpenLock { path, source }),
+            Err(fsutil::LockFailure::Lock(source)) => Err(StateError::Lock { path, source }),
         }
     }
 
@@ -351,10 +332,7 @@ fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
 }
 
 /// Holds the state dir's exclusive lock until dropped.
-#[derive(Debug)]
-pub struct LockGuard {
-    _file: File,
-}
+pub type LockGuard = fsutil::FileLock;
 
 /// What kind of change a transaction made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -459,14 +437,14 @@ impl InstallState {
     }
 
     /// Notes that `version` failed validation (once).
-    pub fn mark_failed(&mut self, version: &Version) {
+    pub(crate) fn mark_failed(&mut self, version: &Version) {
         if !self.failed.contains(version) {
             self.failed.push(version.clone());
         }
     }
 
     /// Notes that `version` was rolled back (once).
-    pub fn mark_rolled_back_from(&mut self, version: &Version) {
+    pub(crate) fn mark_rolled_back_from(&mut self, version: &Version) {
         if !self.rolled_back_from.contains(version) {
             self.rolled_back_from.push(version.clone());
         }

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::Error;
 use crate::config::Config;
-use crate::plugins::{Decision, PatchOffer, ReleaseOffer, StrategyInput};
+use crate::plugins::{Decision, PatchOffer, ReleaseOffer, StrategyContext, StrategyPlugin};
 use crate::repo::manifest::{Manifest, Operations, Package};
 use crate::state::{InstallState, Outcome};
 use crate::txn::version_or_nothing;
@@ -71,13 +71,13 @@ impl Choice {
 
 /// Everything the strategy is told: the releases on offer for this arch, this install's
 /// version and history, the operator's request, a stable device id and the time.
-pub fn strategy_input(
+pub fn strategy_context(
     config: &Config,
     manifest: &Manifest,
     state: &InstallState,
     request: &Request,
     device_id: String,
-) -> StrategyInput {
+) -> StrategyContext {
     let releases = manifest
         .releases
         .iter()
@@ -100,7 +100,7 @@ pub fn strategy_input(
             })
         })
         .collect();
-    StrategyInput {
+    StrategyContext {
         installed_version: state.version.clone(),
         arch: config.arch.clone(),
         channel: config.channel.clone(),
@@ -112,6 +112,21 @@ pub fn strategy_input(
         device_id,
         now: OffsetDateTime::now_utc(),
     }
+}
+
+/// The resolve stage of an update: asks the strategy plugin, then resolves its answer against
+/// the signed manifest and the operator's rules ([`resolve`]).
+pub(crate) fn choose(
+    config: &Config,
+    strategy: &StrategyPlugin,
+    manifest: &Manifest,
+    state: &InstallState,
+    request: &Request,
+    device_id: String,
+) -> Result<Choice, Error> {
+    let input = strategy_context(config, manifest, state, request, device_id);
+    let decision = strategy.decide(&input, &config.strategy.config_json)?;
+    resolve(strategy.name(), decision, manifest, state, config, request)
 }
 
 /// Resolves `decision` (from `plugin`) against the signed manifest and the operator's rules.

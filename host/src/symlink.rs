@@ -22,9 +22,9 @@
 use crate::relpath::RelPath;
 
 /// Link expansions allowed while resolving one target (Linux allows 40).
-pub const MAX_EXPANSIONS: u32 = 40;
+pub(crate) const MAX_EXPANSIONS: u32 = 40;
 /// Longest target accepted (as `PATH_MAX`).
-pub const MAX_TARGET_LEN: usize = 4096;
+pub(crate) const MAX_TARGET_LEN: usize = 4096;
 
 /// What a tree holds at a path, as far as resolving a link needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub enum LinkError {
 }
 
 /// Checks the form of a target alone (what the tar header or `readlink` gave).
-pub fn check_syntax(target: &str) -> Result<(), LinkError> {
+pub(crate) fn check_syntax(target: &str) -> Result<(), LinkError> {
     if target.is_empty() {
         return Err(LinkError::Empty);
     }

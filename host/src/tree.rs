@@ -184,7 +184,7 @@ impl TreeListing {
 
     /// Checks every link's target against this tree (see [`crate::symlink`]); the first refused
     /// link comes back with its target and the reason.
-    pub fn check_links(&self) -> Result<(), (RelPath, String, LinkError)> {
+    pub(crate) fn check_links(&self) -> Result<(), (RelPath, String, LinkError)> {
         for (path, target) in self.links() {
             symlink::resolve(path, target, |p| self.node(p))
                 .map_err(|reason| (path.clone(), target.to_owned(), reason))?;
@@ -199,7 +199,7 @@ impl TreeListing {
 }
 
 /// What `files` and `dirs` (a listing, or an install's recorded state) hold at `path`.
-pub fn node_in<'a>(
+pub(crate) fn node_in<'a>(
     files: &'a BTreeMap<RelPath, FileRecord>,
     dirs: &BTreeSet<RelPath>,
     path: &RelPath,

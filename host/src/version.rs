@@ -28,7 +28,7 @@ impl Version {
             })
     }
 
-    pub fn is_prerelease(&self) -> bool {
+    pub(crate) fn is_prerelease(&self) -> bool {
         !self.0.pre.is_empty()
     }
 }
@@ -66,7 +66,7 @@ impl<'de> Deserialize<'de> for Version {
 }
 
 /// Normalizes an architecture name to Rust's spelling (`amd64` → `x86_64`, `arm64` → `aarch64`).
-pub fn normalize_arch(arch: &str) -> String {
+pub(crate) fn normalize_arch(arch: &str) -> String {
     match arch {
         "amd64" | "x64" => "x86_64".to_owned(),
         "arm64" => "aarch64".to_owned(),

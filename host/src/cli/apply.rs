@@ -29,7 +29,7 @@ pub struct ApplyArgs {
     pub adopt: bool,
 }
 
-pub fn run(args: &ApplyArgs, out: &Output) -> Result<(), Error> {
+pub(super) fn run(args: &ApplyArgs, out: &Output) -> Result<(), Error> {
     let config = Config::load(&args.common.config)?;
     let request = Request {
         version: args.version.as_deref().map(Version::parse).transpose()?,
@@ -41,30 +41,7 @@ pub fn run(args: &ApplyArgs, out: &Output) -> Result<(), Error> {
     } else {
         Mode::Apply
     };
-    let result = update(&config, &request, mode, out)?;
-    out.success(&summary(&result, mode), result);
+    let report = update(&config, &request, mode, out)?;
+    out.success(&report.summary(), &report);
     Ok(())
-}
-
-/// The human line for a `check`/`apply` result.
-pub fn summary(result: &serde_json::Value, mode: Mode) -> String {
-    let s = |k: &str| result[k].as_str().unwrap_or("nothing").to_owned();
-    match (result["kind"].as_str(), mode) {
-        (Some("none"), _) => format!(
-            "up to date ({}){}",
-            s("from"),
-            result["reason"]
-                .as_str()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        ),
-        (Some(kind), Mode::Apply) => format!("updated {} → {} ({kind})", s("from"), s("to")),
-        (Some(kind), _) => format!(
-            "would apply {kind} {} → {} ({} bytes to fetch); nothing was changed",
-            s("from"),
-            s("to"),
-            result["bytes"]
-        ),
-        (None, _) => String::new(),
-    }
 }

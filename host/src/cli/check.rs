@@ -1,7 +1,6 @@
 //! `molt check`: verify the repository, ask the strategy, print the plan; change nothing.
 
 use super::ConfigArgs;
-use super::apply::summary;
 use crate::Error;
 use crate::config::Config;
 use crate::output::Output;
@@ -9,7 +8,7 @@ use crate::strategy::Request;
 use crate::update::{Mode, run as update};
 use crate::version::Version;
 
-pub fn run(
+pub(super) fn run(
     common: &ConfigArgs,
     version: Option<&str>,
     force_full: bool,
@@ -21,15 +20,17 @@ pub fn run(
         force_full,
         adopt: false,
     };
-    let result = update(&config, &request, Mode::Check, out)?;
+    let report = update(&config, &request, Mode::Check, out)?;
     if !out.is_json()
-        && let Some(ops) = result["plan"].get("operations")
+        && let Some(ops) = report.operations()
     {
+        // Through a JSON value, whose keys are sorted: the same text as the JSON output.
+        let ops = serde_json::to_value(ops).unwrap_or_default();
         eprintln!(
             "operations: {}",
-            serde_json::to_string_pretty(ops).unwrap_or_default()
+            serde_json::to_string_pretty(&ops).unwrap_or_default()
         );
     }
-    out.success(&summary(&result, Mode::Check), result);
+    out.success(&report.summary(), &report);
     Ok(())
 }

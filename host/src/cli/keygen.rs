@@ -8,7 +8,7 @@ use crate::Error;
 use crate::keys::generate_keypair;
 use crate::output::Output;
 
-pub fn run(out_dir: &Path, name: &str, out: &Output) -> Result<(), Error> {
+pub(super) fn run(out_dir: &Path, name: &str, out: &Output) -> Result<(), Error> {
     let (secret, public) = generate_keypair(out_dir, name)?;
     out.success(
         &format!(

@@ -8,7 +8,7 @@ use crate::Error;
 use crate::output::{Output, outln};
 use crate::plugins::{PluginLimits, PluginRuntime};
 
-pub fn inspect(file: &Path, out: &Output) -> Result<(), Error> {
+pub(super) fn inspect(file: &Path, out: &Output) -> Result<(), Error> {
     let runtime = PluginRuntime::new(user_cache().as_deref(), PluginLimits::default())?;
     let report = runtime.inspect(file)?;
     if out.is_json() {

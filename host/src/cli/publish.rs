@@ -48,7 +48,7 @@ pub struct PublishArgs {
     pub patches: usize,
 }
 
-pub fn run(args: &PublishArgs, out: &Output) -> Result<(), Error> {
+pub(super) fn run(args: &PublishArgs, out: &Output) -> Result<(), Error> {
     let request = PublishRequest {
         repo: args.repo.clone(),
         key: args.key.clone(),

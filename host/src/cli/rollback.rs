@@ -9,7 +9,7 @@ use crate::install::Install;
 use crate::output::Output;
 use crate::txn::{rollback_last, version_or_nothing};
 
-pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
+pub(super) fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
     let config = Config::load(&common.config)?;
     let install = Install::open(&config, out)?;
     let done = rollback_last(&install.state_dir, config.keep_backups, &config.preserve)?;

@@ -20,7 +20,7 @@ pub enum Kind {
 }
 
 /// The build command the crate is made for (printed, and in its README).
-pub const BUILD: &str = "cargo build --release --target wasm32-wasip2";
+pub(crate) const BUILD: &str = "cargo build --release --target wasm32-wasip2";
 
 /// This molt's `plugin-sdk/` (the crate a plugin depends on), as seen from where it was built.
 fn bundled_sdk() -> PathBuf {
@@ -39,7 +39,7 @@ fn write_error(path: &Path, e: std::io::Error) -> Error {
     usage("--dir", format!("cannot write {}: {e}", path.display()))
 }
 
-pub fn run(
+pub(super) fn run(
     name: &str,
     kind: Kind,
     dir: Option<&Path>,
@@ -200,7 +200,7 @@ pub struct Config {
     major: Option<u64>,
 }
 
-pub struct Plugin;
+pub(crate) struct Plugin;
 
 impl Strategy for Plugin {
     type Config = Config;
@@ -287,7 +287,7 @@ pub struct Config {
     paths: Vec<String>,
 }
 
-pub struct Plugin;
+pub(crate) struct Plugin;
 
 impl Validator for Plugin {
     type Config = Config;

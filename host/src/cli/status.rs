@@ -11,7 +11,7 @@ use crate::output::{Output, outln};
 use crate::strategy::skipped;
 use crate::txn::kept_transactions;
 
-pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
+pub(super) fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
     let config = Config::load(&common.config)?;
     let (install, recovered) = Install::open_quietly(&config)?;
     let state = install.state()?;

@@ -15,7 +15,7 @@ use crate::install::Install;
 use crate::output::Output;
 use crate::tree::FileRecord;
 
-pub fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
+pub(super) fn run(common: &ConfigArgs, out: &Output) -> Result<(), Error> {
     let config = Config::load(&common.config)?;
     let install = Install::open(&config, out)?;
     let state = install.state()?;

@@ -29,9 +29,6 @@ pub enum FetchError {
     )]
     UnsafePackageUrl { url: String, reason: String },
 
-    #[error("refusing package {url}: its sha256 {digest:?} is not 64 hex digits")]
-    InvalidDigest { url: String, digest: String },
-
     #[error("could not connect to {url}: {}; check the network and the [source] url", error_chain(.source))]
     Connect {
         url: String,
@@ -120,7 +117,7 @@ pub enum FetchError {
 
 impl FetchError {
     /// The file is not there (HTTP 404/410, or no such local file).
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         match self {
             Self::NotFound { .. } => true,
             Self::ReadLocal { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
@@ -132,7 +129,6 @@ impl FetchError {
         match self {
             Self::InvalidSource { .. } => ExitClass::Usage,
             Self::UnsafePackageUrl { .. }
-            | Self::InvalidDigest { .. }
             | Self::TooLarge { .. }
             | Self::SizeMismatch { .. }
             | Self::HashMismatch { .. } => ExitClass::Security,

@@ -40,14 +40,14 @@ fn retry(error: FetchError) -> AttemptError {
     }
 }
 
-pub struct HttpClient {
+pub(crate) struct HttpClient {
     runtime: Runtime,
     client: reqwest::Client,
     options: FetchOptions,
 }
 
 impl HttpClient {
-    pub fn new(options: &FetchOptions) -> Result<Self, FetchError> {
+    pub(super) fn new(options: &FetchOptions) -> Result<Self, FetchError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -65,7 +65,7 @@ impl HttpClient {
     }
 
     /// GETs `url` whole, refusing it past `cap` bytes (checked while streaming).
-    pub fn fetch_small(&self, url: &Url, cap: u64) -> Result<Vec<u8>, FetchError> {
+    pub(super) fn fetch_small(&self, url: &Url, cap: u64) -> Result<Vec<u8>, FetchError> {
         let pace = Pace::start(&self.options);
         self.runtime.block_on(self.retrying(url, &pace, async || {
             self.small_attempt(url, cap, &pace).await
@@ -73,7 +73,7 @@ impl HttpClient {
     }
 
     /// Downloads `url` into the target's part file (resuming it) and verifies it.
-    pub fn download(
+    pub(super) fn download(
         &self,
         url: &Url,
         target: &Target,
@@ -373,8 +373,8 @@ mod tests {
     use super::super::test_server::{Reply, Seen, TestServer};
     use super::super::{FetchError, FetchOptions, MANIFEST_CAP, Source};
     use crate::error::ExitClass;
-    use crate::hashing::sha256_hex;
-    use crate::repo::manifest::Package;
+    use crate::hashing::{Sha256Digest, sha256_hex};
+    use crate::repo::manifest::{Package, PackageUrl};
 
     const PKG: &str = "packages/app-1.0.0.tar.gz";
 
@@ -402,9 +402,9 @@ mod tests {
 
     fn package_for(bytes: &[u8]) -> Package {
         Package {
-            url: PKG.to_owned(),
+            url: PackageUrl::new(PKG).unwrap(),
             size: bytes.len() as u64,
-            sha256: sha256_hex(bytes),
+            sha256: Sha256Digest::of(bytes),
             unpacked_size: 0,
         }
     }
@@ -647,9 +647,9 @@ mod tests {
         server.script(PKG, [Reply::Endless]);
         let downloads = tempfile::tempdir().unwrap();
         let pkg = Package {
-            url: PKG.to_owned(),
+            url: PackageUrl::new(PKG).unwrap(),
             size: 100_000,
-            sha256: "ab".repeat(32),
+            sha256: Sha256Digest::parse(&"ab".repeat(32)).unwrap(),
             unpacked_size: 0,
         };
         let src = source(&server);
@@ -673,7 +673,7 @@ mod tests {
         server.put(PKG, &bytes);
         let downloads = tempfile::tempdir().unwrap();
         let mut pkg = package_for(&bytes);
-        pkg.sha256 = sha256_hex(b"something else");
+        pkg.sha256 = Sha256Digest::of(b"something else");
         let err = source(&server)
             .fetch_package(&pkg, downloads.path(), &mut |_, _| {})
             .unwrap_err();

@@ -12,10 +12,14 @@ use super::FetchError;
 use super::pace::{Attempt, Pace};
 use super::part::{PartWriter, Target};
 use super::retry::FetchOptions;
-use crate::txn::fsutil::open_regular;
+use crate::fsutil::open_regular;
 
 /// Reads `path` whole, refusing it past `cap` bytes.
-pub fn read_small(path: &Path, cap: u64, options: &FetchOptions) -> Result<Vec<u8>, FetchError> {
+pub(crate) fn read_small(
+    path: &Path,
+    cap: u64,
+    options: &FetchOptions,
+) -> Result<Vec<u8>, FetchError> {
     let read_error = |source| FetchError::ReadLocal {
         path: path.to_owned(),
         source,
@@ -46,7 +50,7 @@ pub fn read_small(path: &Path, cap: u64, options: &FetchOptions) -> Result<Vec<u
 }
 
 /// Copies the package at `path` into the target's part file and verifies it.
-pub fn download(
+pub(super) fn download(
     path: &Path,
     target: &Target,
     options: &FetchOptions,
@@ -91,8 +95,8 @@ mod tests {
 
     use super::super::{FetchError, MANIFEST_CAP, Source};
     use crate::error::ExitClass;
-    use crate::hashing::sha256_hex;
-    use crate::repo::manifest::Package;
+    use crate::hashing::Sha256Digest;
+    use crate::repo::manifest::{Package, PackageUrl};
 
     fn repo_with(path: &str, bytes: &[u8]) -> tempfile::TempDir {
         let repo = tempfile::tempdir().unwrap();
@@ -104,9 +108,9 @@ mod tests {
 
     fn package(url: &str, bytes: &[u8]) -> Package {
         Package {
-            url: url.to_owned(),
+            url: PackageUrl::new(url).unwrap(),
             size: bytes.len() as u64,
-            sha256: sha256_hex(bytes),
+            sha256: Sha256Digest::of(bytes),
             unpacked_size: 0,
         }
     }
@@ -192,9 +196,9 @@ mod tests {
         let source = Source::parse("/dev", Path::new("/")).unwrap();
         let downloads = tempfile::tempdir().unwrap();
         let signed = Package {
-            url: "zero".into(),
+            url: PackageUrl::new("zero").unwrap(),
             size: 1_000_000,
-            sha256: "00".repeat(32),
+            sha256: Sha256Digest::parse(&"00".repeat(32)).unwrap(),
             unpacked_size: 0,
         };
         let err = source
@@ -251,7 +255,7 @@ mod tests {
             "{err}"
         );
         let mut wrong = package("p.tar.gz", b"hello");
-        wrong.sha256 = sha256_hex(b"jello");
+        wrong.sha256 = Sha256Digest::of(b"jello");
         let err = source
             .fetch_package(&wrong, downloads.path(), &mut |_, _| {})
             .unwrap_err();

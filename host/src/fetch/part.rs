@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::FetchError;
-use crate::hashing::{HashingWriter, sha256_file};
-use crate::txn::fsutil::{self, Existing};
+use crate::fsutil::{self, Existing};
+use crate::hashing::{HashingWriter, Sha256Digest, sha256_file};
 
 /// What a downloaded package must be, and where its files live.
-pub struct Target {
+pub(crate) struct Target {
     /// The URL or path it comes from, for messages.
     pub url: String,
     pub size: u64,
@@ -27,28 +27,22 @@ pub struct Target {
 }
 
 impl Target {
-    /// Checks the signed digest (it becomes a file name) and derives the download paths.
-    pub fn new(url: String, size: u64, sha256: &str, downloads: &Path) -> Result<Self, FetchError> {
-        let digest = sha256.to_ascii_lowercase();
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(FetchError::InvalidDigest {
-                url,
-                digest: sha256.to_owned(),
-            });
-        }
-        Ok(Self {
+    /// The download paths, named by the signed digest (64 lowercase hex digits, so a safe file
+    /// name).
+    pub(super) fn new(url: String, size: u64, sha256: &Sha256Digest, downloads: &Path) -> Self {
+        Self {
             url,
             size,
-            part: downloads.join(format!("{digest}.part")),
-            etag: downloads.join(format!("{digest}.part.etag")),
-            pkg: downloads.join(format!("{digest}.pkg")),
-            sha256: digest,
-        })
+            part: downloads.join(format!("{sha256}.part")),
+            etag: downloads.join(format!("{sha256}.part.etag")),
+            pkg: downloads.join(format!("{sha256}.pkg")),
+            sha256: sha256.to_string(),
+        }
     }
 
     /// The verified package from an earlier run, re-hashed before it is trusted again; a file
     /// that no longer matches is removed.
-    pub fn reuse_verified(&self) -> Result<Option<PathBuf>, FetchError> {
+    pub(crate) fn reuse_verified(&self) -> Result<Option<PathBuf>, FetchError> {
         let len = match fs::metadata(&self.pkg) {
             Ok(meta) => meta.len(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -67,7 +61,7 @@ impl Target {
     }
 
     /// The strong ETag stored with the part by an earlier attempt, if any.
-    pub fn stored_etag(&self) -> Option<String> {
+    pub(crate) fn stored_etag(&self) -> Option<String> {
         let text = fs::read_to_string(&self.etag).ok()?;
         let tag = text.trim();
         is_strong_etag(tag).then(|| tag.to_owned())
@@ -75,7 +69,7 @@ impl Target {
 
     /// Remembers the ETag of a fresh (200) response so a later resume can send `If-Range`; a weak
     /// or missing tag clears the stored one.
-    pub fn store_etag(&self, tag: Option<&str>) -> Result<(), FetchError> {
+    pub(crate) fn store_etag(&self, tag: Option<&str>) -> Result<(), FetchError> {
         match tag.filter(|t| is_strong_etag(t)) {
             Some(tag) => fs::write(&self.etag, tag).map_err(|e| self.write_error(&self.etag, e)),
             None => remove_if_present(&self.etag).map_err(|e| self.write_error(&self.etag, e)),
@@ -83,7 +77,7 @@ impl Target {
     }
 
     /// Deletes the part and its ETag; failures are logged, the caller's error matters more.
-    pub fn discard(&self) {
+    pub(crate) fn discard(&self) {
         for path in [&self.part, &self.etag] {
             if let Err(e) = remove_if_present(path) {
                 tracing::warn!(path = %path.display(), error = %e, "could not delete a rejected download");
@@ -91,7 +85,7 @@ impl Target {
         }
     }
 
-    pub fn write_error(&self, path: &Path, source: io::Error) -> FetchError {
+    pub(crate) fn write_error(&self, path: &Path, source: io::Error) -> FetchError {
         FetchError::WriteDownload {
             path: path.to_owned(),
             source,
@@ -112,7 +106,7 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 }
 
 /// An open part file: its bytes so far are hashed, new bytes are hashed as they are written.
-pub struct PartWriter<'t> {
+pub(crate) struct PartWriter<'t> {
     target: &'t Target,
     writer: HashingWriter<File>,
 }
@@ -120,7 +114,7 @@ pub struct PartWriter<'t> {
 impl<'t> PartWriter<'t> {
     /// Opens the part, keeping (and hashing) what an earlier attempt wrote; a part longer than the
     /// signed size cannot be a prefix and is emptied.
-    pub fn resume(target: &'t Target) -> Result<Self, FetchError> {
+    pub(crate) fn resume(target: &'t Target) -> Result<Self, FetchError> {
         let wrap = |e| target.write_error(&target.part, e);
         if let Some(dir) = target.part.parent() {
             fs::create_dir_all(dir).map_err(|e| target.write_error(dir, e))?;
@@ -153,7 +147,7 @@ impl<'t> PartWriter<'t> {
     }
 
     /// Opens the part empty, for a source that cannot resume.
-    pub fn fresh(target: &'t Target) -> Result<Self, FetchError> {
+    pub(super) fn fresh(target: &'t Target) -> Result<Self, FetchError> {
         if let Some(dir) = target.part.parent() {
             fs::create_dir_all(dir).map_err(|e| target.write_error(dir, e))?;
         }
@@ -165,7 +159,7 @@ impl<'t> PartWriter<'t> {
     }
 
     /// Empties the part, for a server that sends the whole file again (or a fresh local copy).
-    pub fn restart(self) -> Result<Self, FetchError> {
+    pub(crate) fn restart(self) -> Result<Self, FetchError> {
         let target = self.target;
         let wrap = |e| target.write_error(&target.part, e);
         let (mut file, _, _) = self.writer.finish();
@@ -178,12 +172,12 @@ impl<'t> PartWriter<'t> {
     }
 
     /// Bytes in the part so far.
-    pub fn len(&self) -> u64 {
+    pub(super) fn len(&self) -> u64 {
         self.writer.written()
     }
 
     /// Appends `chunk`; past the signed size the stream is cut and the part deleted.
-    pub fn append(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
+    pub(super) fn append(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
         let room = self.target.size - self.len();
         if chunk.len() as u64 > room {
             self.target.discard();
@@ -198,7 +192,7 @@ impl<'t> PartWriter<'t> {
     }
 
     /// Flushes what arrived so far, so the next attempt can resume from it.
-    pub fn flush(&mut self) -> Result<(), FetchError> {
+    pub(super) fn flush(&mut self) -> Result<(), FetchError> {
         self.writer
             .flush()
             .map_err(|e| self.target.write_error(&self.target.part, e))
@@ -206,7 +200,7 @@ impl<'t> PartWriter<'t> {
 
     /// Checks size and SHA-256, then makes the part durable as `<sha256>.pkg`. A wrong part is
     /// deleted.
-    pub fn finish(self) -> Result<PathBuf, FetchError> {
+    pub(super) fn finish(self) -> Result<PathBuf, FetchError> {
         let target = self.target;
         let wrap = |e| target.write_error(&target.part, e);
         let (file, actual, written) = self.writer.finish();

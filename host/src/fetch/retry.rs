@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 /// Timeouts, rate floor and retry budget (the deadline and rate apply to local sources too).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchOptions {
+pub(crate) struct FetchOptions {
     /// Longest wait for a TCP/TLS connection.
     pub connect_timeout: Duration,
     /// Longest wait for response headers or for the next piece of a body.
@@ -34,11 +34,11 @@ pub struct FetchOptions {
 }
 
 /// Default of `[source] timeout_secs`.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// Default of `[source] min_rate_bytes_per_sec`: a 1 byte/s server is stopped after
 /// [`DEFAULT_RATE_GRACE`].
-pub const DEFAULT_MIN_RATE: u64 = 1024;
-pub const DEFAULT_RATE_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MIN_RATE: u64 = 1024;
+pub(crate) const DEFAULT_RATE_GRACE: Duration = Duration::from_secs(30);
 
 impl Default for FetchOptions {
     fn default() -> Self {
@@ -59,7 +59,7 @@ impl Default for FetchOptions {
 impl FetchOptions {
     /// Wait before attempt `next_attempt` (2 for the first retry): the exponential step, jittered
     /// down to between half and all of it, and at least the server's capped `Retry-After`.
-    pub fn backoff(&self, next_attempt: u32, retry_after: Option<Duration>) -> Duration {
+    pub(crate) fn backoff(&self, next_attempt: u32, retry_after: Option<Duration>) -> Duration {
         let doublings = next_attempt.saturating_sub(2).min(20);
         let step = self
             .backoff_base
@@ -80,7 +80,7 @@ fn jitter_fraction() -> f64 {
 }
 
 /// A `Retry-After` given in seconds (the HTTP-date form is ignored: the backoff applies instead).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 /// How the server answers one request for a path.
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// The file, honouring `Range`.
     Serve,
     /// The whole file with 200, whatever `Range` says.
@@ -53,7 +53,7 @@ struct Shared {
     seen: Vec<Seen>,
 }
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     /// `http://127.0.0.1:<port>/`
     pub base: String,
     shared: Arc<Mutex<Shared>>,

@@ -28,20 +28,20 @@ use flate2::GzBuilder;
 use tar::{EntryType, Header};
 
 use crate::error::ExitClass;
+use crate::fsutil::{self, Existing};
 use crate::hashing::{CappedHashReader, HashingWriter};
 use crate::relpath::RelPath;
 use crate::repo::manifest::PathSet;
 use crate::tree::{FileRecord, TreeListing};
-use crate::txn::fsutil::{self, Existing};
 
 /// Buffer between the compressor and the package file.
 const OUTPUT_BUFFER: usize = 256 * 1024;
 /// zstd level of packages: high enough that a patch is small, low enough that publishing a
 /// large tree stays within a small multiple of `tar czf` (measured by the `apply` bench).
-pub const ZSTD_LEVEL: i32 = 12;
+pub(crate) const ZSTD_LEVEL: i32 = 12;
 /// log2 of the zstd window (128 MiB, as `zstd --long`): the most a client needs to decode a
 /// package, and what it allows ([`crate::package::extract`] refuses larger windows).
-pub const ZSTD_WINDOW_LOG: u32 = 27;
+pub(crate) const ZSTD_WINDOW_LOG: u32 = 27;
 
 /// How a package's tar stream is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub enum Compression {
 
 impl Compression {
     /// The compression a package file name asks for: zstd for `.tar.zst`, else gzip.
-    pub fn for_path(path: &Path) -> Self {
+    pub(crate) fn for_path(path: &Path) -> Self {
         if path.to_string_lossy().ends_with(".tar.zst") {
             Compression::Zstd
         } else {
@@ -61,7 +61,7 @@ impl Compression {
     }
 
     /// The file name ending of a package compressed so.
-    pub fn extension(self) -> &'static str {
+    pub(crate) fn extension(self) -> &'static str {
         match self {
             Compression::Gzip => "tar.gz",
             Compression::Zstd => "tar.zst",

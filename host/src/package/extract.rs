@@ -47,16 +47,16 @@ use std::rc::Rc;
 use tar::EntryType;
 
 use crate::error::ExitClass;
+use crate::fsutil::SyncBatch;
 use crate::hashing::HashingWriter;
 use crate::package::archive::ZSTD_WINDOW_LOG;
 use crate::relpath::{RelPath, RelPathError};
 use crate::repo::manifest::Operations;
 use crate::symlink::{self, LinkError, Node};
 use crate::tree::{FileRecord, TreeListing, node_in};
-use crate::txn::fsutil::SyncBatch;
 
 /// Entry cap used when the caller has no better figure.
-pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+pub(crate) const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
 /// Read and copy buffer size: large, so a 1 GiB package moves in few system calls.
 const IO_BUFFER: usize = 256 * 1024;
 /// Decoded bytes allowed for one entry's metadata: its header plus GNU long-name and PAX
@@ -76,7 +76,7 @@ pub struct ExtractLimits {
 
 impl ExtractLimits {
     /// Limits for a package whose manifest says `unpacked_size`, with the default entry cap.
-    pub fn for_unpacked_size(unpacked_size: u64) -> Self {
+    pub(crate) fn for_unpacked_size(unpacked_size: u64) -> Self {
         Self {
             max_unpacked_bytes: unpacked_size,
             max_entries: DEFAULT_MAX_ENTRIES,
@@ -165,8 +165,6 @@ pub enum ExtractError {
         path: RelPath,
         expected: &'static str,
     },
-    #[error("the patch's signed operations are inconsistent: {path} {reason}")]
-    InvalidOperations { path: RelPath, reason: &'static str },
     #[error("failed to write {path} into the stage: {source}")]
     WriteStage { path: PathBuf, source: io::Error },
     #[error("failed to flush the staged {stage} to disk: {source}")]
@@ -190,62 +188,9 @@ impl ExtractError {
             | Self::MetadataTooLarge { .. }
             | Self::DirectoryWithData { .. }
             | Self::UnsafeLink { .. }
-            | Self::IncompletePackage { .. }
-            | Self::InvalidOperations { .. } => ExitClass::Security,
+            | Self::IncompletePackage { .. } => ExitClass::Security,
         }
     }
-}
-
-/// Checks that a patch's operations are consistent: no path is both replaced and deleted (nor
-/// lies inside a path of the other kind), no replaced path lies inside a replaced directory or
-/// below a replaced file.
-pub fn validate_operations(ops: &Operations) -> Result<(), ExtractError> {
-    let replaced: HashSet<&RelPath> = ops.replace.iter().collect();
-    let replaced_files: HashSet<&RelPath> = ops.replace.files.iter().collect();
-    let replaced_dirs: HashSet<&RelPath> = ops.replace.directories.iter().collect();
-    let deleted: HashSet<&RelPath> = ops.delete.iter().collect();
-    let invalid = |path: &RelPath, reason| {
-        Err(ExtractError::InvalidOperations {
-            path: path.clone(),
-            reason,
-        })
-    };
-    for path in ops.replace.iter() {
-        if at_or_under(path, &deleted) {
-            return invalid(
-                path,
-                "is replaced but also deleted (itself or a directory holding it)",
-            );
-        }
-        if path.ancestors().any(|a| replaced_files.contains(&a)) {
-            return invalid(path, "is replaced but lies below a replaced file");
-        }
-        if path.ancestors().any(|a| replaced_dirs.contains(&a)) {
-            return invalid(
-                path,
-                "is replaced but already lies inside a replaced directory",
-            );
-        }
-    }
-    for file in &ops.replace.files {
-        if replaced_dirs.contains(file) {
-            return invalid(file, "is replaced both as a file and as a directory");
-        }
-    }
-    for path in ops.delete.iter() {
-        if path.ancestors().any(|a| replaced.contains(&a)) {
-            return invalid(
-                path,
-                "is deleted but lies inside a replaced path, which the package already defines",
-            );
-        }
-    }
-    Ok(())
-}
-
-/// True if `path` or one of its ancestors is in `set`.
-fn at_or_under(path: &RelPath, set: &HashSet<&RelPath>) -> bool {
-    set.contains(path) || path.ancestors().any(|a| set.contains(&a))
 }
 
 /// Which entry paths the signed operations permit.
@@ -269,7 +214,7 @@ impl<'a> Permitted<'a> {
     /// A replaced file as a regular file; a replaced directory, or anything inside one; a
     /// directory holding a replaced path. Never anything at or under a deleted path.
     fn permits(&self, path: &RelPath, is_dir: bool) -> bool {
-        if at_or_under(path, &self.deleted) {
+        if path.is_at_or_under(|a| self.deleted.contains(a)) {
             return false;
         }
         if self.dirs.contains(path) {
@@ -315,10 +260,7 @@ fn read_package(
 ) -> Result<TreeListing, ExtractError> {
     let permitted = match allowed {
         Allowed::Any => None,
-        Allowed::Operations(ops) => {
-            validate_operations(ops)?;
-            Some(Permitted::new(ops))
-        }
+        Allowed::Operations(ops) => Some(Permitted::new(ops)),
     };
     let file = File::open(package).map_err(|source| ExtractError::OpenPackage {
         package: package.to_owned(),
@@ -414,7 +356,7 @@ fn read_package(
 /// applied: what the package stages at and under the replaced paths, nothing at or under the
 /// deleted ones, and what the install's state records everywhere else (`installed_files`,
 /// `installed_dirs`). Files molt does not own are not part of that tree.
-pub fn check_patch_links(
+pub(crate) fn check_patch_links(
     package: &Path,
     staged: &TreeListing,
     ops: &Operations,
@@ -424,9 +366,9 @@ pub fn check_patch_links(
     let replaced: HashSet<&RelPath> = ops.replace.iter().collect();
     let deleted: HashSet<&RelPath> = ops.delete.iter().collect();
     let after = |p: &RelPath| -> Node<'_> {
-        if at_or_under(p, &replaced) {
+        if p.is_at_or_under(|a| replaced.contains(a)) {
             staged.node(p)
-        } else if at_or_under(p, &deleted) {
+        } else if p.is_at_or_under(|a| deleted.contains(a)) {
             Node::Absent
         } else {
             match node_in(installed_files, installed_dirs, p) {
@@ -819,7 +761,7 @@ impl Stager<'_> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&full)
             .map_err(write_err)?;
-        let (file, sha256, written) = self.copy(entry, path, size, file, &write_err)?;
+        let (file, sha256, written) = self.copy(entry, path, size, file, write_err)?;
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(write_err)?;
         self.sync.file(full, file);
@@ -1110,16 +1052,17 @@ mod tests {
     fn patch_package_round_trips_under_its_operations() {
         let tree = sample_tree();
         let scanned = TreeListing::scan(tree.path(), &[]).unwrap();
-        let ops = Operations {
-            replace: PathSet {
+        let ops = Operations::new(
+            PathSet {
                 files: vec![rel("conf/app.yml"), rel("bin/app")],
                 directories: vec![rel("web")],
             },
-            delete: PathSet {
+            PathSet {
                 files: vec![rel("conf/legacy.yml")],
                 directories: vec![rel("plugins/legacy")],
             },
-        };
+        )
+        .unwrap();
         let env = Env::new();
         let info = write_package(
             &env.package(),
@@ -1338,38 +1281,41 @@ mod tests {
         staged
             .files
             .insert(rel("evil"), FileRecord::symlink("a/root/../x"));
-        let ops = Operations {
-            replace: PathSet {
+        let ops = Operations::new(
+            PathSet {
                 files: vec![rel("evil")],
                 directories: vec![],
             },
-            ..Operations::default()
-        };
+            PathSet::default(),
+        )
+        .unwrap();
         let pkg = Path::new("p.tar.gz");
         let err =
             check_patch_links(pkg, &staged, &ops, &installed.files, &installed.dirs).unwrap_err();
         assert!(matches!(err, ExtractError::UnsafeLink { .. }), "{err}");
         // Once the patch also replaces a/root with a directory, the same target is inside.
         staged.dirs.insert(rel("a/root"));
-        let ops = Operations {
-            replace: PathSet {
+        let ops = Operations::new(
+            PathSet {
                 files: vec![rel("evil")],
                 directories: vec![rel("a/root")],
             },
-            ..Operations::default()
-        };
+            PathSet::default(),
+        )
+        .unwrap();
         check_patch_links(pkg, &staged, &ops, &installed.files, &installed.dirs).unwrap();
         // A deleted link is not followed either.
-        let ops = Operations {
-            replace: PathSet {
+        let ops = Operations::new(
+            PathSet {
                 files: vec![rel("evil")],
                 directories: vec![],
             },
-            delete: PathSet {
+            PathSet {
                 files: vec![rel("a/root")],
                 directories: vec![],
             },
-        };
+        )
+        .unwrap();
         staged.dirs.clear();
         check_patch_links(pkg, &staged, &ops, &installed.files, &installed.dirs).unwrap();
     }
@@ -1624,16 +1570,17 @@ mod tests {
     }
 
     fn patch_ops() -> Operations {
-        Operations {
-            replace: PathSet {
+        Operations::new(
+            PathSet {
                 files: vec![rel("bin/app")],
                 directories: vec![rel("web")],
             },
-            delete: PathSet {
+            PathSet {
                 files: vec![],
                 directories: vec![rel("old")],
             },
-        }
+        )
+        .unwrap()
     }
 
     #[test]
@@ -1709,41 +1656,6 @@ mod tests {
                 .bytes(),
         );
         env.extract(2, Allowed::Operations(&ops)).unwrap();
-    }
-
-    #[test]
-    fn validate_operations_refuses_overlaps() {
-        let ops = |rf: &[&str], rd: &[&str], df: &[&str], dd: &[&str]| Operations {
-            replace: PathSet {
-                files: rf.iter().map(|s| rel(s)).collect(),
-                directories: rd.iter().map(|s| rel(s)).collect(),
-            },
-            delete: PathSet {
-                files: df.iter().map(|s| rel(s)).collect(),
-                directories: dd.iter().map(|s| rel(s)).collect(),
-            },
-        };
-        let bad = [
-            ops(&["a"], &[], &["a"], &[]),
-            ops(&[], &["d"], &[], &["d"]),
-            ops(&["d/x"], &[], &[], &["d"]),
-            ops(&["d/x"], &["d"], &[], &[]),
-            ops(&[], &["d", "d/e"], &[], &[]),
-            ops(&["a", "a/b"], &[], &[], &[]),
-            ops(&["a"], &["a"], &[], &[]),
-            ops(&[], &["d"], &["d/old"], &[]),
-        ];
-        for o in &bad {
-            let err = validate_operations(o).unwrap_err();
-            assert!(
-                matches!(err, ExtractError::InvalidOperations { .. }),
-                "{o:?}"
-            );
-            assert!(is_security(&err));
-            let env = Env::new();
-            env.refuse(&RawTar::new().bytes(), 0, Allowed::Operations(o));
-        }
-        validate_operations(&ops(&["a/x", "b"], &["d", "e/f"], &["a/y", "g"], &["e/g"])).unwrap();
     }
 
     #[test]

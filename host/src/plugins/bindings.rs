@@ -19,11 +19,11 @@ pub(super) mod strategy {
         exports: { default: async },
     });
 
-    pub use self::StrategyBase as Strategy;
-    pub use self::StrategyBasePre as StrategyPre;
-    pub use self::molt::plugin::host::{Host, Level};
-    pub use self::molt::plugin::types::Host as TypesHost;
-    pub use self::molt::plugin::types::{
+    pub(crate) use self::StrategyBase as Strategy;
+    pub(crate) use self::StrategyBasePre as StrategyPre;
+    pub(crate) use self::molt::plugin::host::{Host, Level};
+    pub(crate) use self::molt::plugin::types::Host as TypesHost;
+    pub(crate) use self::molt::plugin::types::{
         Decision, PatchChoice, PatchOffer, PluginInfo, ReleaseOffer, StrategyContext,
     };
 }
@@ -40,9 +40,9 @@ pub(super) mod validator {
         },
     });
 
-    pub use self::ValidatorBase as Validator;
-    pub use self::ValidatorBasePre as ValidatorPre;
-    pub use super::strategy::molt::plugin::types::ValidationContext;
+    pub(crate) use self::ValidatorBase as Validator;
+    pub(crate) use self::ValidatorBasePre as ValidatorPre;
+    pub(crate) use super::strategy::molt::plugin::types::ValidationContext;
 }
 
 /// The optional `config-check` export of either kind.
@@ -53,7 +53,7 @@ pub(super) mod config_check {
         exports: { default: async },
     });
 
-    pub use self::ConfigCheckerPre as CheckerPre;
+    pub(crate) use self::ConfigCheckerPre as CheckerPre;
 }
 
 /// Export names as they appear in a component (`molt:plugin/strategy-plugin@0.1.0`).

@@ -16,7 +16,7 @@ pub enum Builtin {
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 2] = [Builtin::Default, Builtin::RequireFiles];
+    pub(crate) const ALL: [Builtin; 2] = [Builtin::Default, Builtin::RequireFiles];
 
     pub fn name(self) -> &'static str {
         match self {

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::txn::fsutil::{self, Existing};
+use crate::fsutil::{self, Existing};
 
 /// The first bytes of every entry; the format number changes with the header layout.
 const MAGIC: &[u8; 16] = b"molt-cwasm-v1\0\0\0";

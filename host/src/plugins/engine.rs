@@ -22,7 +22,7 @@ use super::sandbox::SandboxState;
 use super::strategy::StrategyPlugin;
 use super::validator::ValidatorPlugin;
 use super::{WIT_PACKAGE, WIT_VERSION};
-use crate::txn::fsutil::open_regular;
+use crate::fsutil::open_regular;
 
 /// Plugin files larger than this are refused before compiling (ours are ~150 KB).
 const MAX_PLUGIN_BYTES: u64 = 64 << 20;
@@ -192,7 +192,10 @@ impl PluginRuntime {
     }
 
     /// Loads a validator named in `[[validators]]`.
-    pub fn load_validator(&self, plugin: &PluginRef) -> Result<ValidatorPlugin, PluginError> {
+    pub(crate) fn load_validator(
+        &self,
+        plugin: &PluginRef,
+    ) -> Result<ValidatorPlugin, PluginError> {
         let component = self.load_component(plugin)?;
         self.prepare_validator(plugin.to_string(), &component)
     }

@@ -38,12 +38,13 @@ pub use engine::{LoadStats, PluginRuntime};
 pub use error::PluginError;
 pub use inspect::{InspectReport, PluginKind};
 pub use limits::PluginLimits;
-pub use strategy::{Decision, PatchOffer, ReleaseOffer, StrategyInput, StrategyPlugin};
-pub use validator::{ValidationInput, ValidatorPlugin};
+pub use strategy::{Decision, PatchOffer, ReleaseOffer, StrategyContext, StrategyPlugin};
+pub(crate) use validator::ValidationContext;
+pub use validator::ValidatorPlugin;
 
 /// The WIT package version this molt speaks.
-pub const WIT_PACKAGE: &str = "molt:plugin";
-pub const WIT_VERSION: &str = "0.1.0";
+pub(crate) const WIT_PACKAGE: &str = "molt:plugin";
+pub(crate) const WIT_VERSION: &str = "0.1.0";
 
 #[cfg(test)]
 mod tests;

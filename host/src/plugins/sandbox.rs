@@ -311,7 +311,7 @@ pub(super) struct Loaded<P> {
 }
 
 impl<P> Loaded<P> {
-    pub fn new(
+    pub(super) fn new(
         name: String,
         pre: P,
         checker: Option<CheckerPre<SandboxState>>,
@@ -328,7 +328,7 @@ impl<P> Loaded<P> {
     }
 
     /// A call of this plugin, with `preopen` mounted read-only at [`GUEST_ROOT`] if given.
-    pub fn call(&self, preopen: Option<&Path>) -> Call {
+    pub(super) fn call(&self, preopen: Option<&Path>) -> Call {
         Call {
             plugin: self.name.clone(),
             engine: self.engine.clone(),
@@ -339,7 +339,7 @@ impl<P> Loaded<P> {
 
     /// Asks the plugin whether `config_json` is a config it accepts (in the sandbox, with no
     /// files). `Ok(false)` when the component predates `config-check` and cannot say.
-    pub fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
+    pub(crate) fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
         let Some(checker) = self.checker.clone() else {
             tracing::debug!(plugin = %self.name, "built without config-check; its config is checked when it runs");
             return Ok(false);

@@ -1,4 +1,4 @@
-//! Strategy plugins: what the pipeline tells them ([`StrategyInput`]) and what they answer
+//! Strategy plugins: what the pipeline tells them ([`StrategyContext`]) and what they answer
 //! ([`Decision`]). The pipeline builds the input from the verified manifest and checks the
 //! decision against it; nothing a plugin says is trusted.
 
@@ -35,7 +35,7 @@ pub struct ReleaseOffer {
 
 /// Everything a strategy is told (see `strategy-context` in `wit/molt-plugin.wit`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StrategyInput {
+pub struct StrategyContext {
     pub installed_version: Option<Version>,
     pub arch: String,
     pub channel: String,
@@ -68,7 +68,7 @@ fn rfc3339(at: OffsetDateTime) -> String {
         .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
-fn to_wit(input: &StrategyInput) -> wit::StrategyContext {
+fn to_wit(input: &StrategyContext) -> wit::StrategyContext {
     let versions = |list: &[Version]| list.iter().map(Version::to_string).collect();
     wit::StrategyContext {
         installed_version: input.installed_version.as_ref().map(Version::to_string),
@@ -117,7 +117,7 @@ impl StrategyPlugin {
 
     /// Whether the plugin accepts `config_json` (its `[strategy.config]` table as
     /// JSON): [`PluginError::BadConfig`] if not; `Ok(false)` if it predates config checks.
-    pub fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
+    pub(crate) fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
         self.loaded.check_config(config_json)
     }
 
@@ -145,7 +145,7 @@ impl StrategyPlugin {
     /// Asks the plugin what to do. `config_json` is the `[strategy.config]` table as JSON.
     pub fn decide(
         &self,
-        input: &StrategyInput,
+        input: &StrategyContext,
         config_json: &str,
     ) -> Result<Decision, PluginError> {
         let ctx = to_wit(input);

@@ -62,8 +62,8 @@ fn release(version: &str, channel: &str, patches_from: &[&str]) -> ReleaseOffer 
     }
 }
 
-fn input(installed: Option<&str>) -> StrategyInput {
-    StrategyInput {
+fn input(installed: Option<&str>) -> StrategyContext {
+    StrategyContext {
         installed_version: installed.map(v),
         arch: "x86_64".into(),
         channel: "stable".into(),
@@ -105,7 +105,7 @@ fn default_strategy_follows_each_rule() {
     let plugin = runtime()
         .load_strategy(&PluginRef::parse("builtin:default").unwrap())
         .unwrap();
-    let decide = |input: &StrategyInput, config: &str| plugin.decide(input, config).unwrap();
+    let decide = |input: &StrategyContext, config: &str| plugin.decide(input, config).unwrap();
 
     assert_eq!(
         decide(&input(None), "{}"),
@@ -341,8 +341,8 @@ fn tree() -> tempfile::TempDir {
     dir
 }
 
-fn validation() -> ValidationInput {
-    ValidationInput {
+fn validation() -> ValidationContext {
+    ValidationContext {
         old_version: Some(v("1.1.0")),
         new_version: v("1.2.0"),
         changed: vec![

@@ -14,7 +14,7 @@ use crate::version::Version;
 
 /// What a validator is told about the update (see `validation-context` in the WIT).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidationInput {
+pub(crate) struct ValidationContext {
     pub old_version: Option<Version>,
     pub new_version: Version,
     pub changed: Vec<RelPath>,
@@ -41,7 +41,7 @@ impl ValidatorPlugin {
 
     /// Whether the plugin accepts `config_json` (its `[validators.config]` table as
     /// JSON): [`PluginError::BadConfig`] if not; `Ok(false)` if it predates config checks.
-    pub fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
+    pub(crate) fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
         self.loaded.check_config(config_json)
     }
 
@@ -68,9 +68,9 @@ impl ValidatorPlugin {
     /// Runs the validator against `tree` (mounted read-only at `/install`). `config_json` is
     /// the `[validators.config]` table as JSON. The plugin's own error is
     /// [`PluginError::Rejected`].
-    pub fn validate(
+    pub(crate) fn validate(
         &self,
-        input: &ValidationInput,
+        input: &ValidationContext,
         config_json: &str,
         tree: &Path,
     ) -> Result<(), PluginError> {

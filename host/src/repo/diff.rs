@@ -29,7 +29,7 @@ use crate::repo::manifest::{Operations, PathSet};
 use crate::tree::TreeListing;
 
 /// The operations that turn `old` into `new` (see the module docs for the rules).
-pub fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
+pub(crate) fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
     let unchanged: BTreeSet<&RelPath> = new
         .files
         .iter()
@@ -49,7 +49,7 @@ pub fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
 
     let mut replaced_dirs: BTreeSet<RelPath> = BTreeSet::new();
     for dir in &new.dirs {
-        if at_or_below(dir, &replaced_dirs) {
+        if dir.is_at_or_under(|a| replaced_dirs.contains(a)) {
             continue;
         }
         let replace_whole = !old.dirs.contains(dir)
@@ -58,7 +58,7 @@ pub fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
             replaced_dirs.insert(dir.clone());
         }
     }
-    let under_replaced_dir = |path: &RelPath| at_or_below(path, &replaced_dirs);
+    let under_replaced_dir = |path: &RelPath| path.is_at_or_under(|a| replaced_dirs.contains(a));
 
     let replaced_files: BTreeSet<RelPath> = new
         .files
@@ -66,8 +66,9 @@ pub fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
         .filter(|path| !unchanged.contains(path) && !under_replaced_dir(path))
         .cloned()
         .collect();
-    let under_replaced =
-        |path: &RelPath| under_replaced_dir(path) || at_or_below(path, &replaced_files);
+    let under_replaced = |path: &RelPath| {
+        under_replaced_dir(path) || path.is_at_or_under(|a| replaced_files.contains(a))
+    };
 
     let in_new = |path: &RelPath| new.dirs.contains(path) || new.files.contains_key(path);
     let parent_kept = |path: &RelPath| path.parent().is_none_or(|p| new.dirs.contains(&p));
@@ -75,21 +76,17 @@ pub fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
     let deleted_dirs = old.dirs.iter().filter(removed).cloned().collect();
     let deleted_files = old.files.keys().filter(removed).cloned().collect();
 
-    Operations {
-        replace: PathSet {
+    Operations::new(
+        PathSet {
             files: replaced_files.into_iter().collect(),
             directories: replaced_dirs.into_iter().collect(),
         },
-        delete: PathSet {
+        PathSet {
             files: deleted_files,
             directories: deleted_dirs,
         },
-    }
-}
-
-/// True if `path` or one of its ancestors is in `set`.
-fn at_or_below(path: &RelPath, set: &BTreeSet<RelPath>) -> bool {
-    set.contains(path) || path.ancestors().any(|a| set.contains(&a))
+    )
+    .expect("the diff's paths are disjoint by construction (see the module docs)")
 }
 
 #[cfg(test)]

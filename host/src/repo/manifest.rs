@@ -3,11 +3,12 @@
 //! Unknown fields are kept in `extra` maps so that a publisher built from this code re-writes a
 //! manifest produced by a newer publisher without dropping what it does not understand.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::hashing::Sha256Digest;
 use crate::relpath::RelPath;
 use crate::version::{Version, normalize_arch};
 
@@ -57,10 +58,105 @@ pub struct Artifacts {
 /// A package file: where it is (relative to the repository root) and what it must be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
-    pub url: String,
+    pub url: PackageUrl,
     pub size: u64,
-    pub sha256: String,
+    pub sha256: Sha256Digest,
     pub unpacked_size: u64,
+}
+
+/// A package's `url`: a plain relative path below the repository root, checked when the
+/// manifest is parsed by [`repo_path`], the same rule the fetcher applies to every path it
+/// reads, so nothing a URL parser or a server could reinterpret gets that far.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PackageUrl(RelPath);
+
+/// A string that is not a [`PackageUrl`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("package url {url:?} must be a plain relative path inside the repository: {reason}")]
+pub struct InvalidPackageUrl {
+    pub url: String,
+    pub reason: &'static str,
+}
+
+impl PackageUrl {
+    pub fn new(url: &str) -> Result<Self, InvalidPackageUrl> {
+        repo_path(url)
+            .map(PackageUrl)
+            .map_err(|reason| InvalidPackageUrl {
+                url: url.to_owned(),
+                reason,
+            })
+    }
+
+    /// The path below the repository root.
+    pub fn path(&self) -> &RelPath {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl TryFrom<String> for PackageUrl {
+    type Error = InvalidPackageUrl;
+    fn try_from(s: String) -> Result<Self, InvalidPackageUrl> {
+        Self::new(&s)
+    }
+}
+
+impl From<PackageUrl> for String {
+    fn from(u: PackageUrl) -> String {
+        u.0.as_str().to_owned()
+    }
+}
+
+impl std::fmt::Display for PackageUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for PackageUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl AsRef<std::path::Path> for PackageUrl {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for PackageUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// A path in the repository (a package URL, `manifest.json`), proven to name a file below the
+/// repository root: relative, normalized, no scheme, nothing a URL parser or a server could
+/// reinterpret. The one rule for both the manifest's package URLs and what the fetcher reads.
+pub(crate) fn repo_path(url: &str) -> Result<RelPath, &'static str> {
+    if url
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains(':'))
+    {
+        return Err("it has a scheme; package URLs are relative to the repository");
+    }
+    if url.contains('\\') {
+        return Err("it contains a backslash");
+    }
+    if url.contains(['%', '?', '#']) {
+        return Err("percent-escapes, queries and fragments are not allowed");
+    }
+    if url.chars().any(char::is_control) {
+        return Err("it contains a control character");
+    }
+    RelPath::new(url).map_err(|e| e.reason)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,12 +167,99 @@ pub struct Patch {
     pub operations: Operations,
 }
 
+/// A patch's `operations` as the manifest writes them, not yet checked: what
+/// [`Operations`] is made from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Operations {
+pub struct OperationLists {
     #[serde(default)]
     pub replace: PathSet,
     #[serde(default)]
     pub delete: PathSet,
+}
+
+/// A patch's operations, proven consistent when they were made (deserialized, or
+/// [`Operations::new`]): no path listed twice; none both replaced and deleted, nor one inside
+/// the other; nothing replaced inside a replaced directory or below a replaced file. Every stage
+/// after parsing (trust, extraction, planning) takes this type and relies on those rules instead
+/// of checking them again. Reads go through [`OperationLists`] (`ops.replace.files`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "OperationLists")]
+pub struct Operations(OperationLists);
+
+/// Why a patch's operations are inconsistent: `path` and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid patch operations: {path} {reason}")]
+pub struct InvalidOperations {
+    pub path: RelPath,
+    pub reason: &'static str,
+}
+
+impl Operations {
+    pub fn new(replace: PathSet, delete: PathSet) -> Result<Self, InvalidOperations> {
+        OperationLists { replace, delete }.try_into()
+    }
+}
+
+impl std::ops::Deref for Operations {
+    type Target = OperationLists;
+    fn deref(&self) -> &OperationLists {
+        &self.0
+    }
+}
+
+impl Serialize for Operations {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl TryFrom<OperationLists> for Operations {
+    type Error = InvalidOperations;
+
+    fn try_from(ops: OperationLists) -> Result<Self, InvalidOperations> {
+        let invalid = |path: &RelPath, reason| {
+            Err(InvalidOperations {
+                path: path.clone(),
+                reason,
+            })
+        };
+        let mut all = HashSet::new();
+        for path in ops.replace.iter().chain(ops.delete.iter()) {
+            if !all.insert(path) {
+                return invalid(path, "is listed more than once");
+            }
+        }
+        let replaced: HashSet<&RelPath> = ops.replace.iter().collect();
+        let replaced_files: HashSet<&RelPath> = ops.replace.files.iter().collect();
+        let replaced_dirs: HashSet<&RelPath> = ops.replace.directories.iter().collect();
+        let deleted: HashSet<&RelPath> = ops.delete.iter().collect();
+        for path in ops.replace.iter() {
+            if path.is_at_or_under(|p| deleted.contains(p)) {
+                return invalid(
+                    path,
+                    "is replaced but also deleted (itself or a directory holding it)",
+                );
+            }
+            if path.ancestors().any(|a| replaced_files.contains(&a)) {
+                return invalid(path, "is replaced but lies below a replaced file");
+            }
+            if path.ancestors().any(|a| replaced_dirs.contains(&a)) {
+                return invalid(
+                    path,
+                    "is replaced but already lies inside a replaced directory",
+                );
+            }
+        }
+        for path in ops.delete.iter() {
+            if path.ancestors().any(|a| replaced.contains(&a)) {
+                return invalid(
+                    path,
+                    "is deleted but lies inside a replaced path, which the package already defines",
+                );
+            }
+        }
+        Ok(Operations(ops))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,22 +281,6 @@ impl PathSet {
 }
 
 impl Manifest {
-    /// Releases on `channel` that carry artifacts for `arch`, newest first.
-    pub fn releases_for<'a>(
-        &'a self,
-        channel: &'a str,
-        arch: &'a str,
-    ) -> impl Iterator<Item = (&'a Release, &'a Artifacts)> + 'a {
-        let mut found: Vec<_> = self
-            .releases
-            .iter()
-            .filter(move |r| r.channel == channel)
-            .filter_map(move |r| r.artifacts_for(arch).map(|a| (r, a)))
-            .collect();
-        found.sort_by(|a, b| b.0.version.cmp(&a.0.version));
-        found.into_iter()
-    }
-
     /// The release `version`; when it is published on several channels, the one on
     /// `preferred_channel` (the install's own).
     pub fn release(&self, version: &Version, preferred_channel: &str) -> Option<&Release> {
@@ -152,8 +319,8 @@ mod tests {
         "version": "1.2.0", "channel": "stable", "published": "2026-11-30T10:00:00Z",
         "notes": "Fix login",
         "artifacts": { "amd64": {
-          "full": { "url": "packages/a.tar.gz", "size": 1, "sha256": "ab", "unpacked_size": 2 },
-          "patches": [{ "from": "v1.1.0", "url": "packages/p.tar.gz", "size": 3, "sha256": "cd",
+          "full": { "url": "packages/a.tar.gz", "size": 1, "sha256": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "unpacked_size": 2 },
+          "patches": [{ "from": "v1.1.0", "url": "packages/p.tar.gz", "size": 3, "sha256": "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
             "unpacked_size": 4,
             "operations": { "replace": { "files": ["bin/app"], "directories": ["web"] },
                             "delete": { "files": ["conf/legacy.yml"] } } }]
@@ -165,7 +332,8 @@ mod tests {
     fn parses_the_contract_example_and_keeps_unknown_fields() {
         let m: Manifest = serde_json::from_str(EXAMPLE).unwrap();
         assert_eq!(m.serial, 7);
-        let (r, a) = m.releases_for("stable", "x86_64").next().unwrap();
+        let r = &m.releases[0];
+        let a = r.artifacts_for("x86_64").unwrap();
         assert_eq!(r.version.to_string(), "1.2.0");
         let p = a.patch_from(&Version::parse("1.1.0").unwrap()).unwrap();
         assert_eq!(p.operations.replace.directories[0].as_str(), "web");
@@ -179,6 +347,55 @@ mod tests {
         assert_eq!(two.release(&v, "stable").unwrap().channel, "stable");
         let back = serde_json::to_value(&m).unwrap();
         assert_eq!(back["mirror_hint"], "kept");
+    }
+
+    #[test]
+    fn operations_that_overlap_are_refused_when_made() {
+        let rel = |s: &&str| RelPath::new(s).unwrap();
+        let set = |f: &[&str], d: &[&str]| PathSet {
+            files: f.iter().map(rel).collect(),
+            directories: d.iter().map(rel).collect(),
+        };
+        let ops = |rf: &[&str], rd: &[&str], df: &[&str], dd: &[&str]| {
+            Operations::new(set(rf, rd), set(df, dd))
+        };
+        let bad = [
+            (ops(&["a"], &[], &["a"], &[]), "a is listed more than once"),
+            (ops(&[], &["d"], &[], &["d"]), "d is listed more than once"),
+            (
+                ops(&["d/x"], &[], &[], &["d"]),
+                "d/x is replaced but also deleted",
+            ),
+            (
+                ops(&["d/x"], &["d"], &[], &[]),
+                "d/x is replaced but already lies inside",
+            ),
+            (
+                ops(&[], &["d", "d/e"], &[], &[]),
+                "d/e is replaced but already lies inside",
+            ),
+            (
+                ops(&["a", "a/b"], &[], &[], &[]),
+                "a/b is replaced but lies below a replaced file",
+            ),
+            (ops(&["a"], &["a"], &[], &[]), "a is listed more than once"),
+            (
+                ops(&[], &["d"], &["d/old"], &[]),
+                "d/old is deleted but lies inside a replaced",
+            ),
+        ];
+        for (made, needle) in bad {
+            let err = made.unwrap_err();
+            assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+        }
+        ops(&["a/x", "b"], &["d", "e/f"], &["a/y", "g"], &["e/g"]).unwrap();
+        // The same rules when parsed: a manifest cannot hold such operations.
+        let twice = EXAMPLE.replace("conf/legacy.yml", "bin/app");
+        let err = serde_json::from_str::<Manifest>(&twice).unwrap_err();
+        assert!(
+            err.to_string().contains("bin/app is listed more than once"),
+            "{err}"
+        );
     }
 
     #[test]

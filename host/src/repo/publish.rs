@@ -33,9 +33,8 @@
 //!   `packages/<channel>/`: the same version may be on two channels with different trees.
 //! - An advisory lock (`.molt-publish.lock` in the repository) keeps two publishes apart.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -43,7 +42,8 @@ use ed25519_dalek::SigningKey;
 use time::{Duration, OffsetDateTime};
 
 use crate::error::ExitClass;
-use crate::hashing::CappedHashReader;
+use crate::fsutil::{self, Existing};
+use crate::hashing::{CappedHashReader, Sha256Digest};
 use crate::keys::{self, KeyError, key_id};
 use crate::package::archive::{
     ArchiveError, Compression, PackageEntries, PackageInfo, write_package,
@@ -51,28 +51,29 @@ use crate::package::archive::{
 use crate::package::extract::{self, Allowed, ExtractError, ExtractLimits};
 use crate::relpath::RelPath;
 use crate::repo::diff::diff_trees;
-use crate::repo::manifest::{Artifacts, FORMAT, Manifest, Operations, Package, Patch, Release};
+use crate::repo::manifest::{
+    Artifacts, FORMAT, Manifest, Operations, Package, PackageUrl, Patch, Release,
+};
 use crate::repo::signature::{self, SignatureFile};
-use crate::repo::trust::{TrustError, check_structure};
+use crate::repo::trust::{TrustError, check_structure, verify_signatures};
 use crate::state::RESERVED_STATE_DIR;
 use crate::tree::{ScanError, TreeListing};
-use crate::txn::fsutil::{self, Existing};
 use crate::version::{Version, host_arch, normalize_arch};
 
 /// The manifest file name inside a repository.
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 /// The signature file name inside a repository.
-pub const SIGNATURE_FILE: &str = "manifest.json.sig";
+pub(crate) const SIGNATURE_FILE: &str = "manifest.json.sig";
 /// Where packages are written, relative to the repository; a channel other than
 /// [`DEFAULT_CHANNEL`] gets its own subdirectory, because the same version may be published on two
 /// channels from different trees and package file names carry no channel.
-pub const PACKAGES_DIR: &str = "packages";
+pub(crate) const PACKAGES_DIR: &str = "packages";
 /// How long a manifest stays valid when `--expires-days` is not given.
-pub const DEFAULT_EXPIRES_DAYS: u32 = 90;
+pub(crate) const DEFAULT_EXPIRES_DAYS: u32 = 90;
 /// Patches per publish: from the five newest earlier releases.
 pub const DEFAULT_PATCHES: usize = 5;
 /// The default release channel.
-pub const DEFAULT_CHANNEL: &str = "stable";
+pub(crate) const DEFAULT_CHANNEL: &str = "stable";
 
 const LOCK_FILE: &str = ".molt-publish.lock";
 /// Largest manifest or signature file the publisher reads back (as the client caps it).
@@ -456,33 +457,17 @@ fn is_plain_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Holds the repository's publish lock until dropped.
-struct RepoLock {
-    _file: File,
-}
-
-fn lock_repo(repo: &Path) -> Result<RepoLock, PublishError> {
+/// Takes the repository's publish lock (held until the returned lock is dropped); another
+/// publish holding it is an error at once.
+fn lock_repo(repo: &Path) -> Result<fsutil::FileLock, PublishError> {
     let path = repo.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| PublishError::WriteRepo {
-            path: path.clone(),
-            source,
-        })?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        return Err(if err.kind() == io::ErrorKind::WouldBlock {
-            PublishError::Locked { path }
-        } else {
-            PublishError::WriteRepo { path, source: err }
-        });
+    match fsutil::lock_file(&path, std::time::Duration::ZERO) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(PublishError::Locked { path }),
+        Err(fsutil::LockFailure::Open(source) | fsutil::LockFailure::Lock(source)) => {
+            Err(PublishError::WriteRepo { path, source })
+        }
     }
-    Ok(RepoLock { _file: file })
 }
 
 /// The existing manifest, if any, after proving this key signed it and it is for `product`.
@@ -504,7 +489,7 @@ fn load_own_manifest(
     };
     let own = key.verifying_key();
     let source = manifest_path.display().to_string();
-    signature::verify(&bytes, &sig, &[own], 1, &source).map_err(|source| {
+    verify_signatures(&bytes, &sig, &[own], 1, &source).map_err(|source| {
         PublishError::ForeignManifest {
             path: manifest_path.clone(),
             key_id: key_id(&own),
@@ -567,7 +552,11 @@ fn write(
     listing: &TreeListing,
     entries: PackageEntries<'_>,
 ) -> Result<Package, PublishError> {
-    let url = format!("{}/{name}", plan.packages_dir);
+    let url = PackageUrl::new(&format!("{}/{name}", plan.packages_dir)).map_err(|e| {
+        PublishError::InvalidRequest {
+            reason: e.to_string(),
+        }
+    })?;
     let out = plan.req.repo.join(&url);
     let PackageInfo {
         size,
@@ -582,7 +571,8 @@ fn write(
     Ok(Package {
         url,
         size,
-        sha256,
+        sha256: Sha256Digest::parse(&sha256)
+            .expect("the package writer's digest is lowercase hex SHA-256"),
         unpacked_size,
     })
 }

@@ -14,15 +14,15 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use super::fsutil;
 use super::history;
 use super::journal::{Intent, Journal, Record};
 use super::plan::Plan;
 use super::undo::undo;
 use super::{Op, TxnError, TxnFailure, ValidationError, version_or_nothing};
 use crate::failpoint;
+use crate::fsutil;
 use crate::relpath::RelPath;
-use crate::state::{HistoryEntry, InstallState, Outcome, StateDir, TxnKind};
+use crate::state::{InstallState, Outcome, StateDir, TxnKind};
 use crate::version::Version;
 
 /// Mode of a directory while the transaction fills it; its own mode (`Intent::dir_modes`) is
@@ -55,6 +55,56 @@ pub struct ApplyOutcome {
     /// Housekeeping after the commit record that failed (the update itself happened; the next
     /// molt command finishes what is left): each a `TxnError::FinishFailed` with its causes.
     pub warnings: Vec<String>,
+}
+
+/// A transaction whose stage is filled and whose plan is made: nothing in the install has
+/// changed yet. [`Staged::commit`] runs it; [`Staged::discard`] gives it up.
+#[derive(Debug)]
+pub struct Staged {
+    txn: Transaction,
+    plan: Plan,
+}
+
+/// Begins a transaction and lets `fill` put the new tree into its stage directory and plan
+/// it. If `fill` fails, the transaction is given up (a failure to remove it is only logged: the
+/// next recovery removes it) and `fill`'s error is returned, since that is what the operator
+/// must see.
+pub fn stage<E: From<TxnError>>(
+    state: &StateDir,
+    keep_backups: usize,
+    fill: impl FnOnce(&Path) -> Result<Plan, E>,
+) -> Result<Staged, E> {
+    let txn = Transaction::begin(state, keep_backups)?;
+    match fill(&txn.stage_dir()) {
+        Ok(plan) => Ok(Staged { txn, plan }),
+        Err(e) => {
+            if let Err(d) = txn.abandon() {
+                tracing::warn!("{d}; the next molt command removes it");
+            }
+            Err(e)
+        }
+    }
+}
+
+impl Staged {
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// See [`Transaction::commit`].
+    pub fn commit(
+        self,
+        validate: impl FnOnce(&Path) -> Result<(), ValidationFailure>,
+    ) -> Result<ApplyOutcome, TxnError> {
+        self.txn.commit(&self.plan, validate)
+    }
+
+    /// Gives the transaction up without touching the install (`check`, `apply --dry-run`).
+    pub(crate) fn discard(self) {
+        if let Err(e) = self.txn.abandon() {
+            tracing::warn!("{e}; the next molt command removes it");
+        }
+    }
 }
 
 /// A new, sortable transaction id: UTC time to the nanosecond plus a random suffix.
@@ -137,51 +187,52 @@ impl Transaction {
         self.dir.join("backup")
     }
 
-    /// The state after `plan` succeeds: `current` with the plan's version and owned files, and
-    /// this transaction appended to the history log.
-    pub fn next_state(&self, plan: &Plan, current: &InstallState) -> InstallState {
-        let mut next = current.clone();
-        next.version = plan.to.clone();
-        next.files = plan.owned_files.clone();
-        next.dirs = plan.owned_dirs.clone();
-        next.record(HistoryEntry {
-            id: self.id.clone(),
-            at: OffsetDateTime::now_utc(),
-            kind: plan.kind,
-            from: plan.from.clone(),
-            to: plan.to.clone(),
-            outcome: Outcome::Applied,
-            reason: None,
-        });
-        next
-    }
-
     /// Gives up before `apply` (e.g. the download or extraction failed): removes the directory.
     pub fn abandon(self) -> Result<(), TxnError> {
         history::discard(&self.dir)
     }
 
-    /// Applies `plan`, runs `validate` on the new tree, and on success commits `new_state`
-    /// (see [`Transaction::next_state`]). On any failure before the commit record the old tree
-    /// is restored; after it, the outcome is `Ok` and carries what failed as warnings.
+    /// Applies `plan`, runs `validate` on the new tree, and on success commits the state the
+    /// plan leaves (see [`Transaction::commit`]); a validator's error is a verdict on the tree.
     pub fn apply(
         self,
         plan: &Plan,
-        new_state: InstallState,
         validate: impl FnOnce(&Path) -> Result<(), ValidationError>,
     ) -> Result<ApplyOutcome, TxnError> {
-        self.apply_validated(plan, new_state, |tree| {
+        self.commit(plan, |tree| {
             validate(tree).map_err(ValidationFailure::Verdict)
         })
     }
 
-    /// [`Transaction::apply`] with validators that may fail without a verdict on the tree
-    /// ([`ValidationFailure::NoVerdict`]: undone, recorded as `failed`, the release not marked
-    /// failed validation).
-    pub fn apply_validated(
+    /// Applies `plan`, runs `validate` on the new tree and on success commits the next state:
+    /// the current one with the plan's version, owned files and directories, and this
+    /// transaction in the history log. On any failure before the commit record the old tree is
+    /// restored; after it, the outcome is `Ok` and carries what failed as warnings. A
+    /// [`ValidationFailure::NoVerdict`] is undone and recorded as `failed`, without marking the
+    /// release as failed validation.
+    pub fn commit(
+        self,
+        plan: &Plan,
+        validate: impl FnOnce(&Path) -> Result<(), ValidationFailure>,
+    ) -> Result<ApplyOutcome, TxnError> {
+        self.run(
+            plan,
+            |mut next| {
+                next.version = plan.to.clone();
+                next.files = plan.owned_files.clone();
+                next.dirs = plan.owned_dirs.clone();
+                next
+            },
+            validate,
+        )
+    }
+
+    /// [`Transaction::commit`] with the next state made by `next_state` from the current one
+    /// (a rollback restores an earlier tree); the history entry is added here.
+    pub(super) fn run(
         mut self,
         plan: &Plan,
-        new_state: InstallState,
+        next_state: impl FnOnce(InstallState) -> InstallState,
         validate: impl FnOnce(&Path) -> Result<(), ValidationFailure>,
     ) -> Result<ApplyOutcome, TxnError> {
         let old_state = self.state.load_state()?;
@@ -199,6 +250,8 @@ impl Transaction {
             dir_modes: plan.dir_modes.clone(),
             adopted: plan.adopted.clone(),
         };
+        let mut new_state = next_state(intent.old_state.clone());
+        new_state.record(intent.history_entry(Outcome::Applied, None));
         if let Err(e) = self
             .journal
             .append(&Record::Intent(Box::new(intent.clone())))
@@ -363,15 +416,7 @@ pub(crate) fn finish_rolled_back(
         reason: reason.to_owned(),
     })?;
     let mut restored = intent.old_state.clone();
-    restored.record(HistoryEntry {
-        id: intent.id.clone(),
-        at: OffsetDateTime::now_utc(),
-        kind: intent.kind,
-        from: intent.from.clone(),
-        to: intent.to.clone(),
-        outcome,
-        reason: Some(reason.to_owned()),
-    });
+    restored.record(intent.history_entry(outcome, Some(reason.to_owned())));
     if outcome == Outcome::FailedValidation
         && let Some(to) = &intent.to
     {

@@ -23,9 +23,9 @@ use time::OffsetDateTime;
 
 use super::{DirMode, Op, TxnError};
 use crate::failpoint;
+use crate::fsutil;
 use crate::relpath::RelPath;
-use crate::state::{InstallState, Outcome, TxnKind};
-use crate::txn::fsutil;
+use crate::state::{HistoryEntry, InstallState, Outcome, TxnKind};
 use crate::version::Version;
 
 /// Everything a transaction is about to do, journaled before it touches the install.
@@ -59,6 +59,21 @@ pub struct Intent {
     pub adopted: Vec<RelPath>,
 }
 
+impl Intent {
+    /// This transaction's line in `state.json`'s history log (the one place one is made).
+    pub(crate) fn history_entry(&self, outcome: Outcome, reason: Option<String>) -> HistoryEntry {
+        HistoryEntry {
+            id: self.id.clone(),
+            at: OffsetDateTime::now_utc(),
+            kind: self.kind,
+            from: self.from.clone(),
+            to: self.to.clone(),
+            outcome,
+            reason,
+        }
+    }
+}
+
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "kebab-case")]
@@ -81,9 +96,8 @@ pub enum Record {
 
 /// What a journal says, folded from its records.
 #[derive(Debug, Clone, Default)]
-pub struct JournalSummary {
+pub(crate) struct JournalSummary {
     pub intent: Option<Intent>,
-    pub applied: bool,
     pub commit: Option<InstallState>,
     pub done: bool,
     pub rolled_back: Option<(Outcome, String)>,
@@ -125,7 +139,7 @@ impl Journal {
     }
 
     /// Opens an existing journal for appending, first cutting off a torn last line.
-    pub fn open_append(path: &Path) -> Result<Self, TxnError> {
+    pub(crate) fn open_append(path: &Path) -> Result<Self, TxnError> {
         let write_err = |source| TxnError::JournalWrite {
             path: path.to_owned(),
             source,
@@ -145,10 +159,6 @@ impl Journal {
             file,
             len: complete as u64,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Appends one record and makes it durable. A failed append is cut off again, so it leaves
@@ -207,7 +217,7 @@ impl Record {
 
 /// Reads every complete record; a missing journal has none. An unreadable last line is a torn
 /// append and is ignored; an unreadable line before it is corruption.
-pub fn read_records(path: &Path) -> Result<Vec<Record>, TxnError> {
+pub(crate) fn read_records(path: &Path) -> Result<Vec<Record>, TxnError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -255,12 +265,12 @@ fn parse_line(line: &[u8]) -> Result<Record, String> {
 }
 
 /// Reads a journal and folds it into what it says.
-pub fn summarize(path: &Path) -> Result<JournalSummary, TxnError> {
+pub(crate) fn summarize(path: &Path) -> Result<JournalSummary, TxnError> {
     let mut s = JournalSummary::default();
     for record in read_records(path)? {
         match record {
             Record::Intent(i) => s.intent = Some(*i),
-            Record::Applied => s.applied = true,
+            Record::Applied => {}
             Record::Commit { new_state } => s.commit = Some(*new_state),
             Record::Done => s.done = true,
             Record::RolledBack { outcome, reason } => s.rolled_back = Some((outcome, reason)),
@@ -308,7 +318,7 @@ mod tests {
         .unwrap();
         let s = summarize(&p).unwrap();
         assert_eq!(s.intent.unwrap(), intent());
-        assert!(s.applied && s.commit.is_some() && !s.done && s.rolled_back.is_none());
+        assert!(s.commit.is_some() && !s.done && s.rolled_back.is_none());
         let text = fs::read_to_string(&p).unwrap();
         assert!(text.starts_with("{\"record\":\"intent\""), "{text}");
     }

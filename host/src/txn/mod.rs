@@ -13,14 +13,15 @@
 //! - [`apply`]: run a plan as a transaction (journal, renames, fsync, validate, commit, archive).
 //! - [`undo`]: put the old tree back from the intent and the filesystem (idempotent).
 //! - [`recover`]: finish or undo whatever a previous process left in `txn/`.
-//! - [`history`]: kept transactions and `molt rollback`.
+//! - [`history`]: kept transactions (listing, pruning, crash-safe removal).
+//! - [`rollback`]: `molt rollback`, a transaction whose sources are a kept backup.
 
 pub mod apply;
-pub mod fsutil;
 pub mod history;
 pub mod journal;
 pub mod plan;
 pub mod recover;
+pub(crate) mod rollback;
 pub mod undo;
 
 #[cfg(test)]
@@ -39,12 +40,14 @@ use crate::version::Version;
 use undo::UndoError;
 
 pub use crate::state::{Outcome, TxnKind};
-pub use apply::{ApplyOutcome, Transaction, ValidationFailure};
-pub use history::{KeptTransaction, RollbackOutcome, kept_transactions, rollback_last};
-pub use plan::{Plan, PlanContext, PlanError, plan_full, plan_patch};
-pub use recover::{
-    PendingStage, PendingTxn, RecoveredTxn, RecoveryAction, RecoveryReport, pending, recover,
-};
+pub use apply::{ApplyOutcome, Staged, Transaction, ValidationFailure, stage};
+pub(crate) use history::kept_transactions;
+pub(crate) use plan::plan_patch;
+pub use plan::{Plan, PlanContext, PlanError, plan_full};
+#[cfg(test)]
+pub(crate) use recover::{PendingStage, pending};
+pub use recover::{RecoveredTxn, RecoveryAction, RecoveryReport, recover};
+pub(crate) use rollback::rollback_last;
 
 /// One primitive operation: put `source` at `path` (moving what is there into the backup
 /// first), or with `source: None`, move what is at `path` into the backup (a delete).
@@ -76,7 +79,7 @@ pub(crate) fn version_or_nothing(v: &Option<Version>) -> String {
 }
 
 /// Why a validator rejected the new tree (the validator's own typed error, with its chain).
-pub type ValidationError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type ValidationError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What made a transaction fail before its commit record (it was undone).
 #[derive(Debug, thiserror::Error)]

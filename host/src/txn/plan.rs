@@ -20,12 +20,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::ExitClass;
+use crate::fsutil::{self, EntryKind};
 use crate::hashing::sha256_file;
 use crate::relpath::RelPath;
 use crate::repo::manifest::Operations;
 use crate::state::{InstallState, RESERVED_STATE_DIR, StateDir, TxnKind};
 use crate::tree::{FileRecord, TreeListing};
-use crate::txn::fsutil::{self, EntryKind};
 use crate::txn::{DirMode, Op};
 use crate::version::Version;
 
@@ -54,10 +54,6 @@ pub enum PlanError {
     SymlinkOnPath { path: RelPath },
     #[error("the staged package lacks {path}, which the patch operations name")]
     NotStaged { path: RelPath },
-    #[error("the patch operations name {path} in both replace and delete")]
-    ReplacedAndDeleted { path: RelPath },
-    #[error("the patch operations overlap: {inner} lies inside {outer}")]
-    Overlap { outer: RelPath, inner: RelPath },
     #[error(
         "the update needs the place of {}; nothing was changed. Keep such an entry by listing \
          it under [apply] preserve in molt.toml (the release's version is then skipped), move it \
@@ -163,6 +159,24 @@ impl Plan {
     pub fn changes(&self) -> usize {
         self.ops.len() + self.created_dirs.len()
     }
+
+    /// The paths the plan puts something at (what a validator is told changed).
+    pub fn changed(&self) -> Vec<RelPath> {
+        self.ops
+            .iter()
+            .filter(|o| o.source.is_some())
+            .map(|o| o.path.clone())
+            .collect()
+    }
+
+    /// The paths the plan deletes.
+    pub fn removed(&self) -> Vec<RelPath> {
+        self.ops
+            .iter()
+            .filter(|o| o.source.is_none())
+            .map(|o| o.path.clone())
+            .collect()
+    }
 }
 
 /// Caches what is at each install path (by `lstat`).
@@ -197,11 +211,6 @@ fn kind_name(k: EntryKind) -> &'static str {
         EntryKind::Symlink => "symbolic link",
         EntryKind::Other => "special file",
     }
-}
-
-/// True if `p` or one of its ancestors is in `set`.
-fn covered_by(p: &RelPath, set: &BTreeSet<RelPath>) -> bool {
-    set.contains(p) || p.ancestors().any(|a| set.contains(&a))
 }
 
 /// What a planner wants, before it is checked against the install and put in order.
@@ -269,7 +278,7 @@ fn assemble(
     let mut puts = Vec::new();
     for (p, (source, is_dir)) in &wanted.puts {
         ctx.check_not_state(p)?;
-        let existing = if covered_by(p, &gone) && !gone.contains(p) {
+        let existing = if p.is_at_or_under(|a| gone.contains(a)) && !gone.contains(p) {
             None
         } else {
             probe.kind(p)?
@@ -307,7 +316,7 @@ fn assemble(
             continue;
         }
         ctx.check_not_state(&d)?;
-        let existing = if covered_by(&d, &gone) {
+        let existing = if d.is_at_or_under(|a| gone.contains(a)) {
             None
         } else {
             probe.kind(&d)?
@@ -340,7 +349,7 @@ fn assemble(
     let mut ops = Vec::new();
     for p in &delete_roots {
         let nested = p.ancestors().any(|a| delete_roots.contains(&a));
-        if nested || covered_by(p, &put_paths) {
+        if nested || p.is_at_or_under(|a| put_paths.contains(a)) {
             continue;
         }
         ctx.check_not_state(p)?;
@@ -467,16 +476,7 @@ fn children(path: &Path) -> Result<Vec<(RelPath, EntryKind)>, PlanError> {
         else {
             continue;
         };
-        let ft = entry.file_type().map_err(inspect)?;
-        let kind = if ft.is_dir() {
-            EntryKind::Dir
-        } else if ft.is_file() {
-            EntryKind::File
-        } else if ft.is_symlink() {
-            EntryKind::Symlink
-        } else {
-            EntryKind::Other
-        };
+        let kind = EntryKind::from(entry.file_type().map_err(inspect)?);
         out.push((name, kind));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -850,7 +850,7 @@ pub fn plan_full(
     let skipped = pl.skipped.clone();
     let (mut plan, mut probe, removed_dirs) =
         pl.finish(TxnKind::Full, old.version.clone(), Some(to))?;
-    let kept_out = |p: &RelPath| ctx.is_preserved(p) || covered_by(p, &skipped);
+    let kept_out = |p: &RelPath| ctx.is_preserved(p) || p.is_at_or_under(|a| skipped.contains(a));
     plan.owned_files = staged
         .files
         .iter()
@@ -860,7 +860,7 @@ pub fn plan_full(
     plan.owned_dirs = new_dirs.iter().filter(|d| !kept_out(d)).cloned().collect();
     for d in &old.dirs {
         let stays = !removed_dirs.contains(d)
-            && !covered_by(d, &removed_dirs)
+            && !d.is_at_or_under(|a| removed_dirs.contains(a))
             && !staged.files.contains_key(d)
             && !ctx.is_preserved(d)
             && probe.kind(d)? == Some(EntryKind::Dir);
@@ -874,7 +874,7 @@ pub fn plan_full(
 /// Plans a patch: each replaced file or directory ends up as staged (a replaced directory loses
 /// what molt owned there that the package does not have, and keeps what molt does not own),
 /// each deleted path molt owns is gone, nothing else changes. Preserved paths are skipped.
-pub fn plan_patch(
+pub(crate) fn plan_patch(
     ctx: &PlanContext,
     stage_dir: &Path,
     staged: &TreeListing,
@@ -913,26 +913,29 @@ pub fn plan_patch(
         .cloned()
         .collect();
     let replaced_dirs: BTreeSet<RelPath> = operations.replace.directories.iter().cloned().collect();
-    let kept_out = |p: &RelPath| ctx.is_preserved(p) || covered_by(p, &skipped);
+    let kept_out = |p: &RelPath| ctx.is_preserved(p) || p.is_at_or_under(|a| skipped.contains(a));
     plan.owned_files = old
         .files
         .iter()
-        .filter(|(p, _)| !covered_by(p, &changed))
+        .filter(|(p, _)| !p.is_at_or_under(|a| changed.contains(a)))
         .map(|(p, r)| (p.clone(), r.clone()))
         .collect();
     plan.owned_dirs = old
         .dirs
         .iter()
-        .filter(|d| !covered_by(d, &changed))
+        .filter(|d| !d.is_at_or_under(|a| changed.contains(a)))
         .cloned()
         .collect();
     for (p, r) in &staged.files {
         if kept_out(p) {
             continue;
         }
-        if operations.replace.files.contains(p) || covered_by(p, &replaced_dirs) {
+        if operations.replace.files.contains(p) || p.is_at_or_under(|a| replaced_dirs.contains(a)) {
             plan.owned_files.insert(p.clone(), r.clone());
-            for a in p.ancestors().filter(|a| covered_by(a, &replaced_dirs)) {
+            for a in p
+                .ancestors()
+                .filter(|a| a.is_at_or_under(|a| replaced_dirs.contains(a)))
+            {
                 plan.owned_dirs.insert(a);
             }
         }
@@ -941,7 +944,7 @@ pub fn plan_patch(
         staged
             .dirs
             .iter()
-            .filter(|d| covered_by(d, &replaced_dirs) && !kept_out(d))
+            .filter(|d| d.is_at_or_under(|a| replaced_dirs.contains(a)) && !kept_out(d))
             .cloned(),
     );
     plan.owned_dirs
@@ -950,62 +953,10 @@ pub fn plan_patch(
     Ok(plan)
 }
 
-/// Structural checks of a patch's operations against the state dir.
+/// A patch's operations against the state dir (their consistency is [`Operations`]' own).
 fn check_patch_paths(ctx: &PlanContext, operations: &Operations) -> Result<(), PlanError> {
-    #[derive(PartialEq)]
-    enum Role {
-        Put,
-        DeleteFile,
-        DeleteDir,
-    }
-    let mut roles: BTreeMap<&RelPath, Role> = BTreeMap::new();
-    let all = operations
-        .replace
-        .iter()
-        .map(|p| (p, Role::Put))
-        .chain(
-            operations
-                .delete
-                .files
-                .iter()
-                .map(|p| (p, Role::DeleteFile)),
-        )
-        .chain(
-            operations
-                .delete
-                .directories
-                .iter()
-                .map(|p| (p, Role::DeleteDir)),
-        );
-    for (p, role) in all {
+    for p in operations.replace.iter().chain(operations.delete.iter()) {
         ctx.check_not_state(p)?;
-        if let Some(prev) = roles.insert(p, role) {
-            let now = &roles[p];
-            let put_and_delete = (prev == Role::Put) != (*now == Role::Put);
-            return Err(if put_and_delete {
-                PlanError::ReplacedAndDeleted { path: p.clone() }
-            } else {
-                PlanError::Overlap {
-                    outer: p.clone(),
-                    inner: p.clone(),
-                }
-            });
-        }
-    }
-    for (p, role) in &roles {
-        for a in p.ancestors() {
-            match roles.get(&a) {
-                // A deleted file may become a directory holding new files.
-                Some(Role::DeleteFile) if *role == Role::Put => {}
-                Some(_) => {
-                    return Err(PlanError::Overlap {
-                        outer: a,
-                        inner: (*p).clone(),
-                    });
-                }
-                None => {}
-            }
-        }
     }
     Ok(())
 }
@@ -1218,7 +1169,7 @@ mod tests {
                 &ctx(&install),
                 &stage,
                 &staged,
-                &Operations { replace, delete },
+                &Operations::new(replace, delete).unwrap(),
                 &old,
                 v("1.1.0"),
             )
@@ -1231,14 +1182,6 @@ mod tests {
             files: vec![],
             directories: v.iter().map(|s| rp(s)).collect(),
         };
-        assert!(matches!(
-            plan(dirs(&["web"]), files(&["web"])),
-            Err(PlanError::ReplacedAndDeleted { .. })
-        ));
-        assert!(matches!(
-            plan(dirs(&["web"]), files(&["web/x"])),
-            Err(PlanError::Overlap { .. })
-        ));
         assert!(matches!(
             plan(files(&["missing"]), PathSet::default()),
             Err(PlanError::NotStaged { .. })

@@ -13,7 +13,8 @@ use super::apply::{archive_done, finish_rolled_back};
 use super::history::{dir_names, discard, sweep_discarded};
 use super::journal::{self, Journal, Record};
 use super::undo::undo;
-use super::{TxnError, fsutil, version_or_nothing};
+use super::{TxnError, version_or_nothing};
+use crate::fsutil;
 use crate::state::{Outcome, StateDir, TxnKind};
 use crate::version::Version;
 
@@ -76,7 +77,9 @@ pub struct RecoveryReport {
     pub transactions: Vec<RecoveredTxn>,
 }
 
-/// How far an unfinished transaction got, as its journal says.
+/// How far an unfinished transaction got, as its journal says (what the crash tests check
+/// before recovering; `molt status` recovers first, so it only ever reports what recovery did).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PendingStage {
     /// No intent journaled: still downloading or staging (nothing in the install touched).
@@ -89,7 +92,8 @@ pub enum PendingStage {
     Finishing,
 }
 
-/// A transaction still in `txn/` (read without changing anything, for `molt status`).
+/// A transaction still in `txn/`, read without changing anything.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingTxn {
     pub id: String,
@@ -100,6 +104,7 @@ pub struct PendingTxn {
 }
 
 /// Transactions left in `txn/` (by a running or an interrupted molt), oldest first.
+#[cfg(test)]
 pub fn pending(state: &StateDir) -> Result<Vec<PendingTxn>, TxnError> {
     let mut out = Vec::new();
     for id in dir_names(&state.txn_root())? {

@@ -10,7 +10,7 @@ use super::testutil::{Entry, snapshot};
 use super::*;
 use crate::failpoint::simulation::{crash_after_step, record_steps};
 use crate::repo::manifest::{Operations, PathSet};
-use crate::state::{InstallState, StateDir};
+use crate::state::StateDir;
 use crate::tree::TreeListing;
 
 type Tree = BTreeMap<String, Entry>;
@@ -106,18 +106,12 @@ impl Fixture {
         (txn, listing)
     }
 
-    fn prepare_full(
-        &self,
-        files: Files,
-        to: &str,
-        keep: usize,
-    ) -> (Transaction, Plan, InstallState) {
+    fn prepare_full(&self, files: Files, to: &str, keep: usize) -> (Transaction, Plan) {
         let (txn, listing) = self.stage(files, keep);
         let old = self.sd.load_state().unwrap();
         let ctx = PlanContext::new(&self.sd, &self.preserve());
         let plan = plan_full(&ctx, &txn.stage_dir(), &listing, &old, v(to)).unwrap();
-        let next = txn.next_state(&plan, &old);
-        (txn, plan, next)
+        (txn, plan)
     }
 
     fn full(
@@ -127,12 +121,12 @@ impl Fixture {
         keep: usize,
         validate: impl FnOnce(&Path) -> Result<(), super::ValidationError>,
     ) -> Result<ApplyOutcome, TxnError> {
-        let (txn, plan, next) = self.prepare_full(files, to, keep);
-        txn.apply(&plan, next, validate)
+        let (txn, plan) = self.prepare_full(files, to, keep);
+        txn.apply(&plan, validate)
     }
 
     /// The 1.0.0 → 1.1.0 patch.
-    fn prepare_patch(&self, keep: usize) -> (Transaction, Plan, InstallState) {
+    fn prepare_patch(&self, keep: usize) -> (Transaction, Plan) {
         let staged: Vec<_> = V11
             .iter()
             .copied()
@@ -142,29 +136,29 @@ impl Fixture {
             })
             .collect();
         let (txn, listing) = self.stage(&staged, keep);
-        let ops = Operations {
-            replace: PathSet {
+        let ops = Operations::new(
+            PathSet {
                 files: vec![rp("bin/app"), rp("conf/app.yml"), rp("fresh/deep/new.txt")],
                 directories: vec![rp("web")],
             },
-            delete: PathSet {
+            PathSet {
                 files: vec![rp("conf/legacy.yml"), rp("absent.txt")],
                 directories: vec![rp("plugins/legacy")],
             },
-        };
+        )
+        .unwrap();
         let old = self.sd.load_state().unwrap();
         let ctx = PlanContext::new(&self.sd, &self.preserve());
         let plan = plan_patch(&ctx, &txn.stage_dir(), &listing, &ops, &old, v("1.1.0")).unwrap();
-        let next = txn.next_state(&plan, &old);
-        (txn, plan, next)
+        (txn, plan)
     }
 
     fn patch(
         &self,
         validate: impl FnOnce(&Path) -> Result<(), super::ValidationError>,
     ) -> Result<ApplyOutcome, TxnError> {
-        let (txn, plan, next) = self.prepare_patch(2);
-        txn.apply(&plan, next, validate)
+        let (txn, plan) = self.prepare_patch(2);
+        txn.apply(&plan, validate)
     }
 
     fn version(&self) -> Option<Version> {
@@ -438,8 +432,8 @@ fn rollback_after_patch_and_history_pruning() {
 
     // keep_backups = 1 prunes the older entry; 0 keeps nothing.
     f.patch(|_| Ok(())).unwrap();
-    let (txn, plan, next) = f.prepare_full(V2, "2.0.0", 1);
-    txn.apply(&plan, next, |_| Ok(())).unwrap();
+    let (txn, plan) = f.prepare_full(V2, "2.0.0", 1);
+    txn.apply(&plan, |_| Ok(())).unwrap();
     let kept = kept_transactions(&f.sd).unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].to, Some(v("2.0.0")));
@@ -473,33 +467,33 @@ type Observed = (Tree, Option<Version>);
 
 fn patch_scenario() -> (Fixture, Operation) {
     let f = Fixture::with_v1();
-    let (txn, plan, next) = f.prepare_patch(2);
+    let (txn, plan) = f.prepare_patch(2);
     (
         f,
         Box::new(move |_| {
-            let _ = txn.apply(&plan, next, |_| Ok(()));
+            let _ = txn.apply(&plan, |_| Ok(()));
         }),
     )
 }
 
 fn full_scenario() -> (Fixture, Operation) {
     let f = Fixture::with_v1();
-    let (txn, plan, next) = f.prepare_full(V2, "2.0.0", 1);
+    let (txn, plan) = f.prepare_full(V2, "2.0.0", 1);
     (
         f,
         Box::new(move |_| {
-            let _ = txn.apply(&plan, next, |_| Ok(()));
+            let _ = txn.apply(&plan, |_| Ok(()));
         }),
     )
 }
 
 fn failing_validator_scenario() -> (Fixture, Operation) {
     let f = Fixture::with_v1();
-    let (txn, plan, next) = f.prepare_patch(2);
+    let (txn, plan) = f.prepare_patch(2);
     (
         f,
         Box::new(move |_| {
-            let _ = txn.apply(&plan, next, |_| Err("rejected".into()));
+            let _ = txn.apply(&plan, |_| Err("rejected".into()));
         }),
     )
 }
@@ -672,8 +666,7 @@ fn ten_thousand_file_update_takes_one_dir_fsync_batch_and_few_records() {
         let start = std::time::Instant::now();
         let old = f.sd.load_state().unwrap();
         let plan = plan_full(&ctx, &txn.stage_dir(), &listing, &old, v(to)).unwrap();
-        let next = txn.next_state(&plan, &old);
-        let (out, labels) = record_steps(|| txn.apply(&plan, next, |_| Ok(())));
+        let (out, labels) = record_steps(|| txn.apply(&plan, |_| Ok(())));
         out.unwrap();
         elapsed.push(start.elapsed());
         let journal_records = labels.iter().filter(|l| l.starts_with("journal ")).count();
@@ -702,9 +695,9 @@ fn listing_of(dir: &Path) -> Tree {
 fn recovery_never_discards_a_txn_without_a_journal_that_holds_a_backup_or_stage() {
     let f = Fixture::with_v1();
     // A patch interrupted mid-way whose journal was then lost.
-    let (txn, plan, next) = f.prepare_patch(2);
+    let (txn, plan) = f.prepare_patch(2);
     let dir = txn.dir().to_owned();
-    assert!(crash_after_step(4, || txn.apply(&plan, next, |_| Ok(()))).is_none());
+    assert!(crash_after_step(4, || txn.apply(&plan, |_| Ok(()))).is_none());
     fs::remove_file(dir.join("journal")).unwrap();
     let install_before = f.tree();
     let txn_before = listing_of(&dir);

@@ -12,9 +12,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::Op;
-use super::fsutil;
 use super::journal::Intent;
 use crate::failpoint;
+use crate::fsutil;
 
 /// Why undo stopped (the caller turns this into a `RollbackFailed` error).
 #[derive(Debug, thiserror::Error)]

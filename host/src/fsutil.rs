@@ -24,28 +24,71 @@ use crate::failpoint;
 
 /// What sits at a path (symlinks are not followed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
+pub(crate) enum EntryKind {
     File,
     Dir,
     Symlink,
     Other,
 }
 
-/// The kind of entry at `path`, or `None` if nothing is there (also when a parent is a file).
-pub fn entry_kind(path: &Path) -> io::Result<Option<EntryKind>> {
-    match fs::symlink_metadata(path) {
-        Ok(m) => {
-            let ft = m.file_type();
-            Ok(Some(if ft.is_dir() {
-                EntryKind::Dir
-            } else if ft.is_file() {
-                EntryKind::File
-            } else if ft.is_symlink() {
-                EntryKind::Symlink
-            } else {
-                EntryKind::Other
-            }))
+impl From<fs::FileType> for EntryKind {
+    fn from(ft: fs::FileType) -> Self {
+        if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_file() {
+            EntryKind::File
+        } else if ft.is_symlink() {
+            EntryKind::Symlink
+        } else {
+            EntryKind::Other
         }
+    }
+}
+
+/// An exclusive advisory lock (`flock`) on a file, held until dropped: the one lock of molt (the
+/// state dir's, the publisher's repository lock).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+/// Why [`lock_file`] took no lock: the file could not be opened, or locking it failed.
+#[derive(Debug)]
+pub(crate) enum LockFailure {
+    Open(io::Error),
+    Lock(io::Error),
+}
+
+/// Opens (creating it if needed) `path` and takes its exclusive lock, retrying every 50 ms for up
+/// to `wait` while another process holds it; `Ok(None)` if it is still held then.
+pub(crate) fn lock_file(
+    path: &Path,
+    wait: std::time::Duration,
+) -> Result<Option<FileLock>, LockFailure> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(LockFailure::Open)?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(FileLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(LockFailure::Lock(e)),
+        }
+    }
+}
+
+/// The kind of entry at `path`, or `None` if nothing is there (also when a parent is a file).
+pub(crate) fn entry_kind(path: &Path) -> io::Result<Option<EntryKind>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(EntryKind::from(m.file_type()))),
         Err(e)
             if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
         {
@@ -56,7 +99,7 @@ pub fn entry_kind(path: &Path) -> io::Result<Option<EntryKind>> {
 }
 
 /// True if anything (even a dangling symlink) is at `path`.
-pub fn exists(path: &Path) -> io::Result<bool> {
+pub(crate) fn exists(path: &Path) -> io::Result<bool> {
     entry_kind(path).map(|k| k.is_some())
 }
 
@@ -65,7 +108,7 @@ pub fn exists(path: &Path) -> io::Result<bool> {
 /// (`O_NONBLOCK`: a FIFO without a writer would block a plain open) and the kind is read from
 /// the opened descriptor, so the file checked is the file read. Read it with a byte cap all
 /// the same: its size can change while it is read.
-pub fn open_regular(path: &Path) -> io::Result<File> {
+pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
     let refused = |what: &str| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -110,7 +153,7 @@ fn c_path(path: &Path) -> io::Result<CString> {
 ///
 /// Uses `renameat2(RENAME_NOREPLACE)`; on a filesystem without it, checks and renames (molt holds
 /// the state lock, so nothing else of ours races the check).
-pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let c_from = c_path(from)?;
     let c_to = c_path(to)?;
     // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
@@ -142,13 +185,13 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Flushes a directory's entries (creations, renames, removals) to disk.
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Creates one directory with `mode` (subject to the umask); `Ok(false)` if a directory is
 /// already there.
-pub fn create_dir(path: &Path, mode: u32) -> io::Result<bool> {
+pub(crate) fn create_dir(path: &Path, mode: u32) -> io::Result<bool> {
     use std::os::unix::fs::DirBuilderExt;
     match fs::DirBuilder::new().mode(mode).create(path) {
         Ok(()) => Ok(true),
@@ -160,7 +203,7 @@ pub fn create_dir(path: &Path, mode: u32) -> io::Result<bool> {
 /// The id of the mount `path` lies on (`statx` with `STATX_MNT_ID`), or `None` where the kernel
 /// does not report one. Two paths on one filesystem (same `st_dev`) can still be on different
 /// mounts — a bind mount — and `rename` between them fails with `EXDEV`.
-pub fn mount_id(path: &Path) -> io::Result<Option<u64>> {
+pub(crate) fn mount_id(path: &Path) -> io::Result<Option<u64>> {
     let c = c_path(path)?;
     // SAFETY: an all-zero statx is a valid value of this plain C struct.
     let mut buf: libc::statx = unsafe { std::mem::zeroed() };
@@ -185,14 +228,14 @@ pub fn mount_id(path: &Path) -> io::Result<Option<u64>> {
 }
 
 /// Sets the permission bits of `path` (not following a symlink at `path` is the caller's check).
-pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o777))
 }
 
 /// Removes `path` if it is an empty directory; `Ok(false)` if it is absent, not empty, or not a
 /// directory.
-pub fn remove_dir_if_empty(path: &Path) -> io::Result<bool> {
+pub(crate) fn remove_dir_if_empty(path: &Path) -> io::Result<bool> {
     match fs::remove_dir(path) {
         Ok(()) => Ok(true),
         Err(e)
@@ -207,7 +250,7 @@ pub fn remove_dir_if_empty(path: &Path) -> io::Result<bool> {
 }
 
 /// Removes a directory tree; absent is fine.
-pub fn remove_tree(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -217,7 +260,7 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
 
 /// What a durable write does when something is already at its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Existing {
+pub(crate) enum Existing {
     /// Replace it atomically (readers see the old or the new file, never a mix).
     Replace,
     /// Fail with `AlreadyExists` and leave it alone.
@@ -236,7 +279,12 @@ fn parent_of(path: &Path) -> &Path {
 /// subject to the umask), fsynced, renamed to `path` (over an existing file, or refusing one),
 /// then the directory fsynced. After a power loss `path` holds the old content or all of the
 /// new, never a part.
-pub fn write_file(path: &Path, bytes: &[u8], mode: u32, existing: Existing) -> io::Result<()> {
+pub(crate) fn write_file(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    existing: Existing,
+) -> io::Result<()> {
     let dir = parent_of(path);
     let name = path
         .file_name()
@@ -260,7 +308,7 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32, existing: Existing) -> i
 
 /// Makes the fully written `file` (open at `tmp`) durable at `path`: fsync it, rename `tmp` to
 /// `path` (replacing or refusing an existing entry), fsync the directory (both, if they differ).
-pub fn persist(file: &File, tmp: &Path, path: &Path, existing: Existing) -> io::Result<()> {
+pub(crate) fn persist(file: &File, tmp: &Path, path: &Path, existing: Existing) -> io::Result<()> {
     file.sync_all()?;
     match existing {
         Existing::Replace => fs::rename(tmp, path)?,
@@ -275,7 +323,7 @@ pub fn persist(file: &File, tmp: &Path, path: &Path, existing: Existing) -> io::
 }
 
 /// [`persist`] for a `tempfile` temp file.
-pub fn persist_temp(
+pub(crate) fn persist_temp(
     temp: tempfile::NamedTempFile,
     path: &Path,
     existing: Existing,
@@ -290,14 +338,14 @@ pub fn persist_temp(
 
 /// Replaces `path` with `bytes` atomically and durably (a private 0600 file) — the write of
 /// molt's own state files, counted as a durable step.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_file(path, bytes, 0o600, Existing::Replace)?;
     failpoint::step(&format!("write {}", path.display()))
 }
 
 /// How many fsyncs a [`SyncBatch`] keeps in flight: enough to keep a disk's (or a FUSE or
 /// network filesystem's) queue busy, few enough not to matter on a small machine.
-pub const SYNC_WORKERS: usize = 12;
+pub(crate) const SYNC_WORKERS: usize = 12;
 
 /// One queued fsync.
 enum SyncJob {
@@ -315,7 +363,7 @@ type Failure = Arc<Mutex<Option<(PathBuf, io::Error)>>>;
 /// [`SyncBatch::finish`] waits for all of them and reports the first failure with its path.
 /// Up to [`SYNC_WORKERS`] threads (started as work arrives) and a bounded queue, so open files
 /// never pile up.
-pub struct SyncBatch {
+pub(crate) struct SyncBatch {
     queue: Option<SyncSender<(PathBuf, SyncJob)>>,
     jobs: Arc<Mutex<Receiver<(PathBuf, SyncJob)>>>,
     workers: Vec<JoinHandle<()>>,
@@ -323,7 +371,7 @@ pub struct SyncBatch {
 }
 
 impl SyncBatch {
-    pub fn new() -> SyncBatch {
+    pub(crate) fn new() -> SyncBatch {
         let (queue, jobs) = sync_channel(4 * SYNC_WORKERS);
         SyncBatch {
             queue: Some(queue),
@@ -334,12 +382,12 @@ impl SyncBatch {
     }
 
     /// Queues the fsync of a written file (the batch closes it afterwards).
-    pub fn file(&mut self, path: PathBuf, file: File) {
+    pub(crate) fn file(&mut self, path: PathBuf, file: File) {
         self.submit(path, SyncJob::File(file));
     }
 
     /// Queues the fsync of a directory's entries.
-    pub fn dir(&mut self, path: PathBuf) {
+    pub(crate) fn dir(&mut self, path: PathBuf) {
         self.submit(path, SyncJob::Dir);
     }
 
@@ -369,7 +417,7 @@ impl SyncBatch {
     }
 
     /// Waits for every queued fsync; the first failure, with the path it was for.
-    pub fn finish(mut self) -> Result<(), (PathBuf, io::Error)> {
+    pub(crate) fn finish(mut self) -> Result<(), (PathBuf, io::Error)> {
         self.join();
         let failed = self
             .failure
@@ -433,7 +481,7 @@ fn sync_worker(jobs: &Mutex<Receiver<(PathBuf, SyncJob)>>, failure: &Failure) {
 /// Fsyncs every directory in `dirs` in parallel; the first failure with its path. With
 /// `skip_missing`, a directory that is gone is fine (its removal is made durable by fsyncing
 /// its parent).
-pub fn fsync_dirs<'a>(
+pub(crate) fn fsync_dirs<'a>(
     dirs: impl IntoIterator<Item = &'a PathBuf>,
     skip_missing: bool,
 ) -> Result<(), (PathBuf, io::Error)> {
@@ -450,7 +498,7 @@ pub fn fsync_dirs<'a>(
 }
 
 /// Eight random lowercase hex digits, for unique temporary and transaction names.
-pub fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     let mut bytes = [0u8; 4];
     if getrandom::fill(&mut bytes).is_err() {
         // Uniqueness is also guaranteed by create_new/create_dir; randomness only avoids retries.

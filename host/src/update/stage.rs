@@ -1,0 +1,112 @@
+//! Stage: extract the verified package into a new transaction's stage (caps, the operations'
+//! allow-list, a patch's links checked against the tree the install will have, the signed
+//! unpacked size), then plan the primitive operations against what molt owns. Nothing in the
+//! install changes here; a failure gives the transaction up.
+
+use serde_json::json;
+
+use crate::Error;
+use crate::config::Config;
+use crate::fetch::VerifiedPackage;
+use crate::install::Install;
+use crate::output::Output;
+use crate::package::extract::{Allowed, ExtractLimits, check_patch_links, extract};
+use crate::state::InstallState;
+use crate::strategy::{Choice, Request};
+use crate::tree::TreeListing;
+use crate::txn::{self, Plan, PlanContext, PlanError, Staged, plan_full, plan_patch};
+
+/// Stages `package` (what `choice` names) for `state`, reporting the `extract` event and, when
+/// the plan refuses, a `refused` event per entry molt does not own.
+pub(crate) fn stage(
+    config: &Config,
+    install: &Install,
+    state: &InstallState,
+    choice: &Choice,
+    package: &VerifiedPackage,
+    request: &Request,
+    out: &Output,
+) -> Result<Staged, Error> {
+    txn::stage(&install.state_dir, config.keep_backups, |stage_dir| {
+        let staged = match extract_checked(choice, package, state, stage_dir) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&package.path);
+                return Err(e);
+            }
+        };
+        out.event(
+            "extract",
+            &format!(
+                "extracted {} files ({} bytes)",
+                staged.files.len(),
+                staged.total_size()
+            ),
+            json!({"files": staged.files.len(), "bytes": staged.total_size()}),
+        );
+        let mut ctx = PlanContext::new(&install.state_dir, &config.preserve);
+        ctx.adopt = request.adopt;
+        plan(&ctx, choice, stage_dir, &staged, state).inspect_err(|e| {
+            if let Error::Plan(PlanError::NotOwned { conflicts }) = e {
+                for c in conflicts {
+                    out.event(
+                        "refused",
+                        &format!("refusing: {} is a {} molt does not own", c.path, c.existing),
+                        json!({"path": c.path.as_str(), "existing": c.existing, "wanted": c.wanted}),
+                    );
+                }
+            }
+        })
+    })
+}
+
+/// Extracts the package and checks the stage against what the manifest signed.
+fn extract_checked(
+    choice: &Choice,
+    package: &VerifiedPackage,
+    state: &InstallState,
+    stage_dir: &std::path::Path,
+) -> Result<TreeListing, Error> {
+    let signed = &package.package;
+    let limits = ExtractLimits::for_unpacked_size(signed.unpacked_size);
+    let allowed = match choice {
+        Choice::Patch { operations, .. } => Allowed::Operations(operations),
+        _ => Allowed::Any,
+    };
+    let staged = extract(&package.path, stage_dir, &limits, allowed)?;
+    // A patch's links must resolve inside the tree the install will have.
+    if let Choice::Patch { operations, .. } = choice {
+        check_patch_links(
+            &package.path,
+            &staged,
+            operations,
+            &state.files,
+            &state.dirs,
+        )?;
+    }
+    // The cap stops an archive that is too big; equality also catches one that is short.
+    if staged.total_size() != signed.unpacked_size {
+        return Err(Error::UnpackedSizeMismatch {
+            url: package.url.to_string(),
+            expected: signed.unpacked_size,
+            actual: staged.total_size(),
+        });
+    }
+    Ok(staged)
+}
+
+fn plan(
+    ctx: &PlanContext,
+    choice: &Choice,
+    stage_dir: &std::path::Path,
+    staged: &TreeListing,
+    state: &InstallState,
+) -> Result<Plan, Error> {
+    Ok(match choice {
+        Choice::Patch { to, operations, .. } => {
+            plan_patch(ctx, stage_dir, staged, operations, state, to.clone())?
+        }
+        Choice::Full { to, .. } => plan_full(ctx, stage_dir, staged, state, to.clone())?,
+        Choice::Nothing { .. } => unreachable!("a package implies a full or patch choice"),
+    })
+}
