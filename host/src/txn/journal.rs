@@ -145,7 +145,17 @@ impl Journal {
             source,
         };
         let bytes = fs::read(path).map_err(write_err)?;
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let mut complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // A last line that ends in a newline but does not check out is a torn append too (its
+        // newline reached the disk, part of its text did not): cut it as well, or the next
+        // record would make it look like corruption in the middle.
+        let start = bytes[..complete.saturating_sub(1)]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        if complete > start && parse_line(&bytes[start..complete - 1]).is_err() {
+            complete = start;
+        }
         let file = OpenOptions::new()
             .append(true)
             .open(path)
@@ -420,6 +430,22 @@ mod tests {
         let err = j.append(&Record::Applied).unwrap_err();
         assert!(matches!(err, TxnError::JournalUncertain { .. }), "{err}");
         assert!(err.to_string().contains("may be on disk"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_last_line_with_its_newline_is_cut_before_appending() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("journal");
+        let mut j = Journal::create(&p).unwrap();
+        j.append(&Record::Applied).unwrap();
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"record\":\"do\0\0\0\n").unwrap();
+        drop(f);
+        assert_eq!(read_records(&p).unwrap(), [Record::Applied]);
+        let mut j = Journal::open_append(&p).unwrap();
+        j.append(&Record::Done).unwrap();
+        assert_eq!(read_records(&p).unwrap(), [Record::Applied, Record::Done]);
     }
 
     #[test]
