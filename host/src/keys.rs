@@ -172,31 +172,19 @@ pub(crate) fn public_key_pem(key: &VerifyingKey) -> Result<String, String> {
 /// Reads a PKCS#8 PEM ed25519 secret key.
 pub(crate) fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     let text = read_key_file(path)?;
-    match pem_label(&text).as_deref() {
-        Some("PRIVATE KEY") => {}
-        Some("PUBLIC KEY") => {
-            return Err(wrong_kind(
-                path,
-                EXPECTED_SECRET,
-                "this looks like a public key",
-            ));
-        }
-        Some("ENCRYPTED PRIVATE KEY") => {
-            return Err(wrong_kind(
-                path,
-                EXPECTED_SECRET,
+    expect_label(
+        path,
+        &text,
+        "PRIVATE KEY",
+        EXPECTED_SECRET,
+        &[
+            ("PUBLIC KEY", "this looks like a public key"),
+            (
+                "ENCRYPTED PRIVATE KEY",
                 "this key is encrypted; decrypt it with `openssl pkey -in KEY -out PLAIN.pem`",
-            ));
-        }
-        Some(other) => {
-            return Err(wrong_kind(
-                path,
-                EXPECTED_SECRET,
-                &format!("found a PEM block labelled {other:?}"),
-            ));
-        }
-        None => return Err(wrong_kind(path, EXPECTED_SECRET, "no PEM block found")),
-    }
+            ),
+        ],
+    )?;
     SigningKey::from_pkcs8_pem(&text).map_err(|e| KeyError::ParseKey {
         path: path.to_owned(),
         expected: "PKCS#8 private key",
@@ -204,27 +192,41 @@ pub(crate) fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     })
 }
 
+/// Checks that the file's PEM block is labelled `label`; for a label of `hints` the error says
+/// that hint, for any other (or none) what was found.
+fn expect_label(
+    path: &Path,
+    text: &str,
+    label: &str,
+    expected: &'static str,
+    hints: &[(&str, &str)],
+) -> Result<(), KeyError> {
+    match pem_label(text).as_deref() {
+        Some(found) if found == label => Ok(()),
+        Some(found) => match hints.iter().find(|(l, _)| *l == found) {
+            Some((_, hint)) => Err(wrong_kind(path, expected, hint)),
+            None => Err(wrong_kind(
+                path,
+                expected,
+                &format!("found a PEM block labelled {found:?}"),
+            )),
+        },
+        None => Err(wrong_kind(path, expected, "no PEM block found")),
+    }
+}
+
 /// Reads an SPKI PEM ed25519 public key, refusing weak (small-order) keys.
 pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     let text = read_key_file(path)?;
-    match pem_label(&text).as_deref() {
-        Some("PUBLIC KEY") => {}
-        Some("PRIVATE KEY" | "ENCRYPTED PRIVATE KEY") => {
-            return Err(wrong_kind(
-                path,
-                EXPECTED_PUBLIC,
-                "this looks like a private key (keep it secret; derive the public key with `openssl pkey -in KEY -pubout`)",
-            ));
-        }
-        Some(other) => {
-            return Err(wrong_kind(
-                path,
-                EXPECTED_PUBLIC,
-                &format!("found a PEM block labelled {other:?}"),
-            ));
-        }
-        None => return Err(wrong_kind(path, EXPECTED_PUBLIC, "no PEM block found")),
-    }
+    let private = "this looks like a private key (keep it secret; derive the public key with \
+                   `openssl pkey -in KEY -pubout`)";
+    expect_label(
+        path,
+        &text,
+        "PUBLIC KEY",
+        EXPECTED_PUBLIC,
+        &[("PRIVATE KEY", private), ("ENCRYPTED PRIVATE KEY", private)],
+    )?;
     let key = VerifyingKey::from_public_key_pem(&text).map_err(|e| KeyError::ParseKey {
         path: path.to_owned(),
         expected: "SPKI public key",
