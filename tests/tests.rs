@@ -8,6 +8,7 @@ mod util;
 
 mod cli;
 mod crash;
+mod deltas;
 mod eio;
 mod formats;
 mod full_disk;

@@ -232,6 +232,7 @@ pub fn check(data: &[u8]) {
             to,
             package,
             operations,
+            delta,
         } => {
             assert!(!request.force_full, "a patch despite --force-full");
             assert_eq!(
@@ -242,6 +243,7 @@ pub fn check(data: &[u8]) {
             let p = signed(to).patch_from(from).expect("an unsigned patch");
             assert_eq!(&p.package, package);
             assert_eq!(&p.operations, operations);
+            assert_eq!(&p.delta, delta);
         }
     }
 }

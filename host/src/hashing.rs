@@ -36,6 +36,11 @@ impl Sha256Digest {
         }
     }
 
+    /// The lowercase hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// The digest of `bytes`.
     #[cfg(test)]
     pub fn of(bytes: &[u8]) -> Self {

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use crate::Error;
 use crate::config::Config;
 use crate::plugins::{Decision, PatchOffer, ReleaseOffer, StrategyContext, StrategyPlugin};
-use crate::repo::manifest::{Manifest, Operations, Package};
+use crate::repo::manifest::{DeltaPackage, Manifest, Operations, Package};
 use crate::state::{InstallState, Outcome};
 use crate::txn::version_or_nothing;
 use crate::version::Version;
@@ -42,6 +42,8 @@ pub enum Choice {
         to: Version,
         package: Package,
         operations: Operations,
+        /// The same patch with binary deltas, used when the install still holds its bases.
+        delta: Option<DeltaPackage>,
     },
 }
 
@@ -222,6 +224,7 @@ pub fn resolve(
                 to,
                 package: patch.package.clone(),
                 operations: patch.operations.clone(),
+                delta: patch.delta.clone(),
             })
         }
     }

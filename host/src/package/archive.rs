@@ -202,6 +202,11 @@ impl ArchiveError {
 /// One entry to archive: a directory, or a regular file with its listed record.
 type Selection<'a> = BTreeMap<&'a RelPath, Option<&'a FileRecord>>;
 
+/// Regular files whose package entry holds other bytes than the tree's file: the file at the
+/// `PathBuf` (a binary delta the publisher wrote), with that file's record (size, SHA-256)
+/// and the mode the installed file gets.
+pub(crate) type Substitutes = BTreeMap<RelPath, (PathBuf, FileRecord)>;
+
 /// Writes the package for `entries` of the tree at `root` (described by `listing`) to `out`
 /// (compressed as its name says, see [`Compression::for_path`]), atomically, and returns its
 /// size, SHA-256 and unpacked size.
@@ -210,6 +215,18 @@ pub fn write_package(
     root: &Path,
     listing: &TreeListing,
     entries: PackageEntries<'_>,
+) -> Result<PackageInfo, ArchiveError> {
+    write_package_substituted(out, root, listing, entries, &Substitutes::new())
+}
+
+/// [`write_package`] with the regular files of `substitutes` taken from elsewhere; the
+/// returned `unpacked_size` counts the substitutes' own sizes.
+pub(crate) fn write_package_substituted(
+    out: &Path,
+    root: &Path,
+    listing: &TreeListing,
+    entries: PackageEntries<'_>,
+    substitutes: &Substitutes,
 ) -> Result<PackageInfo, ArchiveError> {
     let selection = select(listing, entries)?;
     let write_err = |source| ArchiveError::WritePackage {
@@ -243,7 +260,11 @@ pub fn write_package(
                 link: Some(target), ..
             }) => append_link(&mut builder, root, path, target, out)?,
             Some(record) => {
-                append_file(&mut builder, root, path, record, out)?;
+                let (full, record) = match substitutes.get(*path) {
+                    Some((file, substitute)) => (file.clone(), substitute),
+                    None => (path.under(root), *record),
+                };
+                append_file(&mut builder, full, path, record, out)?;
                 unpacked_size += record.size;
             }
         }
@@ -403,14 +424,14 @@ fn append_link<W: Write>(
         .map_err(write_err)
 }
 
+/// Appends the file at `full` as the entry `path`, checking it against `record` as it goes.
 fn append_file<W: Write>(
     builder: &mut tar::Builder<W>,
-    root: &Path,
+    full: PathBuf,
     path: &RelPath,
     record: &FileRecord,
     out: &Path,
 ) -> Result<(), ArchiveError> {
-    let full = path.under(root);
     let read_err = |source| ArchiveError::ReadTree {
         path: full.clone(),
         source,

@@ -50,6 +50,7 @@ use crate::error::ExitClass;
 use crate::fsutil::SyncBatch;
 use crate::hashing::HashingWriter;
 use crate::package::archive::ZSTD_WINDOW_LOG;
+use crate::package::delta::{BaseReadError, Bases};
 use crate::relpath::{RelPath, RelPathError};
 use crate::repo::manifest::Operations;
 use crate::symlink::{self, LinkError, Node};
@@ -165,6 +166,21 @@ pub enum ExtractError {
         path: RelPath,
         expected: &'static str,
     },
+    #[error(
+        "package {package}: the delta of {entry} cannot be decoded against the installed \
+         release: {source}"
+    )]
+    DeltaBase {
+        package: PathBuf,
+        entry: RelPath,
+        source: BaseReadError,
+    },
+    #[error("package {package}: delta-encoded entry {entry} {reason}")]
+    DeltaMismatch {
+        package: PathBuf,
+        entry: RelPath,
+        reason: String,
+    },
     #[error("failed to write {path} into the stage: {source}")]
     WriteStage { path: PathBuf, source: io::Error },
     #[error("failed to flush the staged {stage} to disk: {source}")]
@@ -177,6 +193,7 @@ impl ExtractError {
             Self::StageNotUsable { .. }
             | Self::OpenPackage { .. }
             | Self::WriteStage { .. }
+            | Self::DeltaBase { .. }
             | Self::SyncStage { .. } => ExitClass::Failure,
             Self::CorruptPackage { .. }
             | Self::UnsupportedEntryType { .. }
@@ -188,6 +205,7 @@ impl ExtractError {
             | Self::MetadataTooLarge { .. }
             | Self::DirectoryWithData { .. }
             | Self::UnsafeLink { .. }
+            | Self::DeltaMismatch { .. }
             | Self::IncompletePackage { .. } => ExitClass::Security,
         }
     }
@@ -240,14 +258,64 @@ pub fn extract(
     allowed: Allowed<'_>,
 ) -> Result<TreeListing, ExtractError> {
     check_stage(stage)?;
-    read_package(package, Some(stage), limits, allowed)
+    read_package(package, Some(stage), limits, allowed, Extra::None)
+}
+
+/// [`extract`] for a patch's delta package: the entries `bases` names are decoded against
+/// their bases (see [`crate::package::delta`]) and must decode to their signed size and hash;
+/// every other entry is as in the plain package. Returns the listing of the decoded tree.
+pub(crate) fn extract_delta(
+    package: &Path,
+    stage: &Path,
+    limits: &ExtractLimits,
+    operations: &Operations,
+    bases: Bases<'_>,
+) -> Result<TreeListing, ExtractError> {
+    check_stage(stage)?;
+    read_package(
+        package,
+        Some(stage),
+        limits,
+        Allowed::Operations(operations),
+        Extra::Deltas(bases),
+    )
+}
+
+/// [`list`] that also hands the bytes of each regular file in `wanted` to `each` as it is read
+/// (one file in memory at a time): how the publisher gets the bases of its deltas from an
+/// earlier release's full package.
+pub(crate) fn list_reading(
+    package: &Path,
+    limits: &ExtractLimits,
+    wanted: &HashSet<RelPath>,
+    each: &mut dyn FnMut(&RelPath, Vec<u8>),
+) -> Result<TreeListing, ExtractError> {
+    read_package(
+        package,
+        None,
+        limits,
+        Allowed::Any,
+        Extra::Read { wanted, each },
+    )
+}
+
+/// What an extraction does beyond checking and writing entries.
+enum Extra<'a> {
+    None,
+    /// Decode these entries against their bases.
+    Deltas(Bases<'a>),
+    /// Listing only: hand these files' bytes to `each`.
+    Read {
+        wanted: &'a HashSet<RelPath>,
+        each: &'a mut dyn FnMut(&RelPath, Vec<u8>),
+    },
 }
 
 /// The listing of a full package (paths, hashes, sizes, modes, link targets) read the way
 /// [`extract`] reads it — every check and cap, links resolved inside the tree — but without
 /// writing anything: what a publisher needs of an earlier release to diff against it.
 pub fn list(package: &Path, limits: &ExtractLimits) -> Result<TreeListing, ExtractError> {
-    read_package(package, None, limits, Allowed::Any)
+    read_package(package, None, limits, Allowed::Any, Extra::None)
 }
 
 /// Reads and checks every entry of `package`; with a stage, writes the tree there and makes it
@@ -257,6 +325,7 @@ fn read_package(
     stage: Option<&Path>,
     limits: &ExtractLimits,
     allowed: Allowed<'_>,
+    extra: Extra<'_>,
 ) -> Result<TreeListing, ExtractError> {
     let permitted = match allowed {
         Allowed::Any => None,
@@ -285,6 +354,8 @@ fn read_package(
         remaining: limits.max_unpacked_bytes,
         buffer: vec![0u8; IO_BUFFER],
         sync: SyncBatch::new(),
+        extra,
+        decoded: 0,
     };
     let stream_err = |e| stream_error(package, e);
     for entry in archive.entries().map_err(stream_err)? {
@@ -310,8 +381,24 @@ fn read_package(
         links,
         entries,
         sync,
+        extra,
+        decoded,
         ..
     } = stager;
+    if let Extra::Deltas(bases) = &extra
+        && decoded != bases.delta.files.len()
+        && let Some(missing) = bases
+            .delta
+            .files
+            .keys()
+            .find(|p| !listing.files.contains_key(*p))
+    {
+        return Err(ExtractError::IncompletePackage {
+            package: package.to_owned(),
+            path: missing.clone(),
+            expected: "delta-encoded file",
+        });
+    }
 
     match allowed {
         Allowed::Operations(ops) => check_complete(package, ops, &listing)?,
@@ -560,7 +647,7 @@ impl<R: Read> Read for BudgetReader<R> {
 }
 
 /// The state of one extraction.
-struct Stager<'a> {
+struct Stager<'a, 'e> {
     package: &'a Path,
     /// Where the tree is written; `None` only lists it.
     stage: Option<&'a Path>,
@@ -576,9 +663,12 @@ struct Stager<'a> {
     buffer: Vec<u8>,
     /// Fsyncs of the written files, running behind the extraction.
     sync: SyncBatch,
+    extra: Extra<'e>,
+    /// Delta-encoded entries decoded so far.
+    decoded: usize,
 }
 
-impl Stager<'_> {
+impl Stager<'_, '_> {
     fn stage_entry<R: Read>(
         &mut self,
         mut entry: tar::Entry<'_, R>,
@@ -626,7 +716,19 @@ impl Stager<'_> {
             });
         }
         let size = entry.size();
-        if size > self.remaining {
+        let delta = match &self.extra {
+            Extra::Deltas(bases) => bases.get(&path),
+            _ => None,
+        };
+        if delta.is_some() && (is_dir || is_link) {
+            return Err(ExtractError::DeltaMismatch {
+                package: package.to_owned(),
+                entry: path,
+                reason: "is not a regular file".to_owned(),
+            });
+        }
+        // A delta entry's data is counted as it decodes, against its signed size.
+        if delta.map_or(size, |d| d.size) > self.remaining {
             return Err(ExtractError::UnpackedSizeExceeded {
                 package: package.to_owned(),
                 entry: path,
@@ -733,7 +835,7 @@ impl Stager<'_> {
     }
 
     /// Streams one regular file into a new file (or, listing only, into its hash), counting the
-    /// bytes that actually arrive.
+    /// bytes that actually arrive; a delta-encoded entry is decoded on the way.
     fn write_file<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
@@ -741,12 +843,23 @@ impl Stager<'_> {
         size: u64,
         mode: u32,
     ) -> Result<FileRecord, ExtractError> {
+        let package = self.package;
         let Some(stage) = self.stage else {
-            // Writing to a sink cannot fail.
-            let package = self.package;
-            let (_, sha256, written) = self.copy(entry, path, size, io::sink(), move |source| {
-                stream_error(package, source)
-            })?;
+            let wanted = matches!(&self.extra, Extra::Read { wanted, .. } if wanted.contains(path));
+            // Writing to memory or a sink cannot fail.
+            let stream_err = move |source| stream_error(package, source);
+            let (bytes, sha256, written) = if wanted {
+                self.copy(entry, path, Vec::new(), stream_err)?
+            } else {
+                let (_, sha256, written) = self.copy(entry, path, io::sink(), stream_err)?;
+                (Vec::new(), sha256, written)
+            };
+            self.expect_size(path, written, size)?;
+            if let Extra::Read { each, .. } = &mut self.extra
+                && wanted
+            {
+                each(path, bytes);
+            }
             return Ok(FileRecord::regular(sha256, written, mode));
         };
         let full = path.under(stage);
@@ -761,25 +874,110 @@ impl Stager<'_> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&full)
             .map_err(write_err)?;
-        let (file, sha256, written) = self.copy(entry, path, size, file, write_err)?;
+        let delta = match &self.extra {
+            Extra::Deltas(bases) => bases.get(path).map(|d| (*bases, d)),
+            _ => None,
+        };
+        let (file, sha256, written) = match delta {
+            None => {
+                let copied = self.copy(entry, path, file, write_err)?;
+                self.expect_size(path, copied.2, size)?;
+                copied
+            }
+            Some((bases, delta)) => self.decode(entry, path, bases, delta, file, write_err)?,
+        };
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(write_err)?;
         self.sync.file(full, file);
         Ok(FileRecord::regular(sha256, written, mode))
     }
 
-    /// Copies an entry's data into `out` through a hash, within the unpacked-size cap; the entry
-    /// must hold exactly `size` bytes.
-    fn copy<R: Read, W: Write>(
+    /// A regular entry must hold exactly the `size` bytes its header announced.
+    fn expect_size(&self, path: &RelPath, copied: u64, size: u64) -> Result<(), ExtractError> {
+        if copied == size {
+            return Ok(());
+        }
+        Err(ExtractError::CorruptPackage {
+            package: self.package.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("entry {path} ends after {copied} of its {size} bytes"),
+            ),
+        })
+    }
+
+    /// Decodes a delta entry against its base into `out`: at most its signed size plus one byte
+    /// is ever decoded, and the result must have the signed size and SHA-256.
+    fn decode<R: Read, W: Write>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         path: &RelPath,
-        size: u64,
+        bases: Bases<'_>,
+        delta: &crate::repo::manifest::FileDelta,
+        out: W,
+        write_err: impl Fn(io::Error) -> ExtractError,
+    ) -> Result<(W, String, u64), ExtractError> {
+        let package = self.package;
+        let mismatch = |reason: String| ExtractError::DeltaMismatch {
+            package: package.to_owned(),
+            entry: path.clone(),
+            reason,
+        };
+        let base = bases
+            .read(delta)
+            .map_err(|source| ExtractError::DeltaBase {
+                package: package.to_owned(),
+                entry: path.clone(),
+                source,
+            })?;
+        let decoder = bases
+            .decoder(&mut *entry, &base)
+            .map_err(|e| mismatch(format!("cannot be decoded: {e}")))?;
+        let mut bounded = decoder.take(delta.size.saturating_add(1));
+        let (out, sha256, written) =
+            self.copy(&mut bounded, path, out, write_err)
+                .map_err(|e| match e {
+                    ExtractError::CorruptPackage { source, .. } => {
+                        mismatch(format!("does not decode against its base: {source}"))
+                    }
+                    other => other,
+                })?;
+        if written > delta.size {
+            return Err(mismatch(format!(
+                "decodes to more than its signed {} bytes (a delta bomb or a wrong manifest)",
+                delta.size
+            )));
+        }
+        if written != delta.size || sha256 != delta.sha256.as_str() {
+            return Err(mismatch(format!(
+                "decodes to {written} bytes with sha256 {sha256}; the manifest signed {} bytes \
+                 with sha256 {}",
+                delta.size, delta.sha256
+            )));
+        }
+        let mut rest = bounded.into_inner().finish();
+        let trailing = rest
+            .fill_buf()
+            .map(|b| !b.is_empty())
+            .map_err(|e| stream_error(package, e))?;
+        if trailing {
+            return Err(mismatch("holds data after its zstd frame".to_owned()));
+        }
+        self.decoded += 1;
+        Ok((out, sha256, written))
+    }
+
+    /// Copies `data` into `out` through a hash, within the unpacked-size cap; returns what was
+    /// written, its SHA-256 and its length.
+    fn copy<W: Write>(
+        &mut self,
+        data: &mut dyn Read,
+        path: &RelPath,
         out: W,
         write_err: impl Fn(io::Error) -> ExtractError,
     ) -> Result<(W, String, u64), ExtractError> {
         let mut out = HashingWriter::new(out);
-        let mut data = entry.take(self.remaining.saturating_add(1));
+        let mut data = data.take(self.remaining.saturating_add(1));
         let mut copied = 0u64;
         loop {
             let n = match data.read(&mut self.buffer) {
@@ -797,15 +995,6 @@ impl Stager<'_> {
                 });
             }
             out.write_all(&self.buffer[..n]).map_err(&write_err)?;
-        }
-        if copied != size {
-            return Err(ExtractError::CorruptPackage {
-                package: self.package.to_owned(),
-                source: io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("entry {path} ends after {copied} of its {size} bytes"),
-                ),
-            });
         }
         Ok(out.finish())
     }
@@ -1708,5 +1897,192 @@ mod tests {
         let err = extract(&env.package(), &link, &limits, Allowed::Any).unwrap_err();
         assert!(matches!(err, ExtractError::StageNotUsable { .. }), "{err}");
         assert_eq!(fs::read_dir(env.outside()).unwrap().count(), 0);
+    }
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use super::*;
+    use crate::hashing::Sha256Digest;
+    use crate::package::delta::{encode, window_log_for};
+    use crate::repo::manifest::{DeltaPackage, FileDelta, Package, PackageUrl, PathSet};
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    /// An install holding `old/app` (the base), a stage, and a delta package for `bin/app`.
+    struct Env {
+        work: tempfile::TempDir,
+        base: Vec<u8>,
+        target: Vec<u8>,
+    }
+
+    impl Env {
+        fn new(target_len: usize) -> Self {
+            let work = tempfile::tempdir().unwrap();
+            for d in ["install/old", "stage"] {
+                fs::create_dir_all(work.path().join(d)).unwrap();
+            }
+            let base: Vec<u8> = (0..target_len as u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+                .collect();
+            let mut target = base.clone();
+            target[10..20].copy_from_slice(b"0123456789");
+            fs::write(work.path().join("install/old/app"), &base).unwrap();
+            Env { work, base, target }
+        }
+        fn ops() -> Operations {
+            Operations::new(
+                PathSet {
+                    files: vec![rel("bin/app")],
+                    directories: vec![],
+                },
+                PathSet::default(),
+            )
+            .unwrap()
+        }
+        fn delta(&self, declared: &[u8]) -> DeltaPackage {
+            DeltaPackage {
+                package: Package {
+                    url: PackageUrl::new("d.tar.zst").unwrap(),
+                    size: 1,
+                    sha256: Sha256Digest::of(b""),
+                    unpacked_size: declared.len() as u64,
+                },
+                window_log: window_log_for(self.base.len() as u64, self.target.len() as u64)
+                    .unwrap(),
+                files: [(
+                    rel("bin/app"),
+                    FileDelta {
+                        base: rel("old/app"),
+                        base_sha256: Sha256Digest::of(&self.base),
+                        size: declared.len() as u64,
+                        sha256: Sha256Digest::of(declared),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            }
+        }
+        /// Writes a package whose `bin/app` entry is `encoded`.
+        fn package(&self, encoded: &[u8]) -> PathBuf {
+            let mut tar = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(encoded.len() as u64);
+            h.set_mode(0o755);
+            tar.append_data(&mut h, "bin/app", encoded).unwrap();
+            let path = self.work.path().join("d.tar.zst");
+            let mut z = zstd::stream::write::Encoder::new(File::create(&path).unwrap(), 3).unwrap();
+            z.write_all(&tar.into_inner().unwrap()).unwrap();
+            z.finish().unwrap();
+            path
+        }
+        fn extract(
+            &self,
+            package: &Path,
+            delta: &DeltaPackage,
+        ) -> Result<TreeListing, ExtractError> {
+            let root = self.work.path().join("install");
+            extract_delta(
+                package,
+                &self.work.path().join("stage"),
+                &ExtractLimits::for_unpacked_size(delta.package.unpacked_size),
+                &Env::ops(),
+                Bases::new(&root, delta),
+            )
+        }
+        fn encoded(&self, target: &[u8]) -> Vec<u8> {
+            let log = window_log_for(self.base.len() as u64, target.len() as u64).unwrap();
+            encode(&self.base, &mut &target[..], log, Vec::new()).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_delta_entry_decodes_against_its_installed_base() {
+        let env = Env::new(300_000);
+        let encoded = env.encoded(&env.target);
+        assert!(encoded.len() < 1000, "{} bytes", encoded.len());
+        let delta = env.delta(&env.target);
+        let listing = env.extract(&env.package(&encoded), &delta).unwrap();
+        let staged = env.work.path().join("stage/bin/app");
+        assert_eq!(fs::read(&staged).unwrap(), env.target);
+        let record = &listing.files[&rel("bin/app")];
+        assert_eq!(record.sha256, Sha256Digest::of(&env.target).as_str());
+        assert_eq!(record.mode, 0o755);
+    }
+
+    #[test]
+    fn a_delta_bomb_stops_one_byte_past_its_signed_size() {
+        let env = Env::new(4096);
+        // Declared as 4 KiB; decodes to 64 MiB of zeros.
+        let bomb = vec![0u8; 64 << 20];
+        let log = window_log_for(env.base.len() as u64, bomb.len() as u64).unwrap();
+        let encoded = encode(&env.base, &mut &bomb[..], log, Vec::new()).unwrap();
+        let mut delta = env.delta(&env.target);
+        delta.window_log = log;
+        // Room in the package's cap: the file's own signed size must stop it.
+        delta.package.unpacked_size = 1 << 20;
+        let err = env.extract(&env.package(&encoded), &delta).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("decodes to more than its signed 4096 bytes"),
+            "{err}"
+        );
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        let written = fs::metadata(env.work.path().join("stage/bin/app"))
+            .unwrap()
+            .len();
+        assert!(written <= 4097, "{written} bytes written");
+    }
+
+    #[test]
+    fn a_delta_that_decodes_to_other_bytes_or_is_not_a_frame_is_refused() {
+        let env = Env::new(20_000);
+        let mut other = env.target.clone();
+        other[0] ^= 1;
+        let err = env
+            .extract(&env.package(&env.encoded(&other)), &env.delta(&env.target))
+            .unwrap_err();
+        assert!(err.to_string().contains("the manifest signed"), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        fs::remove_dir_all(env.work.path().join("stage")).unwrap();
+        fs::create_dir(env.work.path().join("stage")).unwrap();
+        let err = env
+            .extract(
+                &env.package(b"not a zstd frame at all"),
+                &env.delta(&env.target),
+            )
+            .unwrap_err();
+        assert_eq!(err.exit_class(), ExitClass::Security, "{err}");
+    }
+
+    #[test]
+    fn a_base_changed_after_the_check_fails_without_decoding() {
+        let env = Env::new(20_000);
+        let package = env.package(&env.encoded(&env.target));
+        fs::write(env.work.path().join("install/old/app"), b"edited").unwrap();
+        let err = env.extract(&package, &env.delta(&env.target)).unwrap_err();
+        assert!(err.to_string().contains("was modified"), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Failure);
+    }
+
+    #[test]
+    fn a_delta_package_missing_a_delta_entry_is_incomplete() {
+        let env = Env::new(20_000);
+        let mut delta = env.delta(&env.target);
+        let extra = FileDelta {
+            base: rel("old/app"),
+            base_sha256: Sha256Digest::of(&env.base),
+            size: 1,
+            sha256: Sha256Digest::of(b"x"),
+        };
+        delta.files.insert(rel("bin/other"), extra);
+        delta.package.unpacked_size += 1;
+        let err = env
+            .extract(&env.package(&env.encoded(&env.target)), &delta)
+            .unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 }

@@ -1,8 +1,10 @@
-//! The package format: gzip-compressed tar archives holding regular files and directories at
-//! their install-relative paths.
+//! The package format: zstd- or gzip-compressed tar archives holding regular files, directories
+//! and symbolic links at their install-relative paths.
 //!
 //! `archive` writes packages deterministically (the publisher); `extract` reads them into a
-//! stage directory, refusing anything an updater running as root must never unpack (apply).
+//! stage directory, refusing anything an updater running as root must never unpack (apply);
+//! `delta` encodes and decodes the binary deltas of a patch's delta package.
 
 pub mod archive;
+pub(crate) mod delta;
 pub mod extract;

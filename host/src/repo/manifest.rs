@@ -160,11 +160,126 @@ pub(crate) fn repo_path(url: &str) -> Result<RelPath, &'static str> {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "PatchFields")]
 pub struct Patch {
     pub from: Version,
     #[serde(flatten)]
     pub package: Package,
     pub operations: Operations,
+    /// The same patch with some files stored as binary deltas (see [`DeltaPackage`]); absent
+    /// in repositories written before deltas, and ignored by clients that predate them, which
+    /// install the plain package above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaPackage>,
+}
+
+/// A [`Patch`] as written, before its delta is checked against its operations.
+#[derive(Deserialize)]
+struct PatchFields {
+    from: Version,
+    #[serde(flatten)]
+    package: Package,
+    operations: Operations,
+    #[serde(default)]
+    delta: Option<DeltaPackage>,
+}
+
+impl TryFrom<PatchFields> for Patch {
+    type Error = InvalidDelta;
+
+    fn try_from(p: PatchFields) -> Result<Self, InvalidDelta> {
+        let patch = Patch {
+            from: p.from,
+            package: p.package,
+            operations: p.operations,
+            delta: p.delta,
+        };
+        patch.check_delta()?;
+        Ok(patch)
+    }
+}
+
+/// log2 of the largest zstd window a delta may need: base and decoded file together. The client
+/// refuses a manifest that declares more, and the decoder refuses a frame that needs more, so
+/// decoding one file never holds more than the base plus this window in memory.
+pub const MAX_DELTA_WINDOW_LOG: u32 = 27;
+/// The smallest window a delta may declare (zstd's own minimum).
+pub const MIN_DELTA_WINDOW_LOG: u32 = 10;
+
+/// A patch package in which the files of `files` are zstd frames compressed against a *base*
+/// file of the installed release (zstd's `--patch-from`: the base is the frame's reference
+/// prefix), and every other entry is as in the plain patch package. It installs exactly the
+/// tree the plain package does: `unpacked_size` counts decoded bytes and equals the plain
+/// package's. A client uses it only when every base is installed with its signed hash, and
+/// otherwise fetches the plain package, so a locally modified base never fails an update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaPackage {
+    #[serde(flatten)]
+    pub package: Package,
+    /// log2 of the zstd window every delta of this package decodes within, at most
+    /// [`MAX_DELTA_WINDOW_LOG`].
+    pub window_log: u32,
+    /// The delta-encoded files, by install path.
+    pub files: BTreeMap<RelPath, FileDelta>,
+}
+
+/// One delta-encoded file: the installed file it is decoded against, and what it decodes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDelta {
+    /// A regular file of the release the patch starts from (not necessarily the same path: a
+    /// renamed file is decoded against its old name).
+    pub base: RelPath,
+    pub base_sha256: Sha256Digest,
+    /// The decoded file's size and SHA-256 (what the plain package holds at this path).
+    pub size: u64,
+    pub sha256: Sha256Digest,
+}
+
+/// Why a patch's `delta` does not fit the patch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid patch delta: {reason}")]
+pub struct InvalidDelta {
+    pub reason: String,
+}
+
+impl Patch {
+    /// A delta must decode to a tree the operations allow, within the window cap: every delta
+    /// file is a replaced file or lies inside a replaced directory, and the decoded total is
+    /// the plain package's.
+    fn check_delta(&self) -> Result<(), InvalidDelta> {
+        let Some(delta) = &self.delta else {
+            return Ok(());
+        };
+        let invalid = |reason: String| Err(InvalidDelta { reason });
+        if !(MIN_DELTA_WINDOW_LOG..=MAX_DELTA_WINDOW_LOG).contains(&delta.window_log) {
+            return invalid(format!(
+                "window_log {} is outside {MIN_DELTA_WINDOW_LOG}..={MAX_DELTA_WINDOW_LOG}",
+                delta.window_log
+            ));
+        }
+        if delta.package.unpacked_size != self.package.unpacked_size {
+            return invalid(format!(
+                "unpacked_size {} differs from the patch's {}",
+                delta.package.unpacked_size, self.package.unpacked_size
+            ));
+        }
+        let files: HashSet<&RelPath> = self.operations.replace.files.iter().collect();
+        let dirs: HashSet<&RelPath> = self.operations.replace.directories.iter().collect();
+        let mut total = 0u64;
+        for (path, file) in &delta.files {
+            if !files.contains(path) && !path.ancestors().any(|a| dirs.contains(&a)) {
+                return invalid(format!("{path} is not a file the patch replaces"));
+            }
+            total = total.saturating_add(file.size);
+        }
+        if total > self.package.unpacked_size {
+            return invalid(format!(
+                "its files decode to {total} bytes, more than the patch's unpacked_size {}",
+                self.package.unpacked_size
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A patch's `operations` as the manifest writes them, not yet checked: what

@@ -46,13 +46,15 @@ use crate::fsutil::{self, Existing};
 use crate::hashing::{CappedHashReader, Sha256Digest};
 use crate::keys::{self, KeyError, key_id};
 use crate::package::archive::{
-    ArchiveError, Compression, PackageEntries, PackageInfo, write_package,
+    ArchiveError, Compression, PackageEntries, PackageInfo, Substitutes, write_package,
+    write_package_substituted,
 };
 use crate::package::extract::{self, Allowed, ExtractError, ExtractLimits};
 use crate::relpath::RelPath;
+use crate::repo::delta::{self, DeltaError, OldRelease};
 use crate::repo::diff::diff_trees;
 use crate::repo::manifest::{
-    Artifacts, FORMAT, Manifest, Operations, Package, PackageUrl, Patch, Release,
+    Artifacts, DeltaPackage, FORMAT, Manifest, Operations, Package, PackageUrl, Patch, Release,
 };
 use crate::repo::signature::{self, SignatureFile};
 use crate::repo::trust::{TrustError, check_structure, verify_signatures};
@@ -134,6 +136,8 @@ pub struct WrittenPatch {
     pub to: Version,
     pub package: Package,
     pub operations: Operations,
+    /// The patch's delta package, when deltas made one worth shipping.
+    pub delta: Option<DeltaPackage>,
 }
 
 /// What a publish did.
@@ -200,6 +204,8 @@ pub enum PublishError {
         package: PathBuf,
         source: ArchiveError,
     },
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
     #[error(
         "package {path} of release {version} does not match the manifest ({reason}); it cannot be used to build patches — re-publish {version} from its tree"
     )]
@@ -250,6 +256,8 @@ impl PublishError {
             | PublishError::PackageMismatch { .. } => ExitClass::Security,
             PublishError::WritePackage { source, .. } => source.exit_class(),
             PublishError::RebuildTree { source, .. } => source.exit_class(),
+            PublishError::Delta(DeltaError::OldPackage { source, .. }) => source.exit_class(),
+            PublishError::Delta(_) => ExitClass::Failure,
             PublishError::CreateRepo { .. }
             | PublishError::Locked { .. }
             | PublishError::ReadRepo { .. }
@@ -349,11 +357,16 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
     let mut patches_to_new = Vec::new();
     for (from, from_full) in earlier.iter().rev() {
         let old = listed_tree(&req.repo, from, from_full)?;
+        let old_package = req.repo.join(&from_full.url);
+        let old_files = OldRelease::Package(
+            &old_package,
+            ExtractLimits::for_unpacked_size(from_full.unpacked_size),
+        );
         patches_to_new.push(make_patch(
             &plan,
             from,
             &req.version,
-            &old,
+            (&old, old_files),
             &req.tree,
             &listing,
         )?);
@@ -380,6 +393,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
                 from: w.from,
                 package: w.package,
                 operations: w.operations,
+                delta: w.delta,
             })
             .collect(),
         extra: Default::default(),
@@ -577,12 +591,13 @@ fn write(
     })
 }
 
-/// Diffs `old` against the tree at `new_root` and writes the patch package from it.
+/// Diffs `old` against the tree at `new_root` and writes the patch package from it, and for a
+/// zstd repository the delta package too when its deltas make it smaller.
 fn make_patch(
     plan: &Plan<'_>,
     from: &Version,
     to: &Version,
-    old: &TreeListing,
+    (old, old_files): (&TreeListing, OldRelease<'_>),
     new_root: &Path,
     new: &TreeListing,
 ) -> Result<WrittenPatch, PublishError> {
@@ -607,12 +622,95 @@ fn make_patch(
         delete = operations.delete.files.len() + operations.delete.directories.len(),
         "wrote a patch package"
     );
+    let delta = match plan.req.compression {
+        Compression::Zstd => {
+            let base_name = name.trim_end_matches(".tar.zst");
+            let delta_name = format!("{base_name}.delta.tar.zst");
+            make_delta_package(
+                plan,
+                &delta_name,
+                (old, old_files),
+                new_root,
+                new,
+                &operations,
+                &package,
+            )?
+        }
+        Compression::Gzip => None,
+    };
     Ok(WrittenPatch {
         from: from.clone(),
         to: to.clone(),
         package,
         operations,
+        delta,
     })
+}
+
+/// Writes the delta package of a patch whose plain package is `plain`, if its deltas make it
+/// smaller (see `repo::delta`).
+fn make_delta_package(
+    plan: &Plan<'_>,
+    name: &str,
+    (old, old_files): (&TreeListing, OldRelease<'_>),
+    new_root: &Path,
+    new: &TreeListing,
+    operations: &Operations,
+    plain: &Package,
+) -> Result<Option<DeltaPackage>, PublishError> {
+    let Some(encoded) = delta::make(old, old_files, new_root, new, operations, &plan.req.repo)?
+    else {
+        return Ok(None);
+    };
+    let substitutes: Substitutes = encoded
+        .files
+        .iter()
+        .map(|(path, (file, record, _))| (path.clone(), (file.clone(), record.clone())))
+        .collect();
+    let url = PackageUrl::new(&format!("{}/{name}", plan.packages_dir)).map_err(|e| {
+        PublishError::InvalidRequest {
+            reason: e.to_string(),
+        }
+    })?;
+    let out = plan.req.repo.join(&url);
+    let info = write_package_substituted(
+        &out,
+        new_root,
+        new,
+        PackageEntries::Replace(&operations.replace),
+        &substitutes,
+    )
+    .map_err(|source| PublishError::WritePackage {
+        package: out.clone(),
+        source,
+    })?;
+    if info.size >= plain.size {
+        tracing::info!(package = %url, size = info.size, plain = plain.size, "the delta package is no smaller; not offering it");
+        let _ = fs::remove_file(&out);
+        return Ok(None);
+    }
+    tracing::info!(
+        package = %url,
+        size = info.size,
+        plain = plain.size,
+        deltas = encoded.files.len(),
+        "wrote a delta package"
+    );
+    Ok(Some(DeltaPackage {
+        package: Package {
+            url,
+            size: info.size,
+            sha256: Sha256Digest::parse(&info.sha256)
+                .expect("the package writer's digest is lowercase hex SHA-256"),
+            unpacked_size: plain.unpacked_size,
+        },
+        window_log: encoded.window_log,
+        files: encoded
+            .files
+            .into_iter()
+            .map(|(path, (_, _, delta))| (path, delta))
+            .collect(),
+    }))
 }
 
 /// The file index of `version`: its full package, checked to still be the one the manifest
@@ -748,12 +846,14 @@ fn rebuild_patches_from(
         };
         let to = release.version.clone();
         let written = with_rebuilt_tree(&plan.req.repo, &to, &later_full, |root, later| {
-            make_patch(plan, from, &to, new_listing, root, later)
+            let old_files = OldRelease::Tree(&plan.req.tree);
+            make_patch(plan, from, &to, (new_listing, old_files), root, later)
         })?;
         artifacts.patches[index] = Patch {
             from: from.clone(),
             package: written.package.clone(),
             operations: written.operations.clone(),
+            delta: written.delta.clone(),
         };
         report.push(written);
     }

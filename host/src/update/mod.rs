@@ -11,7 +11,8 @@
 //!    using `repo::trust`).
 //! 4. Ask the strategy plugin, and resolve its answer against the signed manifest
 //!    ([`crate::strategy::choose`] → [`crate::strategy::Choice`]).
-//! 5. Download the package: resumable, hashed while written, cut at its signed size
+//! 5. Pick the package file — a patch's delta package when the install holds every base it
+//!    decodes against, else the plain one (`delivery` → `Delivery`) — and download it: resumable, hashed while written, cut at its signed size
 //!    ([`crate::fetch::Source::fetch_verified`] → [`crate::fetch::VerifiedPackage`]).
 //! 6. Extract it into a new transaction's stage with caps and the operations' allow-list, and
 //!    plan the primitive operations (`stage` → [`crate::txn::Staged`]). `check` and
@@ -23,6 +24,7 @@
 //! 8. Only now persist the manifest's serial as the highest accepted one.
 
 mod commit;
+mod delivery;
 mod manifest;
 mod prepare;
 mod report;
@@ -71,18 +73,27 @@ pub(crate) fn run(
     );
     out.event("decision", &report.describe(&choice), &report.choice);
 
-    let Some(package) = choice.package() else {
+    let Some(delivery) = delivery::delivery(&choice, &config.install_dir, &state, out) else {
         if mode == Mode::Apply {
             verified.persist_serial(&install)?;
         }
         return Ok(report);
     };
+    report.delivered(&delivery);
     let downloads = install.state_dir.downloads_dir();
-    let package = source.fetch_verified(package, &downloads, &mut |done, total| {
+    let package = source.fetch_verified(delivery.package, &downloads, &mut |done, total| {
         out.progress("download", done, total)
     })?;
     out.clear_bar();
-    let staged = stage::stage(config, &install, &state, &choice, &package, request, out)?;
+    let staged = stage::stage(
+        config,
+        &install,
+        &state,
+        &choice,
+        (&package, delivery.delta),
+        request,
+        out,
+    )?;
     report.planned(staged.plan(), report_ownership(staged.plan(), out));
     if mode != Mode::Apply {
         // The verified package stays in downloads/ for the apply that follows.

@@ -79,6 +79,9 @@ pub(crate) struct UpdateReport {
     /// The kept backup holding what `--adopt` took over.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adopted_backup: Option<String>,
+    /// How many files the fetched package delivered as binary deltas (a patch's delta package).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_files: Option<usize>,
 }
 
 impl UpdateReport {
@@ -106,6 +109,17 @@ impl UpdateReport {
             adopted: None,
             changes: None,
             adopted_backup: None,
+            delta_files: None,
+        }
+    }
+
+    /// The package file chosen to deliver the release: `bytes` is what is fetched.
+    pub(crate) fn delivered(&mut self, delivery: &super::delivery::Delivery<'_>) {
+        self.choice.bytes = delivery.package.size;
+        self.delta_files = delivery.delta.map(|d| d.files.len());
+        if let Some(PlanReport::Package { url, size, .. }) = &mut self.plan {
+            *url = delivery.package.url.to_string();
+            *size = delivery.package.size;
         }
     }
 

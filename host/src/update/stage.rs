@@ -10,7 +10,9 @@ use crate::config::Config;
 use crate::fetch::VerifiedPackage;
 use crate::install::Install;
 use crate::output::Output;
-use crate::package::extract::{Allowed, ExtractLimits, check_patch_links, extract};
+use crate::package::delta::Bases;
+use crate::package::extract::{Allowed, ExtractLimits, check_patch_links, extract, extract_delta};
+use crate::repo::manifest::DeltaPackage;
 use crate::state::InstallState;
 use crate::strategy::{Choice, Request};
 use crate::tree::TreeListing;
@@ -23,12 +25,13 @@ pub(crate) fn stage(
     install: &Install,
     state: &InstallState,
     choice: &Choice,
-    package: &VerifiedPackage,
+    (package, delta): (&VerifiedPackage, Option<&DeltaPackage>),
     request: &Request,
     out: &Output,
 ) -> Result<Staged, Error> {
     txn::stage(&install.state_dir, config.keep_backups, |stage_dir| {
-        let staged = match extract_checked(choice, package, state, stage_dir) {
+        let bases = delta.map(|d| Bases::new(&config.install_dir, d));
+        let staged = match extract_checked(choice, (package, bases), state, stage_dir) {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(&package.path);
@@ -63,17 +66,24 @@ pub(crate) fn stage(
 /// Extracts the package and checks the stage against what the manifest signed.
 fn extract_checked(
     choice: &Choice,
-    package: &VerifiedPackage,
+    (package, bases): (&VerifiedPackage, Option<Bases<'_>>),
     state: &InstallState,
     stage_dir: &std::path::Path,
 ) -> Result<TreeListing, Error> {
     let signed = &package.package;
     let limits = ExtractLimits::for_unpacked_size(signed.unpacked_size);
-    let allowed = match choice {
-        Choice::Patch { operations, .. } => Allowed::Operations(operations),
-        _ => Allowed::Any,
+    let staged = match (choice, bases) {
+        (Choice::Patch { operations, .. }, Some(bases)) => {
+            extract_delta(&package.path, stage_dir, &limits, operations, bases)?
+        }
+        (Choice::Patch { operations, .. }, None) => extract(
+            &package.path,
+            stage_dir,
+            &limits,
+            Allowed::Operations(operations),
+        )?,
+        _ => extract(&package.path, stage_dir, &limits, Allowed::Any)?,
     };
-    let staged = extract(&package.path, stage_dir, &limits, allowed)?;
     // A patch's links must resolve inside the tree the install will have.
     if let Choice::Patch { operations, .. } = choice {
         check_patch_links(

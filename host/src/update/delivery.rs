@@ -1,0 +1,71 @@
+//! Delivery: which package file brings the chosen release. A patch with a delta package is
+//! delivered by it when every base it decodes against is installed as signed (molt's state
+//! records it with that hash and the file still has it); otherwise — a base edited locally,
+//! removed, or never installed by molt — by the plain patch package, so a local edit costs bytes,
+//! never the update. A full install or a patch without deltas is its own package.
+
+use serde_json::json;
+
+use crate::output::Output;
+use crate::package::delta::Bases;
+use crate::repo::manifest::{DeltaPackage, Package};
+use crate::state::InstallState;
+use crate::strategy::Choice;
+
+/// The package to fetch, and the deltas it carries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delivery<'a> {
+    pub(crate) package: &'a Package,
+    pub(crate) delta: Option<&'a DeltaPackage>,
+}
+
+/// Chooses the package for `choice` (which names one), reporting the choice as an event.
+pub(crate) fn delivery<'a>(
+    choice: &'a Choice,
+    install_dir: &std::path::Path,
+    state: &InstallState,
+    out: &Output,
+) -> Option<Delivery<'a>> {
+    let plain = choice.package()?;
+    let Choice::Patch {
+        delta: Some(delta), ..
+    } = choice
+    else {
+        return Some(Delivery {
+            package: plain,
+            delta: None,
+        });
+    };
+    match Bases::new(install_dir, delta).check(&state.files) {
+        Ok(()) => {
+            out.event(
+                "delta",
+                &format!(
+                    "fetching the delta package: {} files decode against the installed release \
+                     ({} bytes instead of {})",
+                    delta.files.len(),
+                    delta.package.size,
+                    plain.size
+                ),
+                json!({"url": delta.package.url.as_str(), "size": delta.package.size,
+                       "files": delta.files.len(), "plain_size": plain.size}),
+            );
+            Some(Delivery {
+                package: &delta.package,
+                delta: Some(delta),
+            })
+        }
+        Err(mismatch) => {
+            out.event(
+                "delta-fallback",
+                &format!("fetching the plain patch package: {mismatch}"),
+                json!({"path": mismatch.path.as_str(), "base": mismatch.base.as_str(),
+                       "reason": mismatch.reason, "size": plain.size}),
+            );
+            Some(Delivery {
+                package: plain,
+                delta: None,
+            })
+        }
+    }
+}
