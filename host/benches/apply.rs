@@ -249,8 +249,11 @@ fn read_manifest(repo: &Path) -> Result<Manifest, BenchError> {
     })
 }
 
-/// The full package and the patch from 1.0.0 of `version`.
-fn packages(manifest: &Manifest, version: &str) -> Result<(Package, Option<Package>), BenchError> {
+/// The full package and the patch from 1.0.0 of `version`: its plain package and, when
+/// publish made one, its delta package.
+type Packages = (Package, Option<(Package, Option<Package>)>);
+
+fn packages(manifest: &Manifest, version: &str) -> Result<Packages, BenchError> {
     let missing = |what: &str| BenchError::Unexpected {
         command: "molt publish".into(),
         reason: format!("the manifest has no {what} for {version}"),
@@ -267,7 +270,10 @@ fn packages(manifest: &Manifest, version: &str) -> Result<(Package, Option<Packa
         .full
         .clone()
         .ok_or_else(|| missing("full package"))?;
-    let patch = artifacts.patch_from(&from).map(|p| p.package.clone());
+    let patch = artifacts.patch_from(&from).map(|p| {
+        let delta = p.delta.as_ref().map(|d| d.package.clone());
+        (p.package.clone(), delta)
+    });
     Ok((full, patch))
 }
 
@@ -350,10 +356,14 @@ fn main() -> Result<(), BenchError> {
     let manifest = read_manifest(&root.join("repo"))?;
     let (full_package, _) = packages(&manifest, "1.0.0")?;
     let (_, patch_package) = packages(&manifest, "1.1.0")?;
-    let patch_package = patch_package.ok_or_else(|| BenchError::Unexpected {
+    let (patch_package, delta_package) = patch_package.ok_or_else(|| BenchError::Unexpected {
         command: "molt publish 1.1.0".into(),
         reason: "no patch from 1.0.0 was published".into(),
     })?;
+    // What the patch apply fetches: the delta package when there is one.
+    let fetched_patch = delta_package
+        .clone()
+        .unwrap_or_else(|| patch_package.clone());
     let package_path = root.join("repo").join(&full_package.url);
 
     // What a user would do instead. Publishing: compress the new tree.
@@ -534,14 +544,20 @@ fn main() -> Result<(), BenchError> {
     );
     bytes_row(
         &mut summary,
-        "patch vs zstd --patch-from old tar -> new tar",
+        "patch (as fetched) vs zstd --patch-from old tar -> new tar",
+        fetched_patch.size,
+        size_of("patch-from.zst"),
+    );
+    bytes_row(
+        &mut summary,
+        "plain patch (no deltas) vs zstd --patch-from",
         patch_package.size,
         size_of("patch-from.zst"),
     );
     bytes_row(
         &mut summary,
-        "patch vs bytes of changed files",
-        patch_package.size,
+        "patch (as fetched) vs bytes of changed files",
+        fetched_patch.size,
         changed_bytes,
     );
     time_row(

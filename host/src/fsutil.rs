@@ -285,6 +285,17 @@ pub(crate) fn write_file(
     mode: u32,
     existing: Existing,
 ) -> io::Result<()> {
+    write_file_with(path, mode, existing, |w| w.write_all(bytes))
+}
+
+/// [`write_file`] with the content written by `fill` into a buffered writer of the temp file, so
+/// a large file (`state.json` at 66,000 files) is never held in memory whole.
+pub(crate) fn write_file_with(
+    path: &Path,
+    mode: u32,
+    existing: Existing,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = parent_of(path);
     let name = path
         .file_name()
@@ -296,8 +307,10 @@ pub(crate) fn write_file(
         .create_new(true)
         .mode(mode)
         .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
+        .and_then(|f| {
+            let mut out = io::BufWriter::with_capacity(256 * 1024, f);
+            fill(&mut out)?;
+            let f = out.into_inner().map_err(|e| e.into_error())?;
             persist(&f, &tmp, path, existing)
         });
     if written.is_err() {
@@ -339,7 +352,15 @@ pub(crate) fn persist_temp(
 /// Replaces `path` with `bytes` atomically and durably (a private 0600 file) — the write of
 /// molt's own state files, counted as a durable step.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_file(path, bytes, 0o600, Existing::Replace)?;
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] with the content streamed by `fill` (see [`write_file_with`]).
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    write_file_with(path, 0o600, Existing::Replace, fill)?;
     failpoint::step(&format!("write {}", path.display()))
 }
 

@@ -79,11 +79,6 @@ pub enum StateError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("cannot encode {path}: {source}")]
-    Encode {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -319,13 +314,13 @@ fn load_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T, S
     })
 }
 
+/// Streams `value` into the file (never the whole JSON in memory), durably.
 fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Encode {
-        path: path.to_owned(),
-        source,
-    })?;
-    bytes.push(b'\n');
-    fsutil::write_atomic(path, &bytes).map_err(|source| StateError::Write {
+    fsutil::write_atomic_with(path, |out| {
+        serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::from)?;
+        out.write_all(b"\n")
+    })
+    .map_err(|source| StateError::Write {
         path: path.to_owned(),
         source,
     })

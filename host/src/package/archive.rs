@@ -39,9 +39,13 @@ const OUTPUT_BUFFER: usize = 256 * 1024;
 /// zstd level of packages: high enough that a patch is small, low enough that publishing a
 /// large tree stays within a small multiple of `tar czf` (measured by the `apply` bench).
 pub(crate) const ZSTD_LEVEL: i32 = 12;
-/// log2 of the zstd window (128 MiB, as `zstd --long`): the most a client needs to decode a
-/// package, and what it allows ([`crate::package::extract`] refuses larger windows).
-pub(crate) const ZSTD_WINDOW_LOG: u32 = 27;
+/// log2 of the zstd window packages are written with (16 MiB): the decoder's buffer is one
+/// window, so this bounds what extracting a package costs in memory (with a 128 MiB window it
+/// was most of a 66,000-file apply's peak; the `apply` bench prints it).
+pub(crate) const ZSTD_WINDOW_LOG: u32 = 24;
+/// log2 of the largest window a client decodes (128 MiB, as `zstd --long`, what packages were
+/// written with before [`ZSTD_WINDOW_LOG`]): [`crate::package::extract`] refuses larger ones.
+pub(crate) const MAX_ZSTD_WINDOW_LOG: u32 = 27;
 
 /// How a package's tar stream is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,18 +38,21 @@ pub(crate) fn window_log_for(base_len: u64, target_len: u64) -> Option<u32> {
     (log <= MAX_DELTA_WINDOW_LOG).then_some(log)
 }
 
-/// Encodes `target` (read to its end) against `base` with window `window_log` into `out`.
-pub(crate) fn encode<R: Read, W: Write>(
+/// Encodes `target` against `base` with window `window_log` into `out`.
+pub(crate) fn encode<W: Write>(
     base: &[u8],
-    target: &mut R,
+    target: &[u8],
     window_log: u32,
     out: W,
 ) -> io::Result<W> {
+    let target_len = target.len() as u64;
     let mut encoder = zstd::stream::write::Encoder::with_ref_prefix(out, DELTA_LEVEL, base)?;
+    // The frame then declares the file's size, and the decoder's buffer is no larger than it.
+    encoder.set_pledged_src_size(Some(target_len))?;
     encoder.window_log(window_log)?;
     encoder.long_distance_matching(true)?;
     encoder.include_checksum(false)?;
-    io::copy(target, &mut encoder)?;
+    encoder.write_all(target)?;
     encoder.finish()
 }
 
@@ -205,7 +208,7 @@ mod tests {
     fn a_delta_round_trips_and_is_a_fraction_of_the_file() {
         let (base, target) = sample();
         let log = window_log_for(base.len() as u64, target.len() as u64).unwrap();
-        let encoded = encode(&base, &mut &target[..], log, Vec::new()).unwrap();
+        let encoded = encode(&base, &target, log, Vec::new()).unwrap();
         assert!(
             encoded.len() < target.len() / 100,
             "{} bytes",
@@ -228,7 +231,7 @@ mod tests {
     #[test]
     fn a_frame_needing_a_larger_window_than_declared_is_refused() {
         let (base, target) = sample();
-        let encoded = encode(&base, &mut &target[..], 22, Vec::new()).unwrap();
+        let encoded = encode(&base, &target, 22, Vec::new()).unwrap();
         let delta = delta_for(&base, &target, MIN_DELTA_WINDOW_LOG);
         let bases = Bases::new(Path::new("/nonexistent"), &delta);
         let mut decoded = Vec::new();

@@ -49,7 +49,7 @@ use tar::EntryType;
 use crate::error::ExitClass;
 use crate::fsutil::SyncBatch;
 use crate::hashing::HashingWriter;
-use crate::package::archive::ZSTD_WINDOW_LOG;
+use crate::package::archive::MAX_ZSTD_WINDOW_LOG;
 use crate::package::delta::{BaseReadError, Bases};
 use crate::relpath::{RelPath, RelPathError};
 use crate::repo::manifest::Operations;
@@ -215,7 +215,7 @@ impl ExtractError {
 struct Permitted<'a> {
     files: HashSet<&'a RelPath>,
     dirs: HashSet<&'a RelPath>,
-    ancestors: HashSet<RelPath>,
+    ancestors: std::collections::BTreeSet<RelPath>,
     deleted: HashSet<&'a RelPath>,
 }
 
@@ -224,7 +224,7 @@ impl<'a> Permitted<'a> {
         Self {
             files: ops.replace.files.iter().collect(),
             dirs: ops.replace.directories.iter().collect(),
-            ancestors: ops.replace.iter().flat_map(|p| p.ancestors()).collect(),
+            ancestors: crate::relpath::all_ancestors(ops.replace.iter()),
             deleted: ops.delete.iter().collect(),
         }
     }
@@ -572,7 +572,7 @@ fn entry_kind(entry_type: EntryType) -> String {
 /// The decompressor, chosen by the package's first bytes (not its URL): zstd (`.tar.zst`) or
 /// gzip (`.tar.gz`, every package molt wrote before zstd). Both read exactly one stream, so
 /// trailing bytes are seen; zstd refuses a frame whose window is larger than
-/// [`ZSTD_WINDOW_LOG`] (bounded decoding memory whatever the package declares).
+/// [`MAX_ZSTD_WINDOW_LOG`] (bounded decoding memory whatever the package declares).
 enum Decoder {
     Gzip(flate2::bufread::GzDecoder<BufReader<File>>),
     Zstd(zstd::stream::read::Decoder<'static, BufReader<File>>),
@@ -589,7 +589,7 @@ impl Decoder {
             let mut z = zstd::stream::read::Decoder::with_buffer(raw)
                 .map_err(corrupt)?
                 .single_frame();
-            z.window_log_max(ZSTD_WINDOW_LOG).map_err(corrupt)?;
+            z.window_log_max(MAX_ZSTD_WINDOW_LOG).map_err(corrupt)?;
             Ok(Decoder::Zstd(z))
         } else if head.starts_with(&[0x1f, 0x8b]) {
             Ok(Decoder::Gzip(flate2::bufread::GzDecoder::new(raw)))
@@ -1659,7 +1659,7 @@ mod tests {
     fn zstd_packages_extract_and_a_zstd_bomb_stops_at_the_cap() {
         let tar = RawTar::new().file("a", b"hello").dir("d").bytes();
         let env = Env::new();
-        env.write_zst(&tar, ZSTD_WINDOW_LOG);
+        env.write_zst(&tar, MAX_ZSTD_WINDOW_LOG);
         let staged = env.extract(5, Allowed::Any).unwrap();
         assert_eq!(staged.total_size(), 5);
         assert_eq!(fs::read(env.stage().join("a")).unwrap(), b"hello");
@@ -1685,14 +1685,14 @@ mod tests {
 
         // A frame that needs a larger window than the client allows is refused, not decoded.
         let env = Env::new();
-        env.write_zst(&tar, ZSTD_WINDOW_LOG + 1);
+        env.write_zst(&tar, MAX_ZSTD_WINDOW_LOG + 1);
         let err = env.extract(5, Allowed::Any).unwrap_err();
         assert!(matches!(err, ExtractError::CorruptPackage { .. }), "{err}");
         assert!(is_security(&err));
 
         // Trailing bytes after the frame, and bytes that are no known compression.
         let env = Env::new();
-        env.write_zst(&tar, ZSTD_WINDOW_LOG);
+        env.write_zst(&tar, MAX_ZSTD_WINDOW_LOG);
         let mut bytes = fs::read(env.package()).unwrap();
         bytes.extend_from_slice(b"junk");
         fs::write(env.package(), &bytes).unwrap();
@@ -1995,7 +1995,7 @@ mod delta_tests {
         }
         fn encoded(&self, target: &[u8]) -> Vec<u8> {
             let log = window_log_for(self.base.len() as u64, target.len() as u64).unwrap();
-            encode(&self.base, &mut &target[..], log, Vec::new()).unwrap()
+            encode(&self.base, target, log, Vec::new()).unwrap()
         }
     }
 
@@ -2019,7 +2019,7 @@ mod delta_tests {
         // Declared as 4 KiB; decodes to 64 MiB of zeros.
         let bomb = vec![0u8; 64 << 20];
         let log = window_log_for(env.base.len() as u64, bomb.len() as u64).unwrap();
-        let encoded = encode(&env.base, &mut &bomb[..], log, Vec::new()).unwrap();
+        let encoded = encode(&env.base, &bomb, log, Vec::new()).unwrap();
         let mut delta = env.delta(&env.target);
         delta.window_log = log;
         // Room in the package's cap: the file's own signed size must stop it.

@@ -34,9 +34,10 @@ use crate::relpath::RelPath;
 use crate::repo::manifest::{FileDelta, Operations};
 use crate::tree::{FileRecord, TreeListing};
 
-/// The most bytes base and file together may span (64 MiB): what a client may need in memory to
-/// decode one delta. Larger files ship whole.
-pub(crate) const MAX_DELTA_SPAN: u64 = 64 * 1024 * 1024;
+/// The most bytes base and file together may span (16 MiB): what a client needs in memory to
+/// decode one delta (the base, and a window no larger than the file, whose size the frame
+/// declares). Larger files ship whole.
+pub(crate) const MAX_DELTA_SPAN: u64 = 16 * 1024 * 1024;
 /// Files smaller than this ship whole: a delta could save only a few bytes.
 const MIN_DELTA_FILE: u64 = 256;
 
@@ -354,8 +355,7 @@ impl Worker<'_> {
             dir: self.out_dir.to_owned(),
             source,
         };
-        let delta =
-            encode(&job.base, &mut &target[..], window_log, Vec::new()).map_err(write_err)?;
+        let delta = encode(&job.base, &target, window_log, Vec::new()).map_err(write_err)?;
         if !compresses_above(&target, delta.len() as u64).map_err(write_err)? {
             return Ok(None);
         }

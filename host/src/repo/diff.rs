@@ -24,7 +24,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::relpath::RelPath;
+use crate::relpath::{RelPath, all_ancestors};
 use crate::repo::manifest::{Operations, PathSet};
 use crate::tree::TreeListing;
 
@@ -39,13 +39,13 @@ pub(crate) fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
 
     // Directories with an unchanged file below them, and directories that lose a file or a
     // directory below them: each a set lookup per directory instead of a scan of every path.
-    let keeps_something: BTreeSet<RelPath> = unchanged.iter().flat_map(|p| p.ancestors()).collect();
+    let keeps_something = all_ancestors(unchanged.iter().copied());
     let lost = old
         .files
         .keys()
         .filter(|p| !new.files.contains_key(*p))
         .chain(old.dirs.iter().filter(|p| !new.dirs.contains(*p)));
-    let loses_something: BTreeSet<RelPath> = lost.flat_map(|p| p.ancestors()).collect();
+    let loses_something = all_ancestors(lost);
 
     let mut replaced_dirs: BTreeSet<RelPath> = BTreeSet::new();
     for dir in &new.dirs {

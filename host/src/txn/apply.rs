@@ -252,10 +252,15 @@ impl Transaction {
         };
         let mut new_state = next_state(intent.old_state.clone());
         new_state.record(intent.history_entry(Outcome::Applied, None));
-        if let Err(e) = self
-            .journal
-            .append(&Record::Intent(Box::new(intent.clone())))
-        {
+        // Records own what they hold; they are taken apart again after the append rather than
+        // cloned (at 66,000 files an intent is tens of megabytes).
+        let record = Record::Intent(Box::new(intent));
+        let appended = self.journal.append(&record);
+        let Record::Intent(intent) = record else {
+            unreachable!("built as an intent above")
+        };
+        let intent = *intent;
+        if let Err(e) = appended {
             // The intent is not on disk, so nothing in the install was touched.
             if let Err(d) = history::discard(&self.dir) {
                 tracing::warn!("{d}; the next molt command removes it");
@@ -278,9 +283,14 @@ impl Transaction {
             return Err(self.fail(&intent, failed));
         }
         let commit = Record::Commit {
-            new_state: Box::new(new_state.clone()),
+            new_state: Box::new(new_state),
         };
-        match self.journal.append(&commit) {
+        let appended = self.journal.append(&commit);
+        let Record::Commit { new_state } = commit else {
+            unreachable!("built as a commit above")
+        };
+        let new_state = *new_state;
+        match appended {
             Ok(()) => {}
             // Undoing now could leave a durable commit over the old tree, which recovery would
             // roll forward: leave the tree alone and let recovery follow the journal.

@@ -24,9 +24,13 @@ use time::OffsetDateTime;
 use super::{DirMode, Op, TxnError};
 use crate::failpoint;
 use crate::fsutil;
+use crate::hashing::HashingWriter;
 use crate::relpath::RelPath;
 use crate::state::{HistoryEntry, InstallState, Outcome, TxnKind};
 use crate::version::Version;
+
+/// Buffer between an appended record's JSON and the journal file.
+const APPEND_BUFFER: usize = 256 * 1024;
 
 /// Everything a transaction is about to do, journaled before it touches the install.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,24 +179,31 @@ impl Journal {
     /// no record behind (`JournalWrite`); if even that fails, the record may be on disk
     /// (`JournalUncertain`).
     pub fn append(&mut self, record: &Record) -> Result<(), TxnError> {
-        let mut line = serde_json::to_vec(record).map_err(|e| TxnError::JournalWrite {
-            path: self.path.clone(),
-            source: io::Error::new(io::ErrorKind::InvalidData, e),
-        })?;
-        let checksum = crate::hashing::sha256_hex(&line);
-        line.push(b'\t');
-        line.extend_from_slice(checksum.as_bytes());
-        line.push(b'\n');
-        if let Err(source) = self
-            .file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data())
-            .and_then(|()| failpoint::step(&format!("journal {}", record.name())))
-        {
-            return Err(self.retract(source));
+        // Streamed into the file through the checksum: an intent at 66,000 files is tens of
+        // megabytes of JSON, which need not be in memory at once.
+        let written = (|| {
+            let mut out =
+                HashingWriter::new(io::BufWriter::with_capacity(APPEND_BUFFER, &self.file));
+            serde_json::to_writer(&mut out, record).map_err(io::Error::from)?;
+            let (mut buffered, checksum, json_len) = out.finish();
+            buffered.write_all(b"\t")?;
+            buffered.write_all(checksum.as_bytes())?;
+            buffered.write_all(b"\n")?;
+            buffered.flush()?;
+            Ok(json_len + 2 + checksum.len() as u64)
+        })();
+        let result = written.and_then(|n| {
+            self.file.sync_data()?;
+            failpoint::step(&format!("journal {}", record.name()))?;
+            Ok(n)
+        });
+        match result {
+            Ok(n) => {
+                self.len += n;
+                Ok(())
+            }
+            Err(source) => Err(self.retract(source)),
         }
-        self.len += line.len() as u64;
-        Ok(())
     }
 
     /// After a failed append: durably cut the journal back to its complete records, so the
@@ -303,7 +314,7 @@ mod tests {
             ops: vec![Op {
                 path: RelPath::new("bin/app").unwrap(),
                 is_dir: false,
-                source: Some("/s/stage/bin/app".into()),
+                source: Some(Path::new("/s/stage/bin/app").into()),
                 replaces_existing: true,
             }],
             created_dirs: vec![RelPath::new("web").unwrap()],

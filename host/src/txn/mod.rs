@@ -29,7 +29,8 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,8 +57,10 @@ pub struct Op {
     pub path: RelPath,
     /// Whether the entry being put (or deleted) is a whole directory.
     pub is_dir: bool,
-    /// Where the new entry comes from (in `stage/`, or a kept `backup/` for a rollback).
-    pub source: Option<PathBuf>,
+    /// Where the new entry comes from (in `stage/`, or a kept `backup/` for a rollback); shared
+    /// between the plan and the journal's intent rather than copied.
+    #[serde(with = "shared_path")]
+    pub source: Option<Arc<Path>>,
     /// Whether something was at `path` when the plan was made (so it goes to the backup).
     pub replaces_existing: bool,
 }
@@ -247,5 +250,23 @@ impl TxnError {
             | TxnError::UnprovenTxn { .. } => ExitClass::RollbackFailed,
             _ => ExitClass::Failure,
         }
+    }
+}
+
+/// Serde for `Option<Arc<Path>>`, written as the plain path string (as `Option<PathBuf>` was).
+mod shared_path {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(p: &Option<Arc<Path>>, s: S) -> Result<S::Ok, S::Error> {
+        p.as_deref().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Arc<Path>>, D::Error> {
+        Ok(Option::<PathBuf>::deserialize(d)?.map(Arc::from))
     }
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::error::ExitClass;
 use crate::fsutil::{self, EntryKind};
 use crate::hashing::sha256_file;
-use crate::relpath::RelPath;
+use crate::relpath::{RelPath, all_ancestors};
 use crate::repo::manifest::Operations;
 use crate::state::{InstallState, RESERVED_STATE_DIR, StateDir, TxnKind};
 use crate::tree::{FileRecord, TreeListing};
@@ -257,7 +257,7 @@ fn assemble(
     }
 
     // Directories that go away because everything in them does, deepest first.
-    let put_parents: BTreeSet<RelPath> = wanted.puts.keys().flat_map(|p| p.ancestors()).collect();
+    let put_parents = all_ancestors(wanted.puts.keys());
     let mut candidates: Vec<RelPath> = Vec::new();
     for d in wanted.prune_dirs.iter().chain(wanted.puts.keys()) {
         let needed = wanted.needed_dirs.contains(d) || put_parents.contains(d);
@@ -297,7 +297,7 @@ fn assemble(
         puts.push(Op {
             path: p.clone(),
             is_dir: *is_dir,
-            source: Some(source.clone()),
+            source: Some(std::sync::Arc::from(source.as_path())),
             replaces_existing: existing.is_some(),
         });
     }
