@@ -2086,3 +2086,114 @@ mod delta_tests {
         assert!(err.to_string().contains("missing"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod delta_props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::hashing::Sha256Digest;
+    use crate::package::delta::{encode, window_log_for};
+    use crate::repo::manifest::{DeltaPackage, FileDelta, Package, PackageUrl, PathSet};
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Whatever a delta entry holds — a valid frame, a frame with bytes flipped, cut short
+        /// or extended, a frame of another file — extraction either stages exactly the signed
+        /// file or refuses, and never writes more than the signed size + 1 bytes.
+        #[test]
+        fn a_hostile_delta_entry_stages_the_signed_file_or_nothing(
+            seed in any::<u32>(),
+            len in 300usize..20_000,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            cut in proptest::option::of(any::<usize>()),
+            extra in proptest::collection::vec(any::<u8>(), 0..3),
+            other in any::<bool>(),
+        ) {
+            let work = tempfile::tempdir().unwrap();
+            fs::create_dir_all(work.path().join("install")).unwrap();
+            fs::create_dir(work.path().join("stage")).unwrap();
+            let mut x = seed | 1;
+            let base: Vec<u8> = (0..len).map(|_| { x ^= x << 13; x ^= x >> 17; x ^= x << 5; x as u8 }).collect();
+            let mut target = base.clone();
+            target[len / 2] ^= 0x5a;
+            target.extend_from_slice(b"tail");
+            fs::write(work.path().join("install/base"), &base).unwrap();
+            let log = window_log_for(base.len() as u64, target.len() as u64).unwrap();
+            let encoded_of = if other { &base[..len / 3] } else { &target[..] };
+            let mut encoded = encode(&base, encoded_of, log, Vec::new()).unwrap();
+            let valid = flips.is_empty() && cut.is_none() && extra.is_empty() && !other;
+            for (at, bits) in &flips {
+                let i = at % encoded.len();
+                encoded[i] ^= bits | 1;
+            }
+            if let Some(c) = cut {
+                encoded.truncate(c % encoded.len());
+            }
+            encoded.extend_from_slice(&extra);
+
+            let mut tar = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(encoded.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, "f", &encoded[..]).unwrap();
+            let package = work.path().join("d.tar.zst");
+            let mut z = zstd::stream::write::Encoder::new(File::create(&package).unwrap(), 1).unwrap();
+            z.write_all(&tar.into_inner().unwrap()).unwrap();
+            z.finish().unwrap();
+
+            let delta = DeltaPackage {
+                package: Package {
+                    url: PackageUrl::new("d.tar.zst").unwrap(),
+                    size: 1,
+                    sha256: Sha256Digest::of(b""),
+                    unpacked_size: 1 << 20,
+                },
+                window_log: log,
+                files: [(rel("f"), FileDelta {
+                    base: rel("base"),
+                    base_sha256: Sha256Digest::of(&base),
+                    size: target.len() as u64,
+                    sha256: Sha256Digest::of(&target),
+                })].into_iter().collect(),
+            };
+            let ops = Operations::new(
+                PathSet { files: vec![rel("f")], directories: vec![] },
+                PathSet::default(),
+            ).unwrap();
+            let root = work.path().join("install");
+            let result = extract_delta(
+                &package,
+                &work.path().join("stage"),
+                &ExtractLimits::for_unpacked_size(1 << 20),
+                &ops,
+                Bases::new(&root, &delta),
+            );
+            let staged = work.path().join("stage/f");
+            match result {
+                Ok(listing) => {
+                    prop_assert_eq!(fs::read(&staged).unwrap(), target.clone());
+                    let want = Sha256Digest::of(&target);
+                    prop_assert_eq!(listing.files[&rel("f")].sha256.as_str(), want.as_str());
+                }
+                Err(e) => {
+                    prop_assert!(!valid, "a valid delta was refused: {}", e);
+                    prop_assert!(
+                        matches!(e.exit_class(), ExitClass::Security),
+                        "a hostile delta is a security refusal: {}", e
+                    );
+                    if let Ok(meta) = fs::metadata(&staged) {
+                        prop_assert!(meta.len() <= target.len() as u64 + 1);
+                    }
+                }
+            }
+            prop_assert_eq!(fs::read(root.join("base")).unwrap(), base);
+        }
+    }
+}
