@@ -1276,6 +1276,119 @@ mod tests {
         assert_patch_ships_new_content(&f, p, &t2);
     }
 
+    /// Writes poorly compressible `len` bytes (seeded) with `edit` at a few offsets.
+    fn write_noise(path: &Path, seed: u32, len: usize, edit: u8) {
+        let mut x = seed | 1;
+        let mut bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        bytes[len / 3] = edit;
+        bytes[len / 2] = edit;
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+
+    /// Decodes `patch`'s delta package against the tree at `base_root` and checks it stages
+    /// exactly what the plain package does.
+    fn assert_delta_matches_plain(f: &Fixture, patch: &Patch, base_root: &Path) {
+        let delta = patch.delta.as_ref().expect("a delta package");
+        assert_matches_file(f, &delta.package);
+        let work = tempfile::tempdir().unwrap();
+        let (a, b) = (work.path().join("a"), work.path().join("b"));
+        fs::create_dir(&a).unwrap();
+        fs::create_dir(&b).unwrap();
+        let limits = ExtractLimits::for_unpacked_size(patch.package.unpacked_size);
+        let plain = extract::extract(
+            &f.repo.join(&patch.package.url),
+            &a,
+            &limits,
+            Allowed::Operations(&patch.operations),
+        )
+        .unwrap();
+        let decoded = extract::extract_delta(
+            &f.repo.join(&delta.package.url),
+            &b,
+            &limits,
+            &patch.operations,
+            crate::package::delta::Bases::new(base_root, delta),
+        )
+        .unwrap();
+        assert_eq!(plain, decoded);
+    }
+
+    #[test]
+    fn patches_carry_deltas_against_the_old_file_or_its_renamed_twin() {
+        let f = fixture();
+        let (t1, t2) = (f.trees.join("1"), f.trees.join("2"));
+        write_noise(&t1.join("bin/app"), 1, 200_000, 1);
+        write_noise(&t2.join("bin/app"), 1, 200_000, 2);
+        write_noise(&t1.join("web/app.3f9a2c1e.js"), 2, 100_000, 1);
+        write_noise(&t2.join("web/app.b81d07aa.js"), 2, 100_000, 2);
+        write_noise(&t1.join("tiny"), 3, 100, 1);
+        write_noise(&t2.join("tiny"), 3, 100, 2);
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        let report = publish(&request(&f, "1.1.0", &t2)).unwrap();
+        let m = verified(&f);
+        let p = m.releases[1].artifacts["x86_64"]
+            .patch_from(&v("1.0.0"))
+            .unwrap();
+        assert_eq!(report.patches[0].delta.as_ref(), p.delta.as_ref());
+        let delta = p.delta.as_ref().unwrap();
+        let bases: Vec<(&str, &str)> = delta
+            .files
+            .iter()
+            .map(|(path, d)| (path.as_str(), d.base.as_str()))
+            .collect();
+        // `tiny` is below the size worth a delta and ships whole.
+        assert_eq!(
+            bases,
+            [
+                ("bin/app", "bin/app"),
+                ("web/app.b81d07aa.js", "web/app.3f9a2c1e.js")
+            ]
+        );
+        assert!(
+            delta.package.size * 20 < p.package.size,
+            "{} vs {}",
+            delta.package.size,
+            p.package.size
+        );
+        assert_eq!(delta.package.unpacked_size, p.package.unpacked_size);
+        assert_delta_matches_plain(&f, p, &t1);
+
+        // Re-publishing 1.0.0 from another tree rebuilds the patch, its bases read from that
+        // tree on disk.
+        let t1b = f.trees.join("1b");
+        write_noise(&t1b.join("bin/app"), 1, 200_000, 3);
+        write_noise(&t1b.join("web/app.3f9a2c1e.js"), 2, 100_000, 3);
+        publish(&request(&f, "1.0.0", &t1b)).unwrap();
+        let m = verified(&f);
+        let p = m.releases[1].artifacts["x86_64"]
+            .patch_from(&v("1.0.0"))
+            .unwrap();
+        assert_eq!(p.delta.as_ref().unwrap().files.len(), 2);
+        assert_delta_matches_plain(&f, p, &t1b);
+
+        // gzip repositories get none.
+        let g = fixture();
+        let mut gz = request(&g, "1.0.0", &t1);
+        gz.compression = Compression::Gzip;
+        publish(&gz).unwrap();
+        let mut gz = request(&g, "1.1.0", &t2);
+        gz.compression = Compression::Gzip;
+        publish(&gz).unwrap();
+        let m = verified(&g);
+        let p = m.releases[1].artifacts["x86_64"]
+            .patch_from(&v("1.0.0"))
+            .unwrap();
+        assert!(p.delta.is_none());
+    }
+
     #[test]
     fn a_lower_version_gets_patches_only_from_earlier_ones() {
         let f = fixture();
