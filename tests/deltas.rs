@@ -166,3 +166,55 @@ fn gzip_repositories_get_no_deltas() {
         .success();
     assert!(patch_of(&env, "1.1.0").get("delta").is_none());
 }
+
+#[test]
+fn a_delta_that_decodes_past_its_signed_size_is_stopped_and_changes_nothing() {
+    let (env, _) = setup();
+    // Signed as 100 bytes; the frame decodes to 400,000.
+    crate::craft::edit_manifest(&env, |m| {
+        let r = crate::craft::release_mut(m, "1.1.0");
+        r["artifacts"]["x86_64"]["patches"][0]["delta"]["files"]["bin/app"]["size"] =
+            serde_json::json!(100);
+    });
+    let before = snapshot(&env.install());
+    let state = fs::read(env.install().join(".molt/state.json")).unwrap();
+    let run = env.apply(&[]).code(3);
+    assert!(
+        run.error_text()
+            .contains("decodes to more than its signed 100 bytes"),
+        "{}",
+        run.error_text()
+    );
+    assert_same_tree(&snapshot(&env.install()), &before, "delta bomb");
+    assert_eq!(
+        fs::read(env.install().join(".molt/state.json")).unwrap(),
+        state
+    );
+    assert!(
+        fs::read_dir(env.install().join(".molt/txn"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the refused stage is gone"
+    );
+}
+
+#[test]
+fn a_manifest_whose_delta_names_a_path_the_patch_does_not_replace_is_refused() {
+    let (env, _) = setup();
+    crate::craft::edit_manifest(&env, |m| {
+        let r = crate::craft::release_mut(m, "1.1.0");
+        let files = &mut r["artifacts"]["x86_64"]["patches"][0]["delta"]["files"];
+        let app = files["bin/app"].clone();
+        files["etc/passwd"] = app;
+    });
+    let before = snapshot(&env.install());
+    let run = env.apply(&[]).code(3);
+    assert!(
+        run.error_text()
+            .contains("etc/passwd is not a file the patch replaces"),
+        "{}",
+        run.error_text()
+    );
+    assert_same_tree(&snapshot(&env.install()), &before, "bad delta metadata");
+}
