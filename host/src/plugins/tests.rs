@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use time::macros::datetime;
 
+use super::bindings::WIT_VERSION;
 use super::*;
 use crate::relpath::RelPath;
 use crate::version::Version;
