@@ -2,8 +2,6 @@
 //! ([`Decision`]). The pipeline builds the input from the verified manifest and checks the
 //! decision against it; nothing a plugin says is trusted.
 
-use std::future::Future;
-
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -74,17 +72,15 @@ impl World for StrategyWorld {
         wit::StrategyPre::new(instance)
     }
 
-    fn info(
+    async fn info(
         pre: Self::Pre,
         store: &mut Store<SandboxState>,
-    ) -> impl Future<Output = wasmtime::Result<wit::PluginInfo>> + '_ {
-        async move {
-            let plugin = pre.instantiate_async(&mut *store).await?;
-            plugin
-                .molt_plugin_strategy_plugin()
-                .call_info(&mut *store)
-                .await
-        }
+    ) -> wasmtime::Result<wit::PluginInfo> {
+        let plugin = pre.instantiate_async(&mut *store).await?;
+        plugin
+            .molt_plugin_strategy_plugin()
+            .call_info(&mut *store)
+            .await
     }
 }
 

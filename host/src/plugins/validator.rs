@@ -1,7 +1,6 @@
 //! Validator plugins: run after an update was applied, against the new install tree mounted
 //! read-only at `/install`; an error makes the pipeline roll back.
 
-use std::future::Future;
 use std::path::Path;
 
 use wasmtime::Store;
@@ -38,17 +37,15 @@ impl World for ValidatorWorld {
         wit::ValidatorPre::new(instance)
     }
 
-    fn info(
+    async fn info(
         pre: Self::Pre,
         store: &mut Store<SandboxState>,
-    ) -> impl Future<Output = wasmtime::Result<WitPluginInfo>> + '_ {
-        async move {
-            let plugin = pre.instantiate_async(&mut *store).await?;
-            plugin
-                .molt_plugin_validator_plugin()
-                .call_info(&mut *store)
-                .await
-        }
+    ) -> wasmtime::Result<WitPluginInfo> {
+        let plugin = pre.instantiate_async(&mut *store).await?;
+        plugin
+            .molt_plugin_validator_plugin()
+            .call_info(&mut *store)
+            .await
     }
 }
 
