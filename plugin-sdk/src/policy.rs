@@ -191,13 +191,10 @@ mod tests {
             channel: "stable".into(),
             force_full: false,
             requested_version: None,
-            releases: vec![
-                release("1.0.0", "stable", &[]),
-                release("1.1.0", "stable", &["1.0.0"]),
-                release("1.2.0", "stable", &["1.1.0"]),
-                release("1.3.0-rc.1", "stable", &["1.2.0"]),
-                release("2.0.0", "beta", &["1.2.0"]),
-            ],
+            releases: molt_test_support::releases::REFERENCE
+                .iter()
+                .map(|(version, channel, from)| release(version, channel, from))
+                .collect(),
             rolled_back_from: vec![],
             failed_validation: vec![],
             device_id: "dev".into(),
