@@ -296,11 +296,13 @@ pub mod __private {
     }
 }
 
-/// Glue shared by both export macros: the host `log` sink.
+/// Glue shared by both export macros, for plugin type `$plugin` of kind `$kind` (`Strategy` or
+/// `Validator`): the host `log` sink, the `Adapter` the exports are implemented on, and its
+/// `config-check` export.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __molt_common_glue {
-    () => {
+    ($plugin:ty, $kind:path) => {
         fn __molt_log_sink(level: $crate::__private::Level, msg: &str) {
             use self::molt::plugin::host::{Level, log};
             let level = match level {
@@ -311,6 +313,22 @@ macro_rules! __molt_common_glue {
                 $crate::__private::Level::Error => Level::Error,
             };
             log(level, msg)
+        }
+
+        struct Adapter;
+
+        impl self::exports::molt::plugin::config_check::Guest for Adapter {
+            fn check_config(
+                config: String,
+            ) -> Result<(), self::exports::molt::plugin::config_check::ConfigProblem> {
+                $crate::log::__install_sink(__molt_log_sink);
+                $crate::__private::check::<<$plugin as $kind>::Config>(&config).map_err(
+                    |(key, message)| self::exports::molt::plugin::config_check::ConfigProblem {
+                        key,
+                        message,
+                    },
+                )
+            }
         }
     };
 }
@@ -328,12 +346,10 @@ macro_rules! export_strategy {
         #[allow(dead_code, unused_imports, clippy::all)]
         mod __molt_strategy_export {
             $crate::__molt_generate_bindings!("strategy");
-            $crate::__molt_common_glue!();
+            $crate::__molt_common_glue!(super::__MoltStrategyPlugin, $crate::Strategy);
 
             use $crate::__private as glue;
             use $crate::__private::wit_types as wit;
-
-            struct Adapter;
 
             impl self::exports::molt::plugin::strategy_plugin::Guest for Adapter {
                 fn info() -> wit::PluginInfo {
@@ -347,20 +363,6 @@ macro_rules! export_strategy {
                 ) -> Result<wit::Decision, String> {
                     $crate::log::__install_sink(__molt_log_sink);
                     glue::run_strategy::<super::__MoltStrategyPlugin>(ctx, &config)
-                }
-            }
-
-            impl self::exports::molt::plugin::config_check::Guest for Adapter {
-                fn check_config(
-                    config: String,
-                ) -> Result<(), self::exports::molt::plugin::config_check::ConfigProblem> {
-                    $crate::log::__install_sink(__molt_log_sink);
-                    glue::check::<<super::__MoltStrategyPlugin as $crate::Strategy>::Config>(
-                        &config,
-                    )
-                    .map_err(|(key, message)| {
-                        self::exports::molt::plugin::config_check::ConfigProblem { key, message }
-                    })
                 }
             }
 
@@ -380,12 +382,10 @@ macro_rules! export_validator {
         #[allow(dead_code, unused_imports, clippy::all)]
         mod __molt_validator_export {
             $crate::__molt_generate_bindings!("validator");
-            $crate::__molt_common_glue!();
+            $crate::__molt_common_glue!(super::__MoltValidatorPlugin, $crate::Validator);
 
             use $crate::__private as glue;
             use $crate::__private::wit_types as wit;
-
-            struct Adapter;
 
             impl self::exports::molt::plugin::validator_plugin::Guest for Adapter {
                 fn info() -> wit::PluginInfo {
@@ -396,20 +396,6 @@ macro_rules! export_validator {
                 fn validate(ctx: wit::ValidationContext, config: String) -> Result<(), String> {
                     $crate::log::__install_sink(__molt_log_sink);
                     glue::run_validator::<super::__MoltValidatorPlugin>(ctx, &config)
-                }
-            }
-
-            impl self::exports::molt::plugin::config_check::Guest for Adapter {
-                fn check_config(
-                    config: String,
-                ) -> Result<(), self::exports::molt::plugin::config_check::ConfigProblem> {
-                    $crate::log::__install_sink(__molt_log_sink);
-                    glue::check::<<super::__MoltValidatorPlugin as $crate::Validator>::Config>(
-                        &config,
-                    )
-                    .map_err(|(key, message)| {
-                        self::exports::molt::plugin::config_check::ConfigProblem { key, message }
-                    })
                 }
             }
 
