@@ -25,6 +25,12 @@ fn main() {
         !wit.contains("\"####"),
         "the WIT text must not contain \"####"
     );
+    // `package molt:plugin@X.Y.Z;`: the plugin's bindings reuse the SDK's `types` of this version.
+    let package = wit
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("package "))
+        .and_then(|rest| rest.strip_suffix(';'))
+        .unwrap_or_else(|| panic!("{} has no `package …;` line", wit_path.display()));
     let generated = format!(
         r#####"/// Generates the guest bindings of one world of `molt:plugin` in the invoking module.
 #[doc(hidden)]
@@ -36,7 +42,7 @@ macro_rules! __molt_generate_bindings {{
             world: $world,
             runtime_path: "::molt_plugin_sdk::wit_bindgen::rt",
             with: {{
-                "molt:plugin/types@0.1.0": ::molt_plugin_sdk::__private::wit_types,
+                "{types_interface}": ::molt_plugin_sdk::__private::wit_types,
             }},
         }});
     }};
@@ -44,7 +50,8 @@ macro_rules! __molt_generate_bindings {{
 
 /// The WIT package this SDK was built against.
 pub const WIT: &str = r####"{wit}"####;
-"#####
+"#####,
+        types_interface = package.replacen('@', "/types@", 1),
     );
     let types = format!(
         r#####"wit_bindgen::generate!({{
