@@ -1,7 +1,6 @@
 //! Shared fixtures: a scratch directory per test, the real `molt` binary, release trees,
 //! snapshots of install trees, and a signing helper to craft hostile repositories.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -254,58 +253,12 @@ impl Run {
     }
 }
 
-/// Every entry of a tree (except the state dir): kind, content hash and mode (a symbolic link:
-/// its target, never followed).
-pub type Snapshot = BTreeMap<String, String>;
+pub use molt_test_support::tree::{Snapshot, assert_same_tree};
 
+/// Every entry of an install (except the state dir `.molt`): kind, content hash and mode (a
+/// symbolic link: its target, never followed).
 pub fn snapshot(root: &Path) -> Snapshot {
-    let mut out = BTreeMap::new();
-    if !root.exists() {
-        return out;
-    }
-    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        if rel == ".molt" || rel.starts_with(".molt/") {
-            continue;
-        }
-        let meta = fs::symlink_metadata(e.path()).unwrap();
-        let mode = meta.permissions().mode() & 0o7777;
-        let desc = if meta.is_dir() {
-            format!("dir {mode:o}")
-        } else if meta.is_file() {
-            let bytes = fs::read(e.path()).unwrap();
-            format!("file {mode:o} {}", molt::hashing::sha256_hex(&bytes))
-        } else if meta.file_type().is_symlink() {
-            format!("link {}", fs::read_link(e.path()).unwrap().display())
-        } else {
-            format!("other {:?}", meta.file_type())
-        };
-        out.insert(rel, desc);
-    }
-    out
-}
-
-/// Asserts two snapshots are equal, showing the differing paths.
-#[track_caller]
-pub fn assert_same_tree(actual: &Snapshot, expected: &Snapshot, what: &str) {
-    if actual != expected {
-        let mut diff = Vec::new();
-        for k in actual.keys().chain(expected.keys()) {
-            if actual.get(k) != expected.get(k) && !diff.contains(k) {
-                diff.push(k.clone());
-            }
-        }
-        panic!(
-            "{what}: trees differ at {:?}\nactual: {:#?}\nexpected: {:#?}",
-            diff, actual, expected
-        );
-    }
+    molt_test_support::tree::snapshot(root, &[".molt"])
 }
 
 /// The snapshot a release tree installs as (the tree itself, compared like an install).

@@ -18,7 +18,6 @@ pub mod plugin_answer;
 pub mod recovery;
 pub mod state;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -94,41 +93,9 @@ fn remove_at_exit(dir: PathBuf) {
     SCRATCH.lock().unwrap().push(dir);
 }
 
-/// Every entry below `root` (except paths starting with one of `skip`): kind, mode, content.
-pub type Snapshot = BTreeMap<String, String>;
-
-pub fn snapshot(root: &Path, skip: &[&str]) -> Snapshot {
-    let mut out = Snapshot::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let e = e.expect("walk");
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        if skip
-            .iter()
-            .any(|s| rel == *s || rel.starts_with(&format!("{s}/")))
-        {
-            continue;
-        }
-        let meta = fs::symlink_metadata(e.path()).unwrap();
-        let mode = meta.permissions().mode() & 0o7777;
-        let desc = if meta.is_dir() {
-            format!("dir {mode:o}")
-        } else if meta.is_file() {
-            let bytes = fs::read(e.path()).unwrap();
-            format!("file {mode:o} {}", molt::hashing::sha256_hex(&bytes))
-        } else if meta.is_symlink() {
-            format!("link -> {}", fs::read_link(e.path()).unwrap().display())
-        } else {
-            format!("other {mode:o} {:?}", meta.file_type())
-        };
-        out.insert(rel, desc);
-    }
-    out
-}
+/// Every entry below `root` (except the paths in `skip` and what lies under them): kind, mode,
+/// content hash (the snapshot of every molt test suite, `molt-test-support`).
+pub use molt_test_support::tree::{Snapshot, snapshot};
 
 /// Copies a tree (files, directories, modes); symlinks are not expected.
 pub fn copy_tree(from: &Path, to: &Path) {

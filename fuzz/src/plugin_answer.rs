@@ -212,7 +212,7 @@ pub fn check(data: &[u8]) {
         }
     }
     match &choice {
-        Choice::Nothing { .. } => {
+        Choice::None { .. } => {
             assert!(matches!(
                 decision,
                 Decision::None { .. } | Decision::Full { .. }

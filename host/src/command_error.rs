@@ -32,8 +32,9 @@ pub enum Error {
     Scan(#[from] crate::tree::ScanError),
     #[error("invalid --version: {0}")]
     Version(#[from] crate::version::VersionError),
+    /// The host refused what the strategy decided (not on offer, a downgrade not allowed, …).
     #[error("strategy {plugin} {reason}; nothing was changed")]
-    Decision { plugin: String, reason: String },
+    DecisionRefused { plugin: String, reason: String },
     #[error(
         "package {url} unpacks to {actual} bytes, but the signed manifest says {expected}; \
          the package does not match its release — nothing was changed"
@@ -67,7 +68,7 @@ impl Error {
             Error::Plugin(e) => e.exit_class(),
             Error::Scan(_) => ExitClass::Failure,
             Error::Version(_) => ExitClass::Usage,
-            Error::Decision { .. } => ExitClass::Failure,
+            Error::DecisionRefused { .. } => ExitClass::Failure,
             Error::UnpackedSizeMismatch { .. } => ExitClass::Security,
             Error::DeviceId { .. } => ExitClass::Failure,
             Error::VerifyMismatch { .. } => ExitClass::Failure,

@@ -21,6 +21,8 @@ pub mod repo;
 pub mod state;
 pub mod strategy;
 pub mod symlink;
+#[cfg(test)]
+mod test_support;
 pub mod tree;
 pub mod txn;
 pub(crate) mod update;

@@ -457,11 +457,8 @@ pub struct TrustState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::v;
     use std::os::unix::fs::PermissionsExt;
-
-    fn v(s: &str) -> Version {
-        Version::parse(s).unwrap()
-    }
 
     #[test]
     fn open_creates_private_layout_and_finds_itself_inside_the_install() {

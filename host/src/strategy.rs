@@ -26,10 +26,11 @@ pub struct Request {
     pub adopt: bool,
 }
 
-/// A decision resolved against the manifest: exactly what to download and apply.
+/// A strategy's [`Decision`] resolved against the manifest: exactly what to download and apply.
+/// Its variants are the decision's (`none`, `full`, `patch` in the WIT and in JSON output).
 #[derive(Debug, Clone)]
 pub enum Choice {
-    Nothing {
+    None {
         reason: String,
     },
     Full {
@@ -50,7 +51,7 @@ pub enum Choice {
 impl Choice {
     pub fn kind(&self) -> &'static str {
         match self {
-            Choice::Nothing { .. } => "none",
+            Choice::None { .. } => "none",
             Choice::Full { .. } => "full",
             Choice::Patch { .. } => "patch",
         }
@@ -58,14 +59,14 @@ impl Choice {
 
     pub fn package(&self) -> Option<&Package> {
         match self {
-            Choice::Nothing { .. } => None,
+            Choice::None { .. } => None,
             Choice::Full { package, .. } | Choice::Patch { package, .. } => Some(package),
         }
     }
 
     pub fn to(&self) -> Option<&Version> {
         match self {
-            Choice::Nothing { .. } => None,
+            Choice::None { .. } => None,
             Choice::Full { to, .. } | Choice::Patch { to, .. } => Some(to),
         }
     }
@@ -140,14 +141,14 @@ pub fn resolve(
     config: &Config,
     request: &Request,
 ) -> Result<Choice, Error> {
-    let refuse = |reason: String| Error::Decision {
+    let refuse = |reason: String| Error::DecisionRefused {
         plugin: plugin.to_owned(),
         reason,
     };
     let installed = state.version.clone();
     let (to, patch_from) = match decision {
         Decision::None { reason } => {
-            return Ok(Choice::Nothing {
+            return Ok(Choice::None {
                 reason: with_newest(reason, manifest, state, config),
             });
         }
@@ -185,7 +186,7 @@ pub fn resolve(
     match patch_from {
         None => {
             if installed.as_ref() == Some(&to) && !request.force_full {
-                return Ok(Choice::Nothing {
+                return Ok(Choice::None {
                     reason: format!("{to} is already installed"),
                 });
             }

@@ -148,11 +148,8 @@ fn components(target: &str) -> impl DoubleEndedIterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::rp as rel;
     use std::collections::BTreeMap;
-
-    fn rel(s: &str) -> RelPath {
-        RelPath::new(s).unwrap()
-    }
 
     /// A tree from `path`, `path/` (dir) and `path -> target` entries.
     fn tree(entries: &[&'static str]) -> BTreeMap<String, Node<'static>> {

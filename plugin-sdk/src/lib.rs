@@ -194,10 +194,8 @@ pub fn check_config<C: DeserializeOwned + Default>(json: &str) -> Result<C, Conf
     if value.is_null() {
         return Ok(C::default());
     }
-    let first_key = value
-        .as_object()
-        .and_then(|t| t.keys().next().cloned())
-        .unwrap_or_default();
+    let table = value.as_object().cloned().unwrap_or_default();
+    let first_key = table.keys().next().cloned().unwrap_or_default();
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -216,185 +214,95 @@ pub fn check_config<C: DeserializeOwned + Default>(json: &str) -> Result<C, Conf
         // it does not know.
         let takes_nothing = serde_json::from_value::<C>(serde_json::Value::Null).is_ok();
         if takes_nothing && !first_key.is_empty() {
-            problem(
+            return problem(
                 first_key,
                 "unknown key: this plugin takes no configuration".into(),
-            )
-        } else {
-            problem(String::new(), inner)
+            );
+        }
+        match flattened_culprit::<C>(&table, &inner) {
+            Some(key) => problem(key, inner),
+            None => problem(String::new(), inner),
         }
     })
+}
+
+/// The key behind an error serde reports at the table itself although one key caused it: a
+/// `#[serde(flatten)]`ed part of the config (such as [`policy::PolicyOptions`] in a derived
+/// strategy's) is read from a buffer after the table, where the key is lost. It is the first
+/// key without which the table no longer fails with `error` (and not merely for lacking a
+/// required key).
+fn flattened_culprit<C: DeserializeOwned>(
+    table: &serde_json::Map<String, serde_json::Value>,
+    error: &str,
+) -> Option<String> {
+    table.keys().find_map(|key| {
+        let mut without = table.clone();
+        without.remove(key);
+        let gone = match serde_json::from_value::<C>(serde_json::Value::Object(without)) {
+            Ok(_) => true,
+            Err(e) => {
+                let e = e.to_string();
+                e != error && !e.starts_with("missing field")
+            }
+        };
+        gone.then(|| key.clone())
+    })
+}
+
+/// The SDK's bindings of the WIT `types` interface, which the plugin's own bindings reuse
+/// (see `build.rs`).
+mod wit_bindings {
+    include!(concat!(env!("OUT_DIR"), "/wit_types.rs"));
 }
 
 /// Glue used by the export macros; not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::log::Level;
-    use crate::types::{
-        Decision, Patch, PluginInfo, Release, StrategyContext, ValidationContext, Version,
-    };
+    pub use crate::wit_bindings::molt::plugin::types as wit_types;
     use crate::{ConfigProblem, Strategy, Validator, check_config, parse_config};
 
-    /// `patch-offer` as it crosses the boundary.
-    pub struct WirePatch {
-        pub from: String,
-        pub size: u64,
+    /// `info()` of either kind, as it crosses the boundary.
+    pub fn info(info: crate::PluginInfo) -> wit_types::PluginInfo {
+        info.into()
     }
 
-    /// `release-offer` as it crosses the boundary.
-    pub struct WireRelease {
-        pub version: String,
-        pub channel: String,
-        pub notes: String,
-        pub published: String,
-        pub full_size: Option<u64>,
-        pub patches: Vec<WirePatch>,
-    }
-
-    /// `strategy-context` as it crosses the boundary.
-    pub struct WireStrategyContext {
-        pub installed_version: Option<String>,
-        pub arch: String,
-        pub channel: String,
-        pub force_full: bool,
-        pub requested_version: Option<String>,
-        pub releases: Vec<WireRelease>,
-        pub rolled_back_from: Vec<String>,
-        pub failed_validation: Vec<String>,
-        pub device_id: String,
-        pub now: String,
-    }
-
-    /// `validation-context` as it crosses the boundary.
-    pub struct WireValidationContext {
-        pub old_version: Option<String>,
-        pub new_version: String,
-        pub changed: Vec<String>,
-        pub removed: Vec<String>,
-        pub root: String,
-    }
-
-    /// `decision` as it crosses the boundary.
-    pub enum WireDecision {
-        Full(String),
-        Patch { from: String, to: String },
-        None(String),
-    }
-
-    fn version(text: &str, what: &str) -> Result<Version, String> {
-        Version::parse(text).map_err(|e| format!("molt sent an invalid {what} {text:?}: {e}"))
-    }
-
-    fn versions(texts: Vec<String>, what: &str) -> Result<Vec<Version>, String> {
-        texts.iter().map(|t| version(t, what)).collect()
-    }
-
-    fn strategy_context(wire: WireStrategyContext) -> Result<StrategyContext, String> {
-        let releases = wire
-            .releases
-            .into_iter()
-            .map(|r| {
-                Ok(Release {
-                    version: version(&r.version, "release version")?,
-                    patches: r
-                        .patches
-                        .into_iter()
-                        .map(|p| {
-                            Ok(Patch {
-                                from: version(&p.from, "patch source version")?,
-                                size: p.size,
-                            })
-                        })
-                        .collect::<Result<_, String>>()?,
-                    channel: r.channel,
-                    notes: r.notes,
-                    published: r.published,
-                    full_size: r.full_size,
-                })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(StrategyContext {
-            installed_version: wire
-                .installed_version
-                .map(|v| version(&v, "installed version"))
-                .transpose()?,
-            arch: wire.arch,
-            channel: wire.channel,
-            force_full: wire.force_full,
-            requested_version: wire
-                .requested_version
-                .map(|v| version(&v, "requested version"))
-                .transpose()?,
-            releases,
-            rolled_back_from: versions(wire.rolled_back_from, "rolled-back version")?,
-            failed_validation: versions(wire.failed_validation, "failed-validation version")?,
-            device_id: wire.device_id,
-            now: wire.now,
-        })
-    }
-
-    pub fn info<P: Strategy>() -> PluginInfo {
-        P::info()
-    }
-
-    pub fn validator_info<P: Validator>() -> PluginInfo {
-        P::info()
-    }
-
-    /// `check-config` of a strategy: the key and message of what is wrong.
-    pub fn check_strategy_config<P: Strategy>(config: &str) -> Result<(), (String, String)> {
-        check_config::<P::Config>(config)
-            .map(drop)
-            .map_err(|ConfigProblem { key, message }| (key, message))
-    }
-
-    /// `check-config` of a validator.
-    pub fn check_validator_config<P: Validator>(config: &str) -> Result<(), (String, String)> {
-        check_config::<P::Config>(config)
+    /// `check-config` of a plugin whose config type is `C`: the key and message of what is
+    /// wrong (the record is generated in the plugin's own bindings).
+    pub fn check<C: serde::de::DeserializeOwned + Default>(
+        config: &str,
+    ) -> Result<(), (String, String)> {
+        check_config::<C>(config)
             .map(drop)
             .map_err(|ConfigProblem { key, message }| (key, message))
     }
 
     pub fn run_strategy<P: Strategy>(
-        ctx: WireStrategyContext,
+        ctx: wit_types::StrategyContext,
         config: &str,
-    ) -> Result<WireDecision, String> {
-        let ctx = strategy_context(ctx)?;
+    ) -> Result<wit_types::Decision, String> {
+        let ctx = ctx.try_into()?;
         let config = parse_config::<P::Config>(config)?;
-        Ok(match P::decide(&ctx, config)? {
-            Decision::Full(v) => WireDecision::Full(v.to_string()),
-            Decision::Patch { from, to } => WireDecision::Patch {
-                from: from.to_string(),
-                to: to.to_string(),
-            },
-            Decision::None(reason) => WireDecision::None(reason),
-        })
+        P::decide(&ctx, config).map(Into::into)
     }
 
     pub fn run_validator<P: Validator>(
-        ctx: WireValidationContext,
+        ctx: wit_types::ValidationContext,
         config: &str,
     ) -> Result<(), String> {
-        let ctx = ValidationContext {
-            old_version: ctx
-                .old_version
-                .map(|v| version(&v, "old version"))
-                .transpose()?,
-            new_version: version(&ctx.new_version, "new version")?,
-            changed: ctx.changed,
-            removed: ctx.removed,
-            root: ctx.root.into(),
-        };
+        let ctx = ctx.try_into()?;
         let config = parse_config::<P::Config>(config)?;
         P::validate(&ctx, config)
     }
 }
 
-/// Glue shared by both export macros: the host `log` sink and the `info` conversion.
+/// Glue shared by both export macros, for plugin type `$plugin` of kind `$kind` (`Strategy` or
+/// `Validator`): the host `log` sink, the `Adapter` the exports are implemented on, and its
+/// `config-check` export.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __molt_common_glue {
-    () => {
+    ($plugin:ty, $kind:path) => {
         fn __molt_log_sink(level: $crate::__private::Level, msg: &str) {
             use self::molt::plugin::host::{Level, log};
             let level = match level {
@@ -407,11 +315,19 @@ macro_rules! __molt_common_glue {
             log(level, msg)
         }
 
-        fn __molt_info(info: $crate::PluginInfo) -> self::molt::plugin::types::PluginInfo {
-            self::molt::plugin::types::PluginInfo {
-                name: info.name,
-                version: info.version,
-                description: info.description,
+        struct Adapter;
+
+        impl self::exports::molt::plugin::config_check::Guest for Adapter {
+            fn check_config(
+                config: String,
+            ) -> Result<(), self::exports::molt::plugin::config_check::ConfigProblem> {
+                $crate::log::__install_sink(__molt_log_sink);
+                $crate::__private::check::<<$plugin as $kind>::Config>(&config).map_err(
+                    |(key, message)| self::exports::molt::plugin::config_check::ConfigProblem {
+                        key,
+                        message,
+                    },
+                )
             }
         }
     };
@@ -430,17 +346,15 @@ macro_rules! export_strategy {
         #[allow(dead_code, unused_imports, clippy::all)]
         mod __molt_strategy_export {
             $crate::__molt_generate_bindings!("strategy");
-            $crate::__molt_common_glue!();
+            $crate::__molt_common_glue!(super::__MoltStrategyPlugin, $crate::Strategy);
 
-            use self::molt::plugin::types as wit;
             use $crate::__private as glue;
-
-            struct Adapter;
+            use $crate::__private::wit_types as wit;
 
             impl self::exports::molt::plugin::strategy_plugin::Guest for Adapter {
                 fn info() -> wit::PluginInfo {
                     $crate::log::__install_sink(__molt_log_sink);
-                    __molt_info(glue::info::<super::__MoltStrategyPlugin>())
+                    glue::info(<super::__MoltStrategyPlugin as $crate::Strategy>::info())
                 }
 
                 fn decide(
@@ -448,59 +362,7 @@ macro_rules! export_strategy {
                     config: String,
                 ) -> Result<wit::Decision, String> {
                     $crate::log::__install_sink(__molt_log_sink);
-                    let wire = glue::WireStrategyContext {
-                        installed_version: ctx.installed_version,
-                        arch: ctx.arch,
-                        channel: ctx.channel,
-                        force_full: ctx.force_full,
-                        requested_version: ctx.requested_version,
-                        releases: ctx
-                            .releases
-                            .into_iter()
-                            .map(|r| glue::WireRelease {
-                                version: r.version,
-                                channel: r.channel,
-                                notes: r.notes,
-                                published: r.published,
-                                full_size: r.full_size,
-                                patches: r
-                                    .patches
-                                    .into_iter()
-                                    .map(|p| glue::WirePatch {
-                                        from: p.from,
-                                        size: p.size,
-                                    })
-                                    .collect(),
-                            })
-                            .collect(),
-                        rolled_back_from: ctx.rolled_back_from,
-                        failed_validation: ctx.failed_validation,
-                        device_id: ctx.device_id,
-                        now: ctx.now,
-                    };
-                    Ok(
-                        match glue::run_strategy::<super::__MoltStrategyPlugin>(wire, &config)? {
-                            glue::WireDecision::Full(v) => wit::Decision::Full(v),
-                            glue::WireDecision::Patch { from, to } => {
-                                wit::Decision::Patch(wit::PatchChoice { from, to })
-                            }
-                            glue::WireDecision::None(reason) => wit::Decision::None(reason),
-                        },
-                    )
-                }
-            }
-
-            impl self::exports::molt::plugin::config_check::Guest for Adapter {
-                fn check_config(
-                    config: String,
-                ) -> Result<(), self::exports::molt::plugin::config_check::ConfigProblem> {
-                    $crate::log::__install_sink(__molt_log_sink);
-                    glue::check_strategy_config::<super::__MoltStrategyPlugin>(&config).map_err(
-                        |(key, message)| self::exports::molt::plugin::config_check::ConfigProblem {
-                            key,
-                            message,
-                        },
-                    )
+                    glue::run_strategy::<super::__MoltStrategyPlugin>(ctx, &config)
                 }
             }
 
@@ -520,43 +382,20 @@ macro_rules! export_validator {
         #[allow(dead_code, unused_imports, clippy::all)]
         mod __molt_validator_export {
             $crate::__molt_generate_bindings!("validator");
-            $crate::__molt_common_glue!();
+            $crate::__molt_common_glue!(super::__MoltValidatorPlugin, $crate::Validator);
 
-            use self::molt::plugin::types as wit;
             use $crate::__private as glue;
-
-            struct Adapter;
+            use $crate::__private::wit_types as wit;
 
             impl self::exports::molt::plugin::validator_plugin::Guest for Adapter {
                 fn info() -> wit::PluginInfo {
                     $crate::log::__install_sink(__molt_log_sink);
-                    __molt_info(glue::validator_info::<super::__MoltValidatorPlugin>())
+                    glue::info(<super::__MoltValidatorPlugin as $crate::Validator>::info())
                 }
 
                 fn validate(ctx: wit::ValidationContext, config: String) -> Result<(), String> {
                     $crate::log::__install_sink(__molt_log_sink);
-                    let wire = glue::WireValidationContext {
-                        old_version: ctx.old_version,
-                        new_version: ctx.new_version,
-                        changed: ctx.changed,
-                        removed: ctx.removed,
-                        root: ctx.root,
-                    };
-                    glue::run_validator::<super::__MoltValidatorPlugin>(wire, &config)
-                }
-            }
-
-            impl self::exports::molt::plugin::config_check::Guest for Adapter {
-                fn check_config(
-                    config: String,
-                ) -> Result<(), self::exports::molt::plugin::config_check::ConfigProblem> {
-                    $crate::log::__install_sink(__molt_log_sink);
-                    glue::check_validator_config::<super::__MoltValidatorPlugin>(&config).map_err(
-                        |(key, message)| self::exports::molt::plugin::config_check::ConfigProblem {
-                            key,
-                            message,
-                        },
-                    )
+                    glue::run_validator::<super::__MoltValidatorPlugin>(ctx, &config)
                 }
             }
 

@@ -15,10 +15,16 @@
 //! 4. The move to the target is a patch when a patch from the installed version exists and
 //!    `force_full` is off, a full package otherwise.
 
+use serde::Deserialize;
+
 use crate::types::{Decision, StrategyContext, Version};
 
-/// The knobs of the standard policy (the `[strategy.config]` of `builtin:default`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The knobs of the standard policy: the `[strategy.config]` of `builtin:default`, and the part
+/// of a derived strategy's config that it passes on — declare it there as
+/// `#[serde(flatten)] policy: PolicyOptions`, and `pin` / `allow_prerelease` are read (and
+/// checked, with the key named) for you.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PolicyOptions {
     /// Stay on / move to exactly this version.
     pub pin: Option<Version>,
@@ -185,13 +191,10 @@ mod tests {
             channel: "stable".into(),
             force_full: false,
             requested_version: None,
-            releases: vec![
-                release("1.0.0", "stable", &[]),
-                release("1.1.0", "stable", &["1.0.0"]),
-                release("1.2.0", "stable", &["1.1.0"]),
-                release("1.3.0-rc.1", "stable", &["1.2.0"]),
-                release("2.0.0", "beta", &["1.2.0"]),
-            ],
+            releases: molt_test_support::releases::REFERENCE
+                .iter()
+                .map(|(version, channel, from)| release(version, channel, from))
+                .collect(),
             rolled_back_from: vec![],
             failed_validation: vec![],
             device_id: "dev".into(),
@@ -337,6 +340,53 @@ mod tests {
         assert_eq!(
             decide_with_reason(&c, &opts()).unwrap().reason,
             Some(Reason::Requested)
+        );
+    }
+
+    /// A derived strategy's config, as the sample plugins declare theirs.
+    #[derive(Debug, Default, serde::Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Derived {
+        percent: Option<u8>,
+        #[serde(flatten)]
+        policy: PolicyOptions,
+    }
+
+    #[test]
+    fn policy_options_flatten_into_a_derived_config_and_keep_the_key_in_errors() {
+        assert_eq!(
+            crate::check_config::<Derived>(
+                r#"{"percent": 5, "pin": "1.1.0", "allow_prerelease": true}"#
+            ),
+            Ok(Derived {
+                percent: Some(5),
+                policy: PolicyOptions {
+                    pin: Some(v("1.1.0")),
+                    allow_prerelease: true
+                }
+            })
+        );
+        for (json, key) in [
+            (r#"{"pin": 3}"#, "pin"),
+            (r#"{"allow_prerelease": "yes"}"#, "allow_prerelease"),
+            (r#"{"percent": "ten"}"#, "percent"),
+            (r#"{"percnt": 3}"#, "percnt"),
+        ] {
+            let problem = crate::check_config::<Derived>(json).unwrap_err();
+            assert_eq!(problem.key, key, "{json}: {problem}");
+        }
+        assert_eq!(
+            crate::check_config::<PolicyOptions>(r#"{"pin": "1.0.0"}"#),
+            Ok(PolicyOptions {
+                pin: Some(v("1.0.0")),
+                allow_prerelease: false
+            })
+        );
+        assert_eq!(
+            crate::check_config::<PolicyOptions>(r#"{"pinn": "1.0.0"}"#)
+                .unwrap_err()
+                .key,
+            "pinn"
         );
     }
 

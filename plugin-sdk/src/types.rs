@@ -1,11 +1,14 @@
 //! The values a plugin receives and returns, as plain Rust types.
 //!
 //! They mirror the records of the WIT package (`wit/molt-plugin.wit`) with versions already
-//! parsed, so plugin code never touches generated bindings.
+//! parsed, so plugin code never touches generated bindings. Each converts straight from (or
+//! into) the SDK's one set of generated `types` bindings, at the bottom of this file.
 
 use std::path::PathBuf;
 
 pub use semver::Version;
+
+use crate::wit_bindings::molt::plugin::types as wit;
 
 /// What a plugin says about itself; shown by `molt plugin inspect` and in molt's logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,5 +139,170 @@ impl ValidationContext {
     /// The guest path of an install-relative path (`bin/app` → `/install/bin/app`).
     pub fn path(&self, relative: &str) -> PathBuf {
         self.root.join(relative.trim_start_matches('/'))
+    }
+}
+
+/// A version molt sent, parsed; the error names what it was.
+fn version(text: &str, what: &str) -> Result<Version, String> {
+    Version::parse(text).map_err(|e| format!("molt sent an invalid {what} {text:?}: {e}"))
+}
+
+fn versions(texts: &[String], what: &str) -> Result<Vec<Version>, String> {
+    texts.iter().map(|t| version(t, what)).collect()
+}
+
+fn optional_version(text: Option<String>, what: &str) -> Result<Option<Version>, String> {
+    text.map(|t| version(&t, what)).transpose()
+}
+
+impl TryFrom<wit::PatchOffer> for Patch {
+    type Error = String;
+
+    fn try_from(wire: wit::PatchOffer) -> Result<Self, String> {
+        Ok(Patch {
+            from: version(&wire.from, "patch source version")?,
+            size: wire.size,
+        })
+    }
+}
+
+impl TryFrom<wit::ReleaseOffer> for Release {
+    type Error = String;
+
+    fn try_from(wire: wit::ReleaseOffer) -> Result<Self, String> {
+        Ok(Release {
+            version: version(&wire.version, "release version")?,
+            channel: wire.channel,
+            notes: wire.notes,
+            published: wire.published,
+            full_size: wire.full_size,
+            patches: wire
+                .patches
+                .into_iter()
+                .map(Patch::try_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl TryFrom<wit::StrategyContext> for StrategyContext {
+    type Error = String;
+
+    fn try_from(wire: wit::StrategyContext) -> Result<Self, String> {
+        Ok(StrategyContext {
+            installed_version: optional_version(wire.installed_version, "installed version")?,
+            arch: wire.arch,
+            channel: wire.channel,
+            force_full: wire.force_full,
+            requested_version: optional_version(wire.requested_version, "requested version")?,
+            releases: wire
+                .releases
+                .into_iter()
+                .map(Release::try_from)
+                .collect::<Result<_, _>>()?,
+            rolled_back_from: versions(&wire.rolled_back_from, "rolled-back version")?,
+            failed_validation: versions(&wire.failed_validation, "failed-validation version")?,
+            device_id: wire.device_id,
+            now: wire.now,
+        })
+    }
+}
+
+impl TryFrom<wit::ValidationContext> for ValidationContext {
+    type Error = String;
+
+    fn try_from(wire: wit::ValidationContext) -> Result<Self, String> {
+        Ok(ValidationContext {
+            old_version: optional_version(wire.old_version, "old version")?,
+            new_version: version(&wire.new_version, "new version")?,
+            changed: wire.changed,
+            removed: wire.removed,
+            root: wire.root.into(),
+        })
+    }
+}
+
+impl From<Decision> for wit::Decision {
+    fn from(decision: Decision) -> Self {
+        match decision {
+            Decision::Full(v) => wit::Decision::Full(v.to_string()),
+            Decision::Patch { from, to } => wit::Decision::Patch(wit::PatchChoice {
+                from: from.to_string(),
+                to: to.to_string(),
+            }),
+            Decision::None(reason) => wit::Decision::None(reason),
+        }
+    }
+}
+
+impl From<PluginInfo> for wit::PluginInfo {
+    fn from(info: PluginInfo) -> Self {
+        wit::PluginInfo {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_strategy_context_converts_with_versions_parsed() {
+        let wire = wit::StrategyContext {
+            installed_version: Some("1.0.0".into()),
+            arch: "x86_64".into(),
+            channel: "stable".into(),
+            force_full: false,
+            requested_version: None,
+            releases: vec![wit::ReleaseOffer {
+                version: "1.1.0".into(),
+                channel: "stable".into(),
+                notes: "n".into(),
+                published: "2026-11-30T10:00:00Z".into(),
+                full_size: Some(5),
+                patches: vec![wit::PatchOffer {
+                    from: "1.0.0".into(),
+                    size: 2,
+                }],
+            }],
+            rolled_back_from: vec!["0.9.0".into()],
+            failed_validation: vec![],
+            device_id: "dev".into(),
+            now: "2026-11-30T10:00:00Z".into(),
+        };
+        let ctx = StrategyContext::try_from(wire.clone()).unwrap();
+        assert_eq!(ctx.installed_version, Some(Version::new(1, 0, 0)));
+        assert_eq!(
+            ctx.releases[0].patch_from(&Version::new(1, 0, 0)),
+            Some(&Patch {
+                from: Version::new(1, 0, 0),
+                size: 2
+            })
+        );
+        assert_eq!(ctx.rolled_back_from, vec![Version::new(0, 9, 0)]);
+
+        let mut bad = wire;
+        bad.releases[0].patches[0].from = "one".into();
+        let err = StrategyContext::try_from(bad).unwrap_err();
+        assert!(err.contains("patch source version \"one\""), "{err}");
+    }
+
+    #[test]
+    fn a_decision_converts_to_the_wit_variant() {
+        let wire = wit::Decision::from(Decision::Patch {
+            from: Version::new(1, 0, 0),
+            to: Version::new(1, 1, 0),
+        });
+        assert!(
+            matches!(&wire, wit::Decision::Patch(p) if p.from == "1.0.0" && p.to == "1.1.0"),
+            "{wire:?}"
+        );
+        assert!(matches!(
+            wit::Decision::from(Decision::None("why".into())),
+            wit::Decision::None(r) if r == "why"
+        ));
     }
 }

@@ -10,6 +10,35 @@
 //! Exports are generated `async` (`instantiate_async`, `call_*` futures): a call is a future the
 //! sandbox can drop at its deadline, which frees the store and everything the guest holds. The
 //! one import of ours (`log`) is synchronous: it never blocks.
+//!
+//! This module also names what the WIT package says about itself — its package and version, the
+//! interface names, the two kinds of plugins — so every other module of `plugins` can depend on
+//! it and it on none of them.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// The WIT package version this molt speaks.
+pub(crate) const WIT_PACKAGE: &str = "molt:plugin";
+pub(crate) const WIT_VERSION: &str = "0.1.0";
+
+/// The two kinds of plugins (the two worlds of the WIT package).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    Strategy,
+    Validator,
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PluginKind::Strategy => "strategy",
+            PluginKind::Validator => "validator",
+        })
+    }
+}
 
 /// The `strategy` world, as the host requires it (`strategy-base`).
 pub(super) mod strategy {

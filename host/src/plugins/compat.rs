@@ -8,9 +8,10 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use super::bindings::{CONFIG_CHECK_INTERFACE, STRATEGY_INTERFACE, VALIDATOR_INTERFACE};
-use super::inspect::PluginKind;
-use super::{WIT_PACKAGE, WIT_VERSION};
+use super::bindings::{
+    CONFIG_CHECK_INTERFACE, PluginKind, STRATEGY_INTERFACE, VALIDATOR_INTERFACE, WIT_PACKAGE,
+    WIT_VERSION,
+};
 
 /// The interfaces of `wit/molt-plugin.wit` and their functions, as this molt has them (a unit
 /// test holds this against the builtin plugins, which are built from that file).
@@ -19,9 +20,6 @@ const TYPES: (&str, &[&str]) = ("types", &[]);
 const STRATEGY: (&str, &[&str]) = (STRATEGY_INTERFACE, &["info", "decide"]);
 const VALIDATOR: (&str, &[&str]) = (VALIDATOR_INTERFACE, &["info", "validate"]);
 const CONFIG_CHECK: (&str, &[&str]) = (CONFIG_CHECK_INTERFACE, &["check-config"]);
-
-/// What to tell the operator to do about a mismatch at the same WIT version.
-pub(super) const REBUILD: &str = "rebuild the plugin against this molt's molt-plugin-sdk (or upgrade molt, if the plugin was built for a newer one)";
 
 fn qualified(interface: &str) -> String {
     format!("{WIT_PACKAGE}/{interface}@{WIT_VERSION}")

@@ -7,21 +7,23 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 use super::bindings::config_check::CheckerPre;
-use super::bindings::{self, CONFIG_CHECK_INTERFACE, STRATEGY_INTERFACE, VALIDATOR_INTERFACE};
+use super::bindings::{
+    CONFIG_CHECK_INTERFACE, PluginKind, STRATEGY_INTERFACE, VALIDATOR_INTERFACE, WIT_PACKAGE,
+    WIT_VERSION,
+};
 use super::builtin::PluginRef;
 use super::cache::{ComponentCache, Origin};
 use super::compat;
 use super::error::PluginError;
-use super::inspect::PluginKind;
 use super::limits::{EPOCH_TICK, PluginLimits};
+use super::plugin::{Plugin, World};
 use super::sandbox::SandboxState;
-use super::strategy::StrategyPlugin;
-use super::validator::ValidatorPlugin;
-use super::{WIT_PACKAGE, WIT_VERSION};
+use super::strategy::{StrategyPlugin, StrategyWorld};
+use super::validator::{ValidatorPlugin, ValidatorWorld};
 use crate::fsutil::open_regular;
 
 /// Plugin files larger than this are refused before compiling (ours are ~150 KB).
@@ -74,19 +76,16 @@ fn shared_engine() -> Result<Engine, String> {
         .clone()
 }
 
-fn linker(engine: &Engine, kind: PluginKind) -> wasmtime::Result<Linker<SandboxState>> {
+/// The linker of world `W`: WASI (nothing granted yet: each call's context grants) and molt's
+/// `host` interface.
+fn linker<W: World>(engine: &Engine) -> Result<Linker<SandboxState>, PluginError> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    match kind {
-        PluginKind::Strategy => bindings::strategy::Strategy::add_to_linker::<
-            SandboxState,
-            HasSelf<SandboxState>,
-        >(&mut linker, |s| s)?,
-        PluginKind::Validator => bindings::validator::Validator::add_to_linker::<
-            SandboxState,
-            HasSelf<SandboxState>,
-        >(&mut linker, |s| s)?,
-    }
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .and_then(|()| W::add_to_linker(&mut linker))
+        .map_err(|e| PluginError::Sandbox {
+            plugin: "(linker)".into(),
+            reason: format!("{e:#}"),
+        })?;
     Ok(linker)
 }
 
@@ -152,16 +151,10 @@ impl PluginRuntime {
             plugin: "(engine)".into(),
             reason,
         })?;
-        let make_linker = |kind| {
-            linker(&engine, kind).map_err(|e| PluginError::Sandbox {
-                plugin: "(linker)".into(),
-                reason: format!("{e:#}"),
-            })
-        };
         Ok(PluginRuntime {
             cache: cache_dir.and_then(|dir| ComponentCache::open(dir, &engine)),
-            strategy_linker: make_linker(PluginKind::Strategy)?,
-            validator_linker: make_linker(PluginKind::Validator)?,
+            strategy_linker: linker::<StrategyWorld>(&engine)?,
+            validator_linker: linker::<ValidatorWorld>(&engine)?,
             engine,
             limits,
             compiled: AtomicUsize::new(0),
@@ -187,8 +180,7 @@ impl PluginRuntime {
 
     /// Loads the strategy named in `[strategy]`.
     pub fn load_strategy(&self, plugin: &PluginRef) -> Result<StrategyPlugin, PluginError> {
-        let component = self.load_component(plugin)?;
-        self.prepare_strategy(plugin.to_string(), &component)
+        self.load(plugin)
     }
 
     /// Loads a validator named in `[[validators]]`.
@@ -196,58 +188,36 @@ impl PluginRuntime {
         &self,
         plugin: &PluginRef,
     ) -> Result<ValidatorPlugin, PluginError> {
+        self.load(plugin)
+    }
+
+    fn load<W: World>(&self, plugin: &PluginRef) -> Result<Plugin<W>, PluginError> {
         let component = self.load_component(plugin)?;
-        self.prepare_validator(plugin.to_string(), &component)
+        self.prepare(plugin.to_string(), &component)
     }
 
-    /// Checks that a compiled component is a strategy of our WIT version and pre-instantiates it.
-    pub(super) fn prepare_strategy(
+    /// Checks that a compiled component is a plugin of world `W` and our WIT version, and
+    /// pre-instantiates it.
+    pub(super) fn prepare<W: World>(
         &self,
         name: String,
         component: &Component,
-    ) -> Result<StrategyPlugin, PluginError> {
-        self.expect_kind(&name, component, PluginKind::Strategy)?;
-        self.expect_compatible(&name, component, PluginKind::Strategy)?;
+    ) -> Result<Plugin<W>, PluginError> {
+        self.expect_kind(&name, component, W::KIND)?;
+        self.expect_compatible(&name, component, W::KIND)?;
         let incompatible = |e: wasmtime::Error| PluginError::Incompatible {
             plugin: name.clone(),
             version: WIT_VERSION,
             reason: compat::from_link_error(&e),
         };
-        let instance = self
-            .strategy_linker
-            .instantiate_pre(component)
-            .map_err(incompatible)?;
-        let checker = self.checker(&name, component, &instance)?;
-        let pre = bindings::strategy::StrategyPre::new(instance).map_err(incompatible)?;
-        Ok(StrategyPlugin::new(
-            name,
-            pre,
-            checker,
-            self.engine.clone(),
-            self.limits,
-        ))
-    }
-
-    /// Checks that a compiled component is a validator of our WIT version and pre-instantiates it.
-    pub(super) fn prepare_validator(
-        &self,
-        name: String,
-        component: &Component,
-    ) -> Result<ValidatorPlugin, PluginError> {
-        self.expect_kind(&name, component, PluginKind::Validator)?;
-        self.expect_compatible(&name, component, PluginKind::Validator)?;
-        let incompatible = |e: wasmtime::Error| PluginError::Incompatible {
-            plugin: name.clone(),
-            version: WIT_VERSION,
-            reason: compat::from_link_error(&e),
+        let linker = match W::KIND {
+            PluginKind::Strategy => &self.strategy_linker,
+            PluginKind::Validator => &self.validator_linker,
         };
-        let instance = self
-            .validator_linker
-            .instantiate_pre(component)
-            .map_err(incompatible)?;
+        let instance = linker.instantiate_pre(component).map_err(incompatible)?;
         let checker = self.checker(&name, component, &instance)?;
-        let pre = bindings::validator::ValidatorPre::new(instance).map_err(incompatible)?;
-        Ok(ValidatorPlugin::new(
+        let pre = W::pre(instance).map_err(incompatible)?;
+        Ok(Plugin::new(
             name,
             pre,
             checker,

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::error::ExitClass;
 
+/// What to tell the operator to do about a mismatch at the same WIT version.
+const REBUILD: &str = "rebuild the plugin against this molt's molt-plugin-sdk (or upgrade molt, if the plugin was built for a newer one)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error("cannot load plugin {plugin}: {source} (check the plugin path in molt.toml)")]
@@ -45,7 +48,7 @@ pub enum PluginError {
 
     #[error(
         "{plugin} does not match this molt's molt:plugin@{version}: {reason}; {}",
-        super::compat::REBUILD
+        REBUILD
     )]
     Incompatible {
         plugin: String,

@@ -3,7 +3,7 @@
 //! Not part of molt's API.
 
 use super::bindings::strategy as wit;
-use super::inspect::PluginInfo;
+use super::plugin::PluginInfo;
 use super::{Decision, PluginError};
 
 /// An answer a strategy guest can give from `decide`, in plain values.

@@ -7,54 +7,13 @@ use std::path::Path;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::bindings;
+use super::bindings::{PluginKind, WIT_PACKAGE, WIT_VERSION};
 use super::builtin::PluginRef;
 use super::engine::{Identity, PluginRuntime, identify};
 use super::error::PluginError;
-use super::sandbox::guest_text;
-use super::{WIT_PACKAGE, WIT_VERSION};
-
-/// The two kinds of plugins (the two worlds of the WIT package).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PluginKind {
-    Strategy,
-    Validator,
-}
-
-impl fmt::Display for PluginKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PluginKind::Strategy => "strategy",
-            PluginKind::Validator => "validator",
-        })
-    }
-}
-
-/// What a plugin says about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PluginInfo {
-    pub name: String,
-    pub version: String,
-    pub description: String,
-}
-
-impl PluginInfo {
-    /// What the guest's `info()` returned (the same record in both worlds), made safe to show.
-    pub(super) fn from_guest(info: bindings::strategy::PluginInfo, cap: usize) -> PluginInfo {
-        PluginInfo {
-            name: guest_text(&info.name, cap),
-            version: guest_text(&info.version, cap),
-            description: guest_text(&info.description, cap),
-        }
-    }
-}
-
-/// A prepared plugin of either kind.
-enum Either {
-    Strategy(super::StrategyPlugin),
-    Validator(super::ValidatorPlugin),
-}
+use super::plugin::{PluginInfo, World};
+use super::strategy::StrategyWorld;
+use super::validator::ValidatorWorld;
 
 /// The description of one component.
 #[derive(Debug, Clone, Serialize)]
@@ -96,20 +55,17 @@ impl PluginRuntime {
         let version_ok = world.is_some() && package_version.as_deref() == Some(WIT_VERSION);
         // The same checks `load_strategy` / `load_validator` make, instantiation excluded.
         let prepared = match world {
-            Some(PluginKind::Strategy) if version_ok => Some(
-                self.prepare_strategy(name.clone(), &component)
-                    .map(Either::Strategy),
-            ),
-            Some(PluginKind::Validator) if version_ok => Some(
-                self.prepare_validator(name.clone(), &component)
-                    .map(Either::Validator),
-            ),
+            Some(PluginKind::Strategy) if version_ok => {
+                Some(self.prepared_info::<StrategyWorld>(&name, &component))
+            }
+            Some(PluginKind::Validator) if version_ok => {
+                Some(self.prepared_info::<ValidatorWorld>(&name, &component))
+            }
             _ => None,
         };
         let mut incompatible_reason = None;
         let info = match prepared {
-            Some(Ok(Either::Strategy(p))) => p.info(),
-            Some(Ok(Either::Validator(p))) => p.info(),
+            Some(Ok(info)) => info,
             Some(Err(e)) => {
                 incompatible_reason = Some(e.to_string());
                 Err(e)
@@ -153,6 +109,19 @@ impl PluginRuntime {
             imports,
             exports,
         })
+    }
+}
+
+impl PluginRuntime {
+    /// Prepares `component` as a plugin of world `W` (the error: why this molt cannot run it)
+    /// and asks it for its `info()` (the inner result).
+    fn prepared_info<W: World>(
+        &self,
+        name: &str,
+        component: &wasmtime::component::Component,
+    ) -> Result<Result<PluginInfo, PluginError>, PluginError> {
+        self.prepare::<W>(name.to_owned(), component)
+            .map(|plugin| plugin.info())
     }
 }
 

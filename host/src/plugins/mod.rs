@@ -29,22 +29,20 @@ mod error;
 pub mod fuzzing;
 mod inspect;
 mod limits;
+mod plugin;
 mod sandbox;
 mod strategy;
 mod validator;
 
+pub use bindings::PluginKind;
 pub use builtin::{Builtin, PluginRef};
 pub use engine::{LoadStats, PluginRuntime};
 pub use error::PluginError;
-pub use inspect::{InspectReport, PluginKind};
+pub use inspect::InspectReport;
 pub use limits::PluginLimits;
 pub use strategy::{Decision, PatchOffer, ReleaseOffer, StrategyContext, StrategyPlugin};
 pub(crate) use validator::ValidationContext;
 pub use validator::ValidatorPlugin;
-
-/// The WIT package version this molt speaks.
-pub(crate) const WIT_PACKAGE: &str = "molt:plugin";
-pub(crate) const WIT_VERSION: &str = "0.1.0";
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@
 //! descriptors because of it.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -25,7 +25,6 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::config_check::CheckerPre;
 use super::bindings::{self, strategy::Level};
 use super::error::PluginError;
 use super::limits::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, PluginLimits};
@@ -42,8 +41,9 @@ const RECURSION_FRAMES: usize = 16;
 /// Where a validator sees the new install tree.
 pub(super) const GUEST_ROOT: &str = "/install";
 
-/// The host state of one call's store.
-pub(super) struct SandboxState {
+/// The host state of one call's store. `pub` only because the `World` trait's signatures name
+/// it; this module is private, so nothing outside `plugins` can.
+pub struct SandboxState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: Limiter,
@@ -73,6 +73,24 @@ impl Limiter {
     }
 }
 
+/// Counts a growth from `current` to `desired` into `total` if the new total stays within `cap`
+/// and `desired` within the item's own `maximum`; otherwise leaves `total` alone and returns the
+/// total the growth would have made. One rule for memories and tables.
+fn grow_within(
+    total: &mut usize,
+    cap: usize,
+    current: usize,
+    desired: usize,
+    maximum: Option<usize>,
+) -> Result<bool, usize> {
+    let grown = total.saturating_add(desired.saturating_sub(current));
+    if grown > cap || maximum.is_some_and(|max| desired > max) {
+        return Err(grown);
+    }
+    *total = grown;
+    Ok(true)
+}
+
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
@@ -80,18 +98,13 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self
-            .memory_total
-            .saturating_add(desired.saturating_sub(current));
-        if total > self.memory_limit || maximum.is_some_and(|max| desired > max) {
+        let limit = self.memory_limit;
+        grow_within(&mut self.memory_total, limit, current, desired, maximum).map_err(|total| {
             self.memory_refused = true;
-            wasmtime::bail!(
-                "plugin memory limit: growing a memory to {desired} bytes would make {total} bytes in all, more than {} bytes",
-                self.memory_limit
-            );
-        }
-        self.memory_total = total;
-        Ok(true)
+            wasmtime::format_err!(
+                "plugin memory limit: growing a memory to {desired} bytes would make {total} bytes in all, more than {limit} bytes"
+            )
+        })
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
@@ -105,16 +118,19 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self
-            .table_elements_total
-            .saturating_add(desired.saturating_sub(current));
-        if total > MAX_TABLE_ELEMENTS || maximum.is_some_and(|max| desired > max) {
-            wasmtime::bail!(
-                "plugin table limit: {total} table elements in all, more than {MAX_TABLE_ELEMENTS}"
-            );
-        }
-        self.table_elements_total = total;
-        Ok(true)
+        let cap = MAX_TABLE_ELEMENTS;
+        grow_within(
+            &mut self.table_elements_total,
+            cap,
+            current,
+            desired,
+            maximum,
+        )
+        .map_err(|total| {
+            wasmtime::format_err!(
+                "plugin table limit: {total} table elements in all, more than {cap}"
+            )
+        })
     }
 
     fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
@@ -298,70 +314,6 @@ impl bindings::strategy::Host for SandboxState {
 }
 
 impl bindings::strategy::TypesHost for SandboxState {}
-
-/// What a loaded plugin of either kind keeps: its name as configured, its pre-instantiated
-/// component (and its `config-check` export, which components built before it existed lack),
-/// and what every call needs.
-pub(super) struct Loaded<P> {
-    pub name: String,
-    pub pre: P,
-    pub checker: Option<CheckerPre<SandboxState>>,
-    pub limits: PluginLimits,
-    engine: wasmtime::Engine,
-}
-
-impl<P> Loaded<P> {
-    pub(super) fn new(
-        name: String,
-        pre: P,
-        checker: Option<CheckerPre<SandboxState>>,
-        engine: wasmtime::Engine,
-        limits: PluginLimits,
-    ) -> Self {
-        Loaded {
-            name,
-            pre,
-            checker,
-            limits,
-            engine,
-        }
-    }
-
-    /// A call of this plugin, with `preopen` mounted read-only at [`GUEST_ROOT`] if given.
-    pub(super) fn call(&self, preopen: Option<&Path>) -> Call {
-        Call {
-            plugin: self.name.clone(),
-            engine: self.engine.clone(),
-            limits: self.limits,
-            preopen: preopen.map(Path::to_path_buf),
-        }
-    }
-
-    /// Asks the plugin whether `config_json` is a config it accepts (in the sandbox, with no
-    /// files). `Ok(false)` when the component predates `config-check` and cannot say.
-    pub(crate) fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
-        let Some(checker) = self.checker.clone() else {
-            tracing::debug!(plugin = %self.name, "built without config-check; its config is checked when it runs");
-            return Ok(false);
-        };
-        let config = config_json.to_owned();
-        let answer = self.call(None).run(async move |store| {
-            let plugin = checker.instantiate_async(&mut *store).await?;
-            plugin
-                .molt_plugin_config_check()
-                .call_check_config(&mut *store, &config)
-                .await
-        })?;
-        let cap = self.limits.output_bytes;
-        answer
-            .map(|()| true)
-            .map_err(|problem| PluginError::BadConfig {
-                plugin: self.name.clone(),
-                key: guest_text(&problem.key, cap),
-                message: guest_text(&problem.message, cap),
-            })
-    }
-}
 
 /// One call to make in the sandbox.
 pub(super) struct Call {

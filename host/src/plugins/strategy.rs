@@ -5,13 +5,13 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use wasmtime::Store;
+use wasmtime::component::{HasSelf, InstancePre, Linker};
 
-use super::bindings::config_check::CheckerPre;
-use super::bindings::strategy as wit;
+use super::bindings::{PluginKind, strategy as wit};
 use super::error::PluginError;
-use super::inspect::PluginInfo;
-use super::limits::PluginLimits;
-use super::sandbox::{Loaded, SandboxState, guest_text};
+use super::plugin::{Plugin, World};
+use super::sandbox::{SandboxState, guest_text};
 use crate::version::Version;
 
 /// A patch into a release, from `from`.
@@ -57,10 +57,35 @@ pub enum Decision {
     None { reason: String },
 }
 
-/// A loaded strategy plugin, pre-instantiated; each call gets a fresh store.
-pub struct StrategyPlugin {
-    loaded: Loaded<wit::StrategyPre<SandboxState>>,
+/// The `strategy` world (its `strategy-base` bindings).
+pub enum StrategyWorld {}
+
+impl World for StrategyWorld {
+    const KIND: PluginKind = PluginKind::Strategy;
+    type Pre = wit::StrategyPre<SandboxState>;
+
+    fn add_to_linker(linker: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
+        wit::Strategy::add_to_linker::<SandboxState, HasSelf<SandboxState>>(linker, |s| s)
+    }
+
+    fn pre(instance: InstancePre<SandboxState>) -> wasmtime::Result<Self::Pre> {
+        wit::StrategyPre::new(instance)
+    }
+
+    async fn info(
+        pre: Self::Pre,
+        store: &mut Store<SandboxState>,
+    ) -> wasmtime::Result<wit::PluginInfo> {
+        let plugin = pre.instantiate_async(&mut *store).await?;
+        plugin
+            .molt_plugin_strategy_plugin()
+            .call_info(&mut *store)
+            .await
+    }
 }
+
+/// A loaded strategy plugin, pre-instantiated; each call gets a fresh store.
+pub type StrategyPlugin = Plugin<StrategyWorld>;
 
 fn rfc3339(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC)
@@ -102,46 +127,7 @@ fn to_wit(input: &StrategyContext) -> wit::StrategyContext {
     }
 }
 
-impl StrategyPlugin {
-    pub(super) fn new(
-        name: String,
-        pre: wit::StrategyPre<SandboxState>,
-        checker: Option<CheckerPre<SandboxState>>,
-        engine: wasmtime::Engine,
-        limits: PluginLimits,
-    ) -> Self {
-        Self {
-            loaded: Loaded::new(name, pre, checker, engine, limits),
-        }
-    }
-
-    /// Whether the plugin accepts `config_json` (its `[strategy.config]` table as
-    /// JSON): [`PluginError::BadConfig`] if not; `Ok(false)` if it predates config checks.
-    pub(crate) fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
-        self.loaded.check_config(config_json)
-    }
-
-    /// The plugin as named in molt.toml (`builtin:default` or its path).
-    pub fn name(&self) -> &str {
-        &self.loaded.name
-    }
-
-    /// The plugin's `info()`, called in the sandbox.
-    pub fn info(&self) -> Result<PluginInfo, PluginError> {
-        let pre = self.loaded.pre.clone();
-        let info = self.loaded.call(None).run(async move |store| {
-            let plugin = pre.instantiate_async(&mut *store).await?;
-            plugin
-                .molt_plugin_strategy_plugin()
-                .call_info(&mut *store)
-                .await
-        })?;
-        Ok(PluginInfo::from_guest(
-            info,
-            self.loaded.limits.output_bytes,
-        ))
-    }
-
+impl Plugin<StrategyWorld> {
     /// Asks the plugin what to do. `config_json` is the `[strategy.config]` table as JSON.
     pub fn decide(
         &self,
@@ -150,15 +136,15 @@ impl StrategyPlugin {
     ) -> Result<Decision, PluginError> {
         let ctx = to_wit(input);
         let config = config_json.to_owned();
-        let pre = self.loaded.pre.clone();
-        let answer = self.loaded.call(None).run(async move |store| {
+        let pre = self.pre.clone();
+        let answer = self.call(None).run(async move |store| {
             let plugin = pre.instantiate_async(&mut *store).await?;
             plugin
                 .molt_plugin_strategy_plugin()
                 .call_decide(&mut *store, &ctx, &config)
                 .await
         })?;
-        decision_from_guest(&self.loaded.name, answer, self.loaded.limits.output_bytes)
+        decision_from_guest(self.name(), answer, self.limits.output_bytes)
     }
 }
 

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use time::macros::datetime;
 
+use molt_test_support::releases::REFERENCE;
+use molt_test_support::tree::snapshot;
+
+use super::bindings::WIT_VERSION;
 use super::*;
 use crate::relpath::RelPath;
-use crate::version::Version;
-
-fn v(s: &str) -> Version {
-    Version::parse(s).unwrap()
-}
+use crate::test_support::v;
 
 fn wasm(name: &str) -> PathBuf {
     Path::new(env!("MOLT_TEST_PLUGIN_DIR")).join(format!("{name}.wasm"))
@@ -69,13 +69,10 @@ fn input(installed: Option<&str>) -> StrategyContext {
         channel: "stable".into(),
         force_full: false,
         requested_version: None,
-        releases: vec![
-            release("1.0.0", "stable", &[]),
-            release("1.1.0", "stable", &["1.0.0"]),
-            release("1.2.0", "stable", &["1.1.0"]),
-            release("1.3.0-rc.1", "stable", &["1.2.0"]),
-            release("2.0.0", "beta", &["1.2.0"]),
-        ],
+        releases: REFERENCE
+            .iter()
+            .map(|(version, channel, from)| release(version, channel, from))
+            .collect(),
         rolled_back_from: vec![],
         failed_validation: vec![],
         device_id: "device-0".into(),
@@ -565,23 +562,6 @@ fn hostile_log_flood_is_capped() {
     }
 }
 
-fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut entries: Vec<_> = walkdir::WalkDir::new(root)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .map(|e| {
-            let contents = if e.file_type().is_file() {
-                std::fs::read(e.path()).unwrap()
-            } else {
-                vec![]
-            };
-            (e.path().display().to_string(), contents)
-        })
-        .collect();
-    entries.sort();
-    entries
-}
-
 fn hostile_validation(mode: &str, tree: &Path) -> (Result<(), PluginError>, Duration) {
     let plugin = runtime_with(short_limits())
         .load_validator(&file("test_hostile_validator"))
@@ -598,7 +578,7 @@ fn hostile_validation(mode: &str, tree: &Path) -> (Result<(), PluginError>, Dura
 #[test]
 fn hostile_validator_cannot_write_the_tree() {
     let tree = tree();
-    let before = snapshot(tree.path());
+    let before = snapshot(tree.path(), &[]);
     let (result, _) = hostile_validation("write", tree.path());
     let reason = match result {
         Err(PluginError::Rejected { reason, .. }) => reason,
@@ -607,7 +587,7 @@ fn hostile_validator_cannot_write_the_tree() {
     assert!(reason.contains("create evil: refused"), "{reason}");
     assert!(reason.contains("append bin/app: refused"), "{reason}");
     assert!(!reason.contains("SUCCEEDED"), "{reason}");
-    assert_eq!(snapshot(tree.path()), before, "the tree changed");
+    assert_eq!(snapshot(tree.path(), &[]), before, "the tree changed");
 }
 
 #[test]

@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
-use super::bindings::config_check::CheckerPre;
-use super::bindings::validator as wit;
+use wasmtime::Store;
+use wasmtime::component::{HasSelf, InstancePre, Linker};
+
+use super::bindings::{PluginKind, strategy::PluginInfo as WitPluginInfo, validator as wit};
 use super::error::PluginError;
-use super::inspect::PluginInfo;
-use super::limits::PluginLimits;
-use super::sandbox::{GUEST_ROOT, Loaded, SandboxState, guest_text};
+use super::plugin::{Plugin, World};
+use super::sandbox::{GUEST_ROOT, SandboxState, guest_text};
 use crate::relpath::RelPath;
 use crate::version::Version;
 
@@ -21,50 +22,37 @@ pub(crate) struct ValidationContext {
     pub removed: Vec<RelPath>,
 }
 
-/// A loaded validator plugin, pre-instantiated; each call gets a fresh store.
-pub struct ValidatorPlugin {
-    loaded: Loaded<wit::ValidatorPre<SandboxState>>,
+/// The `validator` world (its `validator-base` bindings).
+pub enum ValidatorWorld {}
+
+impl World for ValidatorWorld {
+    const KIND: PluginKind = PluginKind::Validator;
+    type Pre = wit::ValidatorPre<SandboxState>;
+
+    fn add_to_linker(linker: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
+        wit::Validator::add_to_linker::<SandboxState, HasSelf<SandboxState>>(linker, |s| s)
+    }
+
+    fn pre(instance: InstancePre<SandboxState>) -> wasmtime::Result<Self::Pre> {
+        wit::ValidatorPre::new(instance)
+    }
+
+    async fn info(
+        pre: Self::Pre,
+        store: &mut Store<SandboxState>,
+    ) -> wasmtime::Result<WitPluginInfo> {
+        let plugin = pre.instantiate_async(&mut *store).await?;
+        plugin
+            .molt_plugin_validator_plugin()
+            .call_info(&mut *store)
+            .await
+    }
 }
 
-impl ValidatorPlugin {
-    pub(super) fn new(
-        name: String,
-        pre: wit::ValidatorPre<SandboxState>,
-        checker: Option<CheckerPre<SandboxState>>,
-        engine: wasmtime::Engine,
-        limits: PluginLimits,
-    ) -> Self {
-        Self {
-            loaded: Loaded::new(name, pre, checker, engine, limits),
-        }
-    }
+/// A loaded validator plugin, pre-instantiated; each call gets a fresh store.
+pub type ValidatorPlugin = Plugin<ValidatorWorld>;
 
-    /// Whether the plugin accepts `config_json` (its `[validators.config]` table as
-    /// JSON): [`PluginError::BadConfig`] if not; `Ok(false)` if it predates config checks.
-    pub(crate) fn check_config(&self, config_json: &str) -> Result<bool, PluginError> {
-        self.loaded.check_config(config_json)
-    }
-
-    pub fn name(&self) -> &str {
-        &self.loaded.name
-    }
-
-    /// The plugin's `info()`, called in the sandbox (with no files).
-    pub fn info(&self) -> Result<PluginInfo, PluginError> {
-        let pre = self.loaded.pre.clone();
-        let info = self.loaded.call(None).run(async move |store| {
-            let plugin = pre.instantiate_async(&mut *store).await?;
-            plugin
-                .molt_plugin_validator_plugin()
-                .call_info(&mut *store)
-                .await
-        })?;
-        Ok(PluginInfo::from_guest(
-            info,
-            self.loaded.limits.output_bytes,
-        ))
-    }
-
+impl Plugin<ValidatorWorld> {
     /// Runs the validator against `tree` (mounted read-only at `/install`). `config_json` is
     /// the `[validators.config]` table as JSON. The plugin's own error is
     /// [`PluginError::Rejected`].
@@ -83,15 +71,15 @@ impl ValidatorPlugin {
             root: GUEST_ROOT.to_owned(),
         };
         let config = config_json.to_owned();
-        let pre = self.loaded.pre.clone();
-        let answer = self.loaded.call(Some(tree)).run(async move |store| {
+        let pre = self.pre.clone();
+        let answer = self.call(Some(tree)).run(async move |store| {
             let plugin = pre.instantiate_async(&mut *store).await?;
             plugin
                 .molt_plugin_validator_plugin()
                 .call_validate(&mut *store, &ctx, &config)
                 .await
         })?;
-        verdict_from_guest(&self.loaded.name, answer, self.loaded.limits.output_bytes)
+        verdict_from_guest(self.name(), answer, self.limits.output_bytes)
     }
 }
 

@@ -92,11 +92,8 @@ pub(crate) fn diff_trees(old: &TreeListing, new: &TreeListing) -> Operations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::rp as rel;
     use crate::tree::FileRecord;
-
-    fn rel(s: &str) -> RelPath {
-        RelPath::new(s).unwrap()
-    }
 
     /// A listing from `path=content[:mode]` entries (a trailing `/` marks a directory,
     /// `path=>target` a symbolic link); parent directories are added automatically.

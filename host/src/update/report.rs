@@ -89,7 +89,7 @@ impl UpdateReport {
     pub(crate) fn new(mode: Mode, choice: &Choice, from: Option<&Version>, serial: u64) -> Self {
         let dry = mode != Mode::Apply;
         let reason = match choice {
-            Choice::Nothing { reason } => Some(reason.clone()),
+            Choice::None { reason } => Some(reason.clone()),
             _ => None,
         };
         UpdateReport {
@@ -127,7 +127,7 @@ impl UpdateReport {
     pub(crate) fn describe(&self, choice: &Choice) -> String {
         let from = self.choice.from.as_deref().unwrap_or("nothing");
         match choice {
-            Choice::Nothing { reason } => format!("no update: {reason}"),
+            Choice::None { reason } => format!("no update: {reason}"),
             Choice::Full { to, package, .. } => {
                 format!(
                     "full install {from} → {to} ({} bytes to fetch)",
@@ -192,7 +192,7 @@ impl UpdateReport {
 
 fn plan_report(choice: &Choice) -> PlanReport {
     match choice {
-        Choice::Nothing { reason } => PlanReport::Nothing {
+        Choice::None { reason } => PlanReport::Nothing {
             reason: reason.clone(),
         },
         Choice::Full { package, .. } | Choice::Patch { package, .. } => PlanReport::Package {

@@ -117,6 +117,6 @@ fn plan(
             plan_patch(ctx, stage_dir, staged, operations, state, to.clone())?
         }
         Choice::Full { to, .. } => plan_full(ctx, stage_dir, staged, state, to.clone())?,
-        Choice::Nothing { .. } => unreachable!("a package implies a full or patch choice"),
+        Choice::None { .. } => unreachable!("a package implies a full or patch choice"),
     })
 }

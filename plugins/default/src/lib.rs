@@ -11,22 +11,13 @@
 //! * `allow_downgrade`: read by molt itself (whether it accepts a decision that goes back a
 //!   version); the SDK removes it before this plugin's config is parsed.
 
-use molt_plugin_sdk::serde::Deserialize;
-use molt_plugin_sdk::{
-    Decision, PluginInfo, Strategy, StrategyContext, Version, export_strategy, log, policy,
-};
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(crate = "molt_plugin_sdk::serde", default, deny_unknown_fields)]
-pub struct Config {
-    pin: Option<Version>,
-    allow_prerelease: bool,
-}
+use molt_plugin_sdk::policy::{self, PolicyOptions};
+use molt_plugin_sdk::{Decision, PluginInfo, Strategy, StrategyContext, export_strategy, log};
 
 pub struct Default;
 
 impl Strategy for Default {
-    type Config = Config;
+    type Config = PolicyOptions;
 
     fn info() -> PluginInfo {
         PluginInfo::new(
@@ -36,11 +27,7 @@ impl Strategy for Default {
         )
     }
 
-    fn decide(ctx: &StrategyContext, config: Config) -> Result<Decision, String> {
-        let options = policy::PolicyOptions {
-            pin: config.pin,
-            allow_prerelease: config.allow_prerelease,
-        };
+    fn decide(ctx: &StrategyContext, options: PolicyOptions) -> Result<Decision, String> {
         let decision = policy::decide(ctx, &options)?;
         log::debug(&format!("decision: {decision:?}"));
         Ok(decision)

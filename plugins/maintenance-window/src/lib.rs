@@ -9,17 +9,16 @@
 
 use molt_plugin_sdk::policy::{self, PolicyOptions};
 use molt_plugin_sdk::serde::Deserialize;
-use molt_plugin_sdk::{
-    Decision, PluginInfo, Strategy, StrategyContext, Version, export_strategy, log,
-};
+use molt_plugin_sdk::{Decision, PluginInfo, Strategy, StrategyContext, export_strategy, log};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(crate = "molt_plugin_sdk::serde", default, deny_unknown_fields)]
 pub struct Config {
     start: Option<String>,
     end: Option<String>,
-    pin: Option<Version>,
-    allow_prerelease: bool,
+    /// `pin` and `allow_prerelease`, as in `builtin:default`.
+    #[serde(flatten)]
+    policy: PolicyOptions,
 }
 
 /// Minutes since midnight of an `"HH:MM"` string.
@@ -72,11 +71,7 @@ impl Strategy for MaintenanceWindow {
         let (hour, minute) = ctx
             .now_hour_minute()
             .ok_or_else(|| format!("molt sent an invalid time {:?}", ctx.now))?;
-        let options = PolicyOptions {
-            pin: config.pin,
-            allow_prerelease: config.allow_prerelease,
-        };
-        let decision = policy::decide(ctx, &options)?;
+        let decision = policy::decide(ctx, &config.policy)?;
         let now = u16::from(hour) * 60 + u16::from(minute);
         if matches!(decision, Decision::None(_)) || inside(start, end, now) {
             return Ok(decision);

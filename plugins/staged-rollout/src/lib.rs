@@ -23,8 +23,9 @@ use sha2::{Digest, Sha256};
 #[serde(crate = "molt_plugin_sdk::serde", default, deny_unknown_fields)]
 pub struct Config {
     percent: Option<u8>,
-    pin: Option<Version>,
-    allow_prerelease: bool,
+    /// `pin` and `allow_prerelease`, as in `builtin:default`.
+    #[serde(flatten)]
+    policy: PolicyOptions,
 }
 
 /// The device's rollout bucket (0–99) for a release; see the module docs.
@@ -61,11 +62,7 @@ impl Strategy for StagedRollout {
                 "invalid plugin config: percent: {percent} is more than 100"
             ));
         }
-        let options = PolicyOptions {
-            pin: config.pin,
-            allow_prerelease: config.allow_prerelease,
-        };
-        let outcome = policy::decide_with_reason(ctx, &options)?;
+        let outcome = policy::decide_with_reason(ctx, &config.policy)?;
         let target = match &outcome.decision {
             Decision::Full(to) | Decision::Patch { to, .. } => to,
             Decision::None(_) => return Ok(outcome.decision),

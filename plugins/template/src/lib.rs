@@ -1,23 +1,21 @@
-//! # A minimal molt strategy plugin: copy this crate to start your own
+//! A molt strategy plugin: molt's default policy, optionally kept within one major version.
 //!
-//! 1. Copy `plugins/template/` somewhere, rename the package in `Cargo.toml`, and point the
-//!    `molt-plugin-sdk` dependency at the SDK (`{ path = "…/plugin-sdk" }`; keep the name
-//!    `molt-plugin-sdk`, the generated bindings refer to it). Outside this workspace, also copy
-//!    the `[profile.release]` of `plugins/Cargo.toml` (`opt-level = "s"`, `lto`, `strip`,
-//!    `panic = "abort"`, `codegen-units = 1`) and keep `crate-type = ["cdylib"]`.
-//! 2. Change `info()` and `decide()`. [`molt_plugin_sdk::policy`] implements molt's default
-//!    rules; most strategies narrow the releases on offer or gate the default decision.
-//! 3. Build: `rustup target add wasm32-wasip2` once, then
-//!    `cargo build --release --target wasm32-wasip2`. The component is
-//!    `target/wasm32-wasip2/release/<crate_name>.wasm`.
-//! 4. Check it: `molt plugin inspect target/wasm32-wasip2/release/<crate_name>.wasm`.
-//! 5. Use it in `molt.toml`:
-//!    ```toml
-//!    [strategy]
-//!    plugin = "/etc/molt/plugins/my_strategy.wasm"
-//!    [strategy.config]
-//!    major = 1
-//!    ```
+//! `molt plugin new NAME --kind strategy` writes this very file as the `src/lib.rs` of a new
+//! crate (it is `plugins/template/src/lib.rs` in molt's sources, built with molt's own plugins,
+//! so the starting point always builds against this SDK). Change `info()` and `decide()`:
+//! `molt_plugin_sdk::policy` implements molt's default rules, and most strategies narrow the
+//! releases on offer or gate the default decision.
+//!
+//! Build with `cargo build --release --target wasm32-wasip2` (once: `rustup target add
+//! wasm32-wasip2`); the component is `target/wasm32-wasip2/release/<crate_name>.wasm`. Check it
+//! with `molt plugin inspect` and name it in `molt.toml`:
+//!
+//! ```toml
+//! [strategy]
+//! plugin = "/etc/molt/plugins/my_strategy.wasm"
+//! [strategy.config]
+//! major = 1
+//! ```
 //!
 //! The plugin runs sandboxed: no files, no network, no environment, 1 s and 64 MiB by default.
 //! Whatever it decides, molt checks against the signed manifest.
@@ -27,8 +25,8 @@ use molt_plugin_sdk::{
     Decision, PluginInfo, Strategy, StrategyContext, export_strategy, log, policy,
 };
 
-/// The plugin's `[strategy.config]` table. `deny_unknown_fields` turns an operator's typo into
-/// an error that names the key.
+/// The operator's `[strategy.config]` table. `deny_unknown_fields`: a mistyped key is refused,
+/// by name, when molt loads the plugin.
 #[derive(Debug, Default, Deserialize)]
 #[serde(crate = "molt_plugin_sdk::serde", default, deny_unknown_fields)]
 pub struct Config {
@@ -36,16 +34,16 @@ pub struct Config {
     major: Option<u64>,
 }
 
-pub struct Template;
+pub(crate) struct Plugin;
 
-impl Strategy for Template {
+impl Strategy for Plugin {
     type Config = Config;
 
     fn info() -> PluginInfo {
         PluginInfo::new(
-            "template",
+            env!("CARGO_PKG_NAME"),
             env!("CARGO_PKG_VERSION"),
-            "the default policy, kept within one major version",
+            "the default policy, optionally within one major version",
         )
     }
 
@@ -65,4 +63,44 @@ impl Strategy for Template {
     }
 }
 
-export_strategy!(Template);
+export_strategy!(Plugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use molt_plugin_sdk::{Release, Version};
+
+    fn release(version: &str) -> Release {
+        Release {
+            version: Version::parse(version).unwrap(),
+            channel: "stable".into(),
+            notes: String::new(),
+            published: "2026-01-01T00:00:00Z".into(),
+            full_size: Some(1000),
+            patches: vec![],
+        }
+    }
+
+    fn ctx() -> StrategyContext {
+        StrategyContext {
+            installed_version: Some(Version::new(1, 0, 0)),
+            arch: "x86_64".into(),
+            channel: "stable".into(),
+            force_full: false,
+            requested_version: None,
+            releases: vec![release("1.0.0"), release("1.1.0"), release("2.0.0")],
+            rolled_back_from: vec![],
+            failed_validation: vec![],
+            device_id: "test-device".into(),
+            now: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn stays_within_the_configured_major_version() {
+        let within = Plugin::decide(&ctx(), Config { major: Some(1) }).unwrap();
+        assert_eq!(within, Decision::Full(Version::new(1, 1, 0)));
+        let newest = Plugin::decide(&ctx(), Config::default()).unwrap();
+        assert_eq!(newest, Decision::Full(Version::new(2, 0, 0)));
+    }
+}
