@@ -34,10 +34,10 @@ use crate::relpath::RelPath;
 use crate::repo::manifest::{FileDelta, Operations};
 use crate::tree::{FileRecord, TreeListing};
 
-/// The most bytes base and file together may span (16 MiB): what a client needs in memory to
+/// The most bytes base and file together may span (64 MiB): what a client needs in memory to
 /// decode one delta (the base, and a window no larger than the file, whose size the frame
 /// declares). Larger files ship whole.
-pub(crate) const MAX_DELTA_SPAN: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_DELTA_SPAN: u64 = 64 * 1024 * 1024;
 /// Files smaller than this ship whole: a delta could save only a few bytes.
 const MIN_DELTA_FILE: u64 = 256;
 
