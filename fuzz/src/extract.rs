@@ -143,6 +143,8 @@ pub fn check(data: &[u8]) {
     let limits = ExtractLimits {
         max_unpacked_bytes: u64::from(*cap) * 64,
         max_entries: u64::from(*entries),
+        exact: false,
+        signed: None,
     };
     let outside = |root: &std::path::Path| snapshot(root, &["state/txn"]);
     let before = outside(&w.root);

@@ -35,15 +35,6 @@ pub enum Error {
     /// The host refused what the strategy decided (not on offer, a downgrade not allowed, …).
     #[error("strategy {plugin} {reason}; nothing was changed")]
     DecisionRefused { plugin: String, reason: String },
-    #[error(
-        "package {url} unpacks to {actual} bytes, but the signed manifest says {expected}; \
-         the package does not match its release — nothing was changed"
-    )]
-    UnpackedSizeMismatch {
-        url: String,
-        expected: u64,
-        actual: u64,
-    },
     #[error("cannot keep the device id in {path}: {source}")]
     DeviceId {
         path: std::path::PathBuf,
@@ -69,7 +60,6 @@ impl Error {
             Error::Scan(_) => ExitClass::Failure,
             Error::Version(_) => ExitClass::Usage,
             Error::DecisionRefused { .. } => ExitClass::Failure,
-            Error::UnpackedSizeMismatch { .. } => ExitClass::Security,
             Error::DeviceId { .. } => ExitClass::Failure,
             Error::VerifyMismatch { .. } => ExitClass::Failure,
         }

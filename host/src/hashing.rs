@@ -5,9 +5,11 @@
 //! oversized stream is cut at the signed size + 1 byte instead of filling the disk (the pattern of
 //! tough's `io.rs`).
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -117,6 +119,17 @@ pub(crate) fn sha256_file_and_size(path: &Path) -> io::Result<(String, u64)> {
     Ok(reader.finish())
 }
 
+/// Reads `reader` to its end into memory with its SHA-256, failing with [`is_cap_exceeded`]'s
+/// kind past `cap` bytes: the one way molt reads a whole file it did not write (keys, a
+/// repository's manifest, delta bases).
+pub(crate) fn read_capped<R: Read>(reader: R, cap: u64) -> io::Result<(Vec<u8>, String)> {
+    let mut capped = CappedHashReader::new(reader, cap);
+    let mut bytes = Vec::new();
+    capped.read_to_end(&mut bytes)?;
+    let (sha256, _) = capped.finish();
+    Ok((bytes, sha256))
+}
+
 /// Wraps a reader: hashes every byte read and fails once more than `cap` bytes have passed.
 pub(crate) struct CappedHashReader<R> {
     inner: R,
@@ -157,6 +170,61 @@ impl<R: Read> Read for CappedHashReader<R> {
             ));
         }
         self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Wraps a reader with what it must yield: a stream of exactly `size` bytes with SHA-256
+/// `sha256`. A byte past `size`, or at the end a wrong length or digest, makes that read fail
+/// (`InvalidData`) instead of returning data or a clean end — in band, so whatever consumes the
+/// stream (the extractor) cannot finish on bytes that are not the signed ones (tough's
+/// `DigestAdapter`). How they differ is also left in `verdict`, since a decoder between this
+/// reader and its consumer may replace the error with its own.
+pub(crate) struct VerifyingReader<R> {
+    inner: CappedHashReader<R>,
+    size: u64,
+    sha256: Sha256Digest,
+    verdict: Rc<RefCell<Option<String>>>,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    pub(crate) fn new(
+        inner: R,
+        size: u64,
+        sha256: &Sha256Digest,
+        verdict: Rc<RefCell<Option<String>>>,
+    ) -> Self {
+        Self {
+            inner: CappedHashReader::new(inner, u64::MAX),
+            size,
+            sha256: sha256.clone(),
+            verdict,
+        }
+    }
+
+    fn mismatch(&self, what: String) -> io::Error {
+        let error = io::Error::new(io::ErrorKind::InvalidData, what.clone());
+        *self.verdict.borrow_mut() = Some(what);
+        error
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.inner.read > self.size {
+            return Err(self.mismatch(format!("larger than the signed {} bytes", self.size)));
+        }
+        if n == 0 && !buf.is_empty() {
+            let read = self.inner.read;
+            let digest = hex::encode(self.inner.hasher.clone().finalize());
+            if read != self.size || self.sha256 != digest {
+                return Err(self.mismatch(format!(
+                    "{read} bytes with sha256 {digest}; the manifest says {} bytes with sha256 {}",
+                    self.size, self.sha256
+                )));
+            }
+        }
         Ok(n)
     }
 }

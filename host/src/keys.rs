@@ -9,7 +9,7 @@
 //! Loading refuses weak (small-order) public keys: a signature under such a key proves nothing.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -264,15 +264,15 @@ fn read_key_file(path: &Path) -> Result<String, KeyError> {
         source,
     };
     let file = File::open(path).map_err(read_err)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
-        return Err(KeyError::KeyFileTooLarge {
-            path: path.to_owned(),
-        });
-    }
+    let bytes = match crate::hashing::read_capped(file, MAX_KEY_FILE_BYTES) {
+        Ok((bytes, _)) => bytes,
+        Err(e) if crate::hashing::is_cap_exceeded(&e) => {
+            return Err(KeyError::KeyFileTooLarge {
+                path: path.to_owned(),
+            });
+        }
+        Err(e) => return Err(read_err(e)),
+    };
     String::from_utf8(bytes).map_err(|_| KeyError::WrongKeyKind {
         path: path.to_owned(),
         expected: "a PEM text file",

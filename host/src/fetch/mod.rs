@@ -114,7 +114,6 @@ impl Source {
         let path = self.fetch_package(package, downloads, progress)?;
         Ok(VerifiedPackage {
             path,
-            url: self.display_url(package.url.as_str()),
             package: package.clone(),
         })
     }
@@ -164,8 +163,6 @@ pub(crate) struct VerifiedPackage {
     pub path: PathBuf,
     /// The package as the signed manifest lists it.
     pub package: Package,
-    /// Where it came from, for messages.
-    pub url: String,
 }
 
 impl Clone for Source {

@@ -21,7 +21,6 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::fsutil;
-use crate::hashing::CappedHashReader;
 use crate::relpath::RelPath;
 use crate::repo::manifest::{DeltaPackage, FileDelta, MAX_DELTA_WINDOW_LOG, MIN_DELTA_WINDOW_LOG};
 use crate::tree::FileRecord;
@@ -120,16 +119,13 @@ impl<'a> Bases<'a> {
             _ => fail(e.to_string()),
         })?;
         let cap = 1u64 << self.delta.window_log;
-        let mut reader = CappedHashReader::new(opened, cap);
-        let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes).map_err(|e| {
+        let (bytes, sha256) = crate::hashing::read_capped(opened, cap).map_err(|e| {
             if crate::hashing::is_cap_exceeded(&e) {
                 fail(format!("is larger than the delta window of {cap} bytes"))
             } else {
                 fail(e.to_string())
             }
         })?;
-        let (sha256, _) = reader.finish();
         if sha256 != file.base_sha256.as_str() {
             return Err(fail(format!(
                 "was modified (sha256 {sha256}, the delta needs {})",

@@ -48,11 +48,11 @@ use tar::EntryType;
 
 use crate::error::ExitClass;
 use crate::fsutil::SyncBatch;
-use crate::hashing::HashingWriter;
+use crate::hashing::{HashingWriter, Sha256Digest, VerifyingReader};
 use crate::package::archive::MAX_ZSTD_WINDOW_LOG;
 use crate::package::delta::{BaseReadError, Bases};
 use crate::relpath::{RelPath, RelPathError};
-use crate::repo::manifest::Operations;
+use crate::repo::manifest::{Operations, Package};
 use crate::symlink::{self, LinkError, Node};
 use crate::tree::{FileRecord, TreeListing, node_in};
 
@@ -66,21 +66,39 @@ const METADATA_ALLOWANCE: u64 = 64 * 1024;
 /// Decoded bytes allowed after the last entry: end-of-archive blocks and record padding.
 const TRAILER_ALLOWANCE: u64 = 1024 * 1024;
 
-/// Caps on what one package may unpack to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Caps on what one package may unpack to, and what its bytes must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtractLimits {
     /// The manifest's `unpacked_size`: the sum of all regular file sizes.
     pub max_unpacked_bytes: u64,
     /// The most entries (files and directories) the package may hold.
     pub max_entries: u64,
+    /// The package must unpack to exactly `max_unpacked_bytes` (a signed `unpacked_size`): the
+    /// cap stops an archive that is too big, this one that is short.
+    pub exact: bool,
+    /// The signed size and SHA-256 of the package file itself, checked in band as it is read
+    /// ([`VerifyingReader`]): the bytes extracted are the bytes that were verified, whatever
+    /// happened to the file since it was downloaded.
+    pub signed: Option<(u64, Sha256Digest)>,
 }
 
 impl ExtractLimits {
-    /// Limits for a package whose manifest says `unpacked_size`, with the default entry cap.
+    /// Limits for a package the manifest signed: its bytes, and exactly its `unpacked_size`,
+    /// with the default entry cap.
+    pub(crate) fn for_package(package: &Package) -> Self {
+        Self {
+            signed: Some((package.size, package.sha256.clone())),
+            ..Self::for_unpacked_size(package.unpacked_size)
+        }
+    }
+
+    /// Exactly `unpacked_size` bytes, with the default entry cap, the file unchecked.
     pub(crate) fn for_unpacked_size(unpacked_size: u64) -> Self {
         Self {
             max_unpacked_bytes: unpacked_size,
             max_entries: DEFAULT_MAX_ENTRIES,
+            exact: true,
+            signed: None,
         }
     }
 }
@@ -103,6 +121,8 @@ pub enum ExtractError {
     OpenPackage { package: PathBuf, source: io::Error },
     #[error("package {package} is corrupt or truncated: {source}")]
     CorruptPackage { package: PathBuf, source: io::Error },
+    #[error("package {package} is not the one the manifest signed: {reason}")]
+    PackageMismatch { package: PathBuf, reason: String },
     #[error(
         "package {package}: entry {entry:?} is a {kind}; packages may hold only regular files, \
          directories and symbolic links"
@@ -181,6 +201,15 @@ pub enum ExtractError {
         entry: RelPath,
         reason: String,
     },
+    #[error(
+        "package {package} unpacks to {actual} bytes, but the signed manifest says {expected}; \
+         the package does not match its release"
+    )]
+    UnpackedSizeMismatch {
+        package: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
     #[error("failed to write {path} into the stage: {source}")]
     WriteStage { path: PathBuf, source: io::Error },
     #[error("failed to flush the staged {stage} to disk: {source}")]
@@ -196,6 +225,7 @@ impl ExtractError {
             | Self::DeltaBase { .. }
             | Self::SyncStage { .. } => ExitClass::Failure,
             Self::CorruptPackage { .. }
+            | Self::PackageMismatch { .. }
             | Self::UnsupportedEntryType { .. }
             | Self::UnsafeEntryPath { .. }
             | Self::DuplicateEntry { .. }
@@ -206,6 +236,7 @@ impl ExtractError {
             | Self::DirectoryWithData { .. }
             | Self::UnsafeLink { .. }
             | Self::DeltaMismatch { .. }
+            | Self::UnpackedSizeMismatch { .. }
             | Self::IncompletePackage { .. } => ExitClass::Security,
         }
     }
@@ -319,13 +350,33 @@ pub fn list(package: &Path, limits: &ExtractLimits) -> Result<TreeListing, Extra
 }
 
 /// Reads and checks every entry of `package`; with a stage, writes the tree there and makes it
-/// durable before returning.
+/// durable before returning. Whatever fails once the package file's bytes have proven not to be
+/// the signed ones is reported as that.
 fn read_package(
     package: &Path,
     stage: Option<&Path>,
     limits: &ExtractLimits,
     allowed: Allowed<'_>,
     extra: Extra<'_>,
+) -> Result<TreeListing, ExtractError> {
+    let verdict = Rc::new(std::cell::RefCell::new(None));
+    let result = read_verified(package, stage, limits, allowed, extra, &verdict);
+    match (result, verdict.borrow_mut().take()) {
+        (Err(_), Some(reason)) => Err(ExtractError::PackageMismatch {
+            package: package.to_owned(),
+            reason,
+        }),
+        (result, _) => result,
+    }
+}
+
+fn read_verified(
+    package: &Path,
+    stage: Option<&Path>,
+    limits: &ExtractLimits,
+    allowed: Allowed<'_>,
+    extra: Extra<'_>,
+    verdict: &Rc<std::cell::RefCell<Option<String>>>,
 ) -> Result<TreeListing, ExtractError> {
     let permitted = match allowed {
         Allowed::Any => None,
@@ -335,9 +386,18 @@ fn read_package(
         package: package.to_owned(),
         source,
     })?;
+    let raw: Box<dyn Read> = match &limits.signed {
+        Some((size, sha256)) => Box::new(VerifyingReader::new(
+            file,
+            *size,
+            sha256,
+            Rc::clone(verdict),
+        )),
+        None => Box::new(file),
+    };
     let allowance = Rc::new(Cell::new(METADATA_ALLOWANCE));
     let decoded = BudgetReader {
-        inner: Decoder::open(package, BufReader::with_capacity(IO_BUFFER, file))?,
+        inner: Decoder::open(package, BufReader::with_capacity(IO_BUFFER, raw))?,
         consumed: 0,
         allowance: Rc::clone(&allowance),
     };
@@ -413,6 +473,13 @@ fn read_package(
                     reason: Box::new(reason),
                 })?
         }
+    }
+    if limits.exact && listing.total_size() != limits.max_unpacked_bytes {
+        return Err(ExtractError::UnpackedSizeMismatch {
+            package: package.to_owned(),
+            expected: limits.max_unpacked_bytes,
+            actual: listing.total_size(),
+        });
     }
     let Some(stage) = stage else {
         return Ok(listing);
@@ -574,12 +641,12 @@ fn entry_kind(entry_type: EntryType) -> String {
 /// trailing bytes are seen; zstd refuses a frame whose window is larger than
 /// [`MAX_ZSTD_WINDOW_LOG`] (bounded decoding memory whatever the package declares).
 enum Decoder {
-    Gzip(flate2::bufread::GzDecoder<BufReader<File>>),
-    Zstd(zstd::stream::read::Decoder<'static, BufReader<File>>),
+    Gzip(flate2::bufread::GzDecoder<BufReader<Box<dyn Read>>>),
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<Box<dyn Read>>>),
 }
 
 impl Decoder {
-    fn open(package: &Path, mut raw: BufReader<File>) -> Result<Self, ExtractError> {
+    fn open(package: &Path, mut raw: BufReader<Box<dyn Read>>) -> Result<Self, ExtractError> {
         let corrupt = |source| ExtractError::CorruptPackage {
             package: package.to_owned(),
             source,
@@ -602,7 +669,7 @@ impl Decoder {
     }
 
     /// The package file after the compressed stream.
-    fn into_raw(self) -> BufReader<File> {
+    fn into_raw(self) -> BufReader<Box<dyn Read>> {
         match self {
             Decoder::Gzip(g) => g.into_inner(),
             Decoder::Zstd(z) => z.finish(),
@@ -1238,6 +1305,53 @@ mod tests {
     }
 
     #[test]
+    fn the_package_file_is_checked_against_its_signature_in_band() {
+        let tree = sample_tree();
+        let scanned = TreeListing::scan(tree.path(), &[]).unwrap();
+        let env = Env::new();
+        let info = write_package(
+            &env.package(),
+            tree.path(),
+            &scanned,
+            PackageEntries::FullTree,
+        )
+        .unwrap();
+        let sha256 = Sha256Digest::parse(&info.sha256).unwrap();
+        let signed = |size, sha256: &Sha256Digest| ExtractLimits {
+            signed: Some((size, sha256.clone())),
+            ..ExtractLimits::for_unpacked_size(info.unpacked_size)
+        };
+        assert_eq!(
+            list(&env.package(), &signed(info.size, &sha256)).unwrap(),
+            scanned
+        );
+        // The same bytes under another digest or size: every entry decodes, the end does not.
+        let other = Sha256Digest::of(b"other");
+        for limits in [signed(info.size, &other), signed(info.size + 1, &sha256)] {
+            let err = list(&env.package(), &limits).unwrap_err();
+            assert!(
+                matches!(&err, ExtractError::PackageMismatch { reason, .. } if reason.contains("the manifest says")),
+                "{err}"
+            );
+            assert!(is_security(&err));
+        }
+        let err = list(&env.package(), &signed(info.size - 1, &sha256)).unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::PackageMismatch { reason, .. } if reason.contains("larger than the signed")),
+            "{err}"
+        );
+        // Stage written, then refused at the end: the caller discards the stage.
+        let err = extract(
+            &env.package(),
+            &env.stage(),
+            &signed(info.size, &other),
+            Allowed::Any,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ExtractError::PackageMismatch { .. }), "{err}");
+    }
+
+    #[test]
     fn patch_package_round_trips_under_its_operations() {
         let tree = sample_tree();
         let scanned = TreeListing::scan(tree.path(), &[]).unwrap();
@@ -1749,6 +1863,8 @@ mod tests {
         let limits = ExtractLimits {
             max_unpacked_bytes: 0,
             max_entries: 5,
+            exact: false,
+            signed: None,
         };
         let err = extract(&env.package(), &env.stage(), &limits, Allowed::Any).unwrap_err();
         assert!(
@@ -2171,7 +2287,7 @@ mod delta_props {
             let result = extract_delta(
                 &package,
                 &work.path().join("stage"),
-                &ExtractLimits::for_unpacked_size(1 << 20),
+                &ExtractLimits { max_unpacked_bytes: 1 << 20, max_entries: 10, exact: false, signed: None },
                 &ops,
                 Bases::new(&root, &delta),
             );

@@ -21,12 +21,12 @@
 //! as soon as it passes the delta's size, so a good delta costs little more than itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::fsutil;
-use crate::hashing::{CappedHashReader, HashingWriter, Sha256Digest};
+use crate::hashing::{HashingWriter, Sha256Digest};
 use crate::package::archive::ZSTD_LEVEL;
 use crate::package::delta::{encode, window_log_for};
 use crate::package::extract::{self, ExtractError, ExtractLimits};
@@ -311,24 +311,15 @@ fn read_checked(path: &Path, size: u64) -> Result<(Vec<u8>, String), DeltaError>
         source,
     };
     let file = fsutil::open_regular(path).map_err(read_err)?;
-    let mut reader = CappedHashReader::new(file, size);
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    match reader.read_to_end(&mut bytes) {
-        Ok(_) => {}
-        Err(e) if crate::hashing::is_cap_exceeded(&e) => {
-            return Err(DeltaError::Changed {
-                path: path.to_owned(),
-            });
-        }
-        Err(e) => return Err(read_err(e)),
+    let changed = || DeltaError::Changed {
+        path: path.to_owned(),
+    };
+    match crate::hashing::read_capped(file, size) {
+        Ok((bytes, sha256)) if bytes.len() as u64 == size => Ok((bytes, sha256)),
+        Ok(_) => Err(changed()),
+        Err(e) if crate::hashing::is_cap_exceeded(&e) => Err(changed()),
+        Err(e) => Err(read_err(e)),
     }
-    let (sha256, read) = reader.finish();
-    if read != size {
-        return Err(DeltaError::Changed {
-            path: path.to_owned(),
-        });
-    }
-    Ok((bytes, sha256))
 }
 
 /// What every encoding thread shares.

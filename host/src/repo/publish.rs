@@ -34,7 +34,7 @@
 //! - An advisory lock (`.molt-publish.lock` in the repository) keeps two publishes apart.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -43,7 +43,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::ExitClass;
 use crate::fsutil::{self, Existing};
-use crate::hashing::{CappedHashReader, Sha256Digest};
+use crate::hashing::Sha256Digest;
 use crate::keys::{self, KeyError, key_id};
 use crate::package::archive::{
     ArchiveError, Compression, PackageEntries, PackageInfo, Substitutes, write_package,
@@ -358,10 +358,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
     for (from, from_full) in earlier.iter().rev() {
         let old = listed_tree(&req.repo, from, from_full)?;
         let old_package = req.repo.join(&from_full.url);
-        let old_files = OldRelease::Package(
-            &old_package,
-            ExtractLimits::for_unpacked_size(from_full.unpacked_size),
-        );
+        let old_files = OldRelease::Package(&old_package, ExtractLimits::for_package(from_full));
         patches_to_new.push(make_patch(
             &plan,
             from,
@@ -545,17 +542,14 @@ fn read_capped(path: &Path, max: u64) -> Result<Option<Vec<u8>>, PublishError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(read_err(e)),
     };
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > max {
-        return Err(PublishError::RepoFileTooLarge {
+    match crate::hashing::read_capped(file, max) {
+        Ok((bytes, _)) => Ok(Some(bytes)),
+        Err(e) if crate::hashing::is_cap_exceeded(&e) => Err(PublishError::RepoFileTooLarge {
             path: path.to_owned(),
             max,
-        });
+        }),
+        Err(e) => Err(read_err(e)),
     }
-    Ok(Some(bytes))
 }
 
 /// Writes `<packages dir>/<name>` from `root` and returns its manifest entry.
@@ -713,26 +707,42 @@ fn make_delta_package(
     }))
 }
 
-/// The file index of `version`: its full package, checked to still be the one the manifest
-/// names, read through every check of the extractor without being written out.
+/// The file index of `version`: its full package read through every check of the extractor
+/// (its bytes against the manifest's size and SHA-256, in band) without being written out.
 fn listed_tree(
     repo: &Path,
     version: &Version,
     full: &Package,
 ) -> Result<TreeListing, PublishError> {
     let path = repo.join(&full.url);
-    check_package_file(&path, version, full)?;
-    extract::list(&path, &ExtractLimits::for_unpacked_size(full.unpacked_size)).map_err(|source| {
-        PublishError::RebuildTree {
-            path: path.clone(),
-            version: version.clone(),
-            source: Box::new(source),
-        }
-    })
+    extract::list(&path, &ExtractLimits::for_package(full))
+        .map_err(|source| rebuild_error(&path, version, source))
 }
 
-/// Extracts the full package of `version` into a temp dir inside the repository, after checking
-/// it still is the package the manifest names, and runs `work` on the rebuilt tree.
+/// A failure to read an earlier release's package: `PackageMismatch` when its bytes are not the
+/// signed ones (it cannot be used; re-publish that release) — also when it does not decode,
+/// which a package this publisher signed always does — else what the extractor said.
+fn rebuild_error(path: &Path, version: &Version, source: ExtractError) -> PublishError {
+    let mismatch = |reason| PublishError::PackageMismatch {
+        path: path.to_owned(),
+        version: version.clone(),
+        reason,
+    };
+    match source {
+        ExtractError::PackageMismatch { reason, .. } => mismatch(reason),
+        ExtractError::CorruptPackage { source, .. } => {
+            mismatch(format!("it does not decode: {source}"))
+        }
+        source => PublishError::RebuildTree {
+            path: path.to_owned(),
+            version: version.clone(),
+            source: Box::new(source),
+        },
+    }
+}
+
+/// Extracts the full package of `version` (its bytes checked against the manifest in band) into
+/// a temp dir inside the repository, and runs `work` on the rebuilt tree.
 fn with_rebuilt_tree<T>(
     repo: &Path,
     version: &Version,
@@ -740,7 +750,6 @@ fn with_rebuilt_tree<T>(
     work: impl FnOnce(&Path, &TreeListing) -> Result<T, PublishError>,
 ) -> Result<T, PublishError> {
     let path = repo.join(&full.url);
-    check_package_file(&path, version, full)?;
     let temp = tempfile::Builder::new()
         .prefix(".molt-publish-")
         .tempdir_in(repo)
@@ -756,14 +765,10 @@ fn with_rebuilt_tree<T>(
     let listing = extract::extract(
         &path,
         &stage,
-        &ExtractLimits::for_unpacked_size(full.unpacked_size),
+        &ExtractLimits::for_package(full),
         Allowed::Any,
     )
-    .map_err(|source| PublishError::RebuildTree {
-        path: path.clone(),
-        version: version.clone(),
-        source: Box::new(source),
-    })?;
+    .map_err(|source| rebuild_error(&path, version, source))?;
     let result = work(&stage, &listing);
     make_removable(&stage, &listing);
     result
@@ -774,44 +779,6 @@ fn make_removable(stage: &Path, listing: &TreeListing) {
     for dir in &listing.dirs {
         let _ = fs::set_permissions(dir.under(stage), fs::Permissions::from_mode(0o700));
     }
-}
-
-/// Streams the package file through SHA-256 and compares size and hash with the manifest.
-fn check_package_file(path: &Path, version: &Version, full: &Package) -> Result<(), PublishError> {
-    let file = File::open(path).map_err(|source| PublishError::ReadRepo {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut reader = CappedHashReader::new(file, full.size);
-    let copied = io::copy(&mut reader, &mut io::sink());
-    let mismatch = |reason: String| PublishError::PackageMismatch {
-        path: path.to_owned(),
-        version: version.clone(),
-        reason,
-    };
-    match copied {
-        Ok(_) => {}
-        Err(e) if crate::hashing::is_cap_exceeded(&e) => {
-            return Err(mismatch(format!(
-                "larger than the signed {} bytes",
-                full.size
-            )));
-        }
-        Err(source) => {
-            return Err(PublishError::ReadRepo {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    }
-    let (sha256, size) = reader.finish();
-    if size != full.size || sha256 != full.sha256 {
-        return Err(mismatch(format!(
-            "{size} bytes with sha256 {sha256}; the manifest says {} bytes with sha256 {}",
-            full.size, full.sha256
-        )));
-    }
-    Ok(())
 }
 
 /// Rebuilds every patch from the re-published version to a later release of the same line.

@@ -71,7 +71,7 @@ fn extract_checked(
     stage_dir: &std::path::Path,
 ) -> Result<TreeListing, Error> {
     let signed = &package.package;
-    let limits = ExtractLimits::for_unpacked_size(signed.unpacked_size);
+    let limits = ExtractLimits::for_package(signed);
     let staged = match (choice, bases) {
         (Choice::Patch { operations, .. }, Some(bases)) => {
             extract_delta(&package.path, stage_dir, &limits, operations, bases)?
@@ -93,14 +93,6 @@ fn extract_checked(
             &state.files,
             &state.dirs,
         )?;
-    }
-    // The cap stops an archive that is too big; equality also catches one that is short.
-    if staged.total_size() != signed.unpacked_size {
-        return Err(Error::UnpackedSizeMismatch {
-            url: package.url.to_string(),
-            expected: signed.unpacked_size,
-            actual: staged.total_size(),
-        });
     }
     Ok(staged)
 }
