@@ -27,6 +27,8 @@ use crate::tree::FileRecord;
 
 /// zstd level of deltas: the packages' level, so a delta and a whole file compete fairly.
 const DELTA_LEVEL: i32 = crate::package::archive::ZSTD_LEVEL;
+/// Base + file sizes above which a delta uses long-distance matching (16 MiB).
+const LDM_SPAN: u64 = 16 * 1024 * 1024;
 
 /// The window a delta of `target_len` bytes against a base of `base_len` bytes needs: the
 /// decoder must reach back over the whole base from the end of the file. `None` when that is
@@ -49,7 +51,9 @@ pub(crate) fn encode<W: Write>(
     // The frame then declares the file's size, and the decoder's buffer is no larger than it.
     encoder.set_pledged_src_size(Some(target_len))?;
     encoder.window_log(window_log)?;
-    encoder.long_distance_matching(true)?;
+    // Long-distance matching pays off only for bases beyond what the regular match finder
+    // indexes well; below that its tables cost more time than they save bytes.
+    encoder.long_distance_matching(base.len() as u64 + target_len > LDM_SPAN)?;
     encoder.include_checksum(false)?;
     encoder.write_all(target)?;
     encoder.finish()
