@@ -271,7 +271,7 @@ impl PublishError {
 }
 
 /// The validated, defaulted request.
-struct Plan<'a> {
+struct Settings<'a> {
     req: &'a PublishRequest,
     arch: String,
     channel: String,
@@ -283,7 +283,7 @@ struct Plan<'a> {
 
 /// Publishes `req.tree` as `req.version` into `req.repo` (see the module docs).
 pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
-    let plan = plan(req)?;
+    let settings = settings(req)?;
     let key = keys::load_signing_key(&req.key)?;
     let tree_is_dir = fs::metadata(&req.tree).is_ok_and(|m| m.is_dir());
     if !tree_is_dir {
@@ -291,7 +291,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
             path: req.tree.clone(),
         });
     }
-    let packages_dir = req.repo.join(&plan.packages_dir);
+    let packages_dir = req.repo.join(&settings.packages_dir);
     fs::create_dir_all(&packages_dir).map_err(|source| PublishError::CreateRepo {
         path: packages_dir.clone(),
         source,
@@ -321,11 +321,11 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         "{}-{}-{}.{}",
         req.product,
         req.version,
-        plan.arch,
+        settings.arch,
         req.compression.extension()
     );
     let full = write(
-        &plan,
+        &settings,
         &full_name,
         &req.tree,
         &listing,
@@ -337,18 +337,18 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         format: FORMAT,
         product: req.product.clone(),
         serial: 0,
-        expires: plan.expires,
+        expires: settings.expires,
         releases: Vec::new(),
         extra: Default::default(),
     });
 
-    let same_line = |r: &Release| r.channel == plan.channel;
+    let same_line = |r: &Release| r.channel == settings.channel;
     let mut earlier: Vec<(Version, Package)> = manifest
         .releases
         .iter()
         .filter(|r| same_line(r) && r.version < req.version)
         .filter_map(|r| {
-            let full = r.artifacts_for(&plan.arch)?.full.clone()?;
+            let full = r.artifacts_for(&settings.arch)?.full.clone()?;
             Some((r.version.clone(), full))
         })
         .collect();
@@ -360,7 +360,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         let old_package = req.repo.join(&from_full.url);
         let old_files = OldRelease::Package(&old_package, ExtractLimits::for_package(from_full));
         patches_to_new.push(make_patch(
-            &plan,
+            &settings,
             from,
             &req.version,
             (&old, old_files),
@@ -375,11 +375,11 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         .releases
         .iter()
         .find(|r| same_line(r) && r.version == req.version)
-        .and_then(|r| r.artifacts_for(&plan.arch))
+        .and_then(|r| r.artifacts_for(&settings.arch))
         .and_then(|a| a.full.as_ref())
         .is_some_and(|old| old.sha256 != full.sha256);
     if tree_changed {
-        rebuild_patches_from(&plan, &mut manifest, &listing, &mut report_patches)?;
+        rebuild_patches_from(&settings, &mut manifest, &listing, &mut report_patches)?;
     }
 
     let artifacts = Artifacts {
@@ -395,9 +395,9 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
             .collect(),
         extra: Default::default(),
     };
-    upsert_release(&plan, &mut manifest, artifacts);
+    upsert_release(&settings, &mut manifest, artifacts);
     manifest.serial = previous.as_ref().map_or(1, |m| m.serial.saturating_add(1));
-    manifest.expires = plan.expires;
+    manifest.expires = settings.expires;
     check_structure(&manifest, &req.repo.display().to_string())
         .map_err(|e| PublishError::InvalidResult(Box::new(e)))?;
 
@@ -413,15 +413,15 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         manifest: manifest_path,
         serial: manifest.serial,
         version: req.version.clone(),
-        arch: plan.arch,
-        channel: plan.channel,
+        arch: settings.arch,
+        channel: settings.channel,
         key_id: key_id(&key.verifying_key()),
         full,
         patches: report_patches,
     })
 }
 
-fn plan(req: &PublishRequest) -> Result<Plan<'_>, PublishError> {
+fn settings(req: &PublishRequest) -> Result<Settings<'_>, PublishError> {
     let invalid = |reason: String| Err(PublishError::InvalidRequest { reason });
     let arch = normalize_arch(req.arch.as_deref().unwrap_or(host_arch()));
     let channel = req
@@ -449,7 +449,7 @@ fn plan(req: &PublishRequest) -> Result<Plan<'_>, PublishError> {
     } else {
         format!("{PACKAGES_DIR}/{channel}")
     };
-    Ok(Plan {
+    Ok(Settings {
         req,
         arch,
         channel,
@@ -554,18 +554,18 @@ fn read_capped(path: &Path, max: u64) -> Result<Option<Vec<u8>>, PublishError> {
 
 /// Writes `<packages dir>/<name>` from `root` and returns its manifest entry.
 fn write(
-    plan: &Plan<'_>,
+    settings: &Settings<'_>,
     name: &str,
     root: &Path,
     listing: &TreeListing,
     entries: PackageEntries<'_>,
 ) -> Result<Package, PublishError> {
-    let url = PackageUrl::new(&format!("{}/{name}", plan.packages_dir)).map_err(|e| {
+    let url = PackageUrl::new(&format!("{}/{name}", settings.packages_dir)).map_err(|e| {
         PublishError::InvalidRequest {
             reason: e.to_string(),
         }
     })?;
-    let out = plan.req.repo.join(&url);
+    let out = settings.req.repo.join(&url);
     let PackageInfo {
         size,
         sha256,
@@ -588,7 +588,7 @@ fn write(
 /// Diffs `old` against the tree at `new_root` and writes the patch package from it, and for a
 /// zstd repository the delta package too when its deltas make it smaller.
 fn make_patch(
-    plan: &Plan<'_>,
+    settings: &Settings<'_>,
     from: &Version,
     to: &Version,
     (old, old_files): (&TreeListing, OldRelease<'_>),
@@ -598,12 +598,12 @@ fn make_patch(
     let operations = diff_trees(old, new);
     let name = format!(
         "{}-{from}-to-{to}-{}.{}",
-        plan.req.product,
-        plan.arch,
-        plan.req.compression.extension()
+        settings.req.product,
+        settings.arch,
+        settings.req.compression.extension()
     );
     let package = write(
-        plan,
+        settings,
         &name,
         new_root,
         new,
@@ -616,12 +616,12 @@ fn make_patch(
         delete = operations.delete.files.len() + operations.delete.directories.len(),
         "wrote a patch package"
     );
-    let delta = match plan.req.compression {
+    let delta = match settings.req.compression {
         Compression::Zstd => {
             let base_name = name.trim_end_matches(".tar.zst");
             let delta_name = format!("{base_name}.delta.tar.zst");
             make_delta_package(
-                plan,
+                settings,
                 &delta_name,
                 (old, old_files),
                 new_root,
@@ -644,7 +644,7 @@ fn make_patch(
 /// Writes the delta package of a patch whose plain package is `plain`, if its deltas make it
 /// smaller (see `repo::delta`).
 fn make_delta_package(
-    plan: &Plan<'_>,
+    settings: &Settings<'_>,
     name: &str,
     (old, old_files): (&TreeListing, OldRelease<'_>),
     new_root: &Path,
@@ -652,7 +652,14 @@ fn make_delta_package(
     operations: &Operations,
     plain: &Package,
 ) -> Result<Option<DeltaPackage>, PublishError> {
-    let Some(encoded) = delta::make(old, old_files, new_root, new, operations, &plan.req.repo)?
+    let Some(encoded) = delta::make(
+        old,
+        old_files,
+        new_root,
+        new,
+        operations,
+        &settings.req.repo,
+    )?
     else {
         return Ok(None);
     };
@@ -661,12 +668,12 @@ fn make_delta_package(
         .iter()
         .map(|(path, (file, record, _))| (path.clone(), (file.clone(), record.clone())))
         .collect();
-    let url = PackageUrl::new(&format!("{}/{name}", plan.packages_dir)).map_err(|e| {
+    let url = PackageUrl::new(&format!("{}/{name}", settings.packages_dir)).map_err(|e| {
         PublishError::InvalidRequest {
             reason: e.to_string(),
         }
     })?;
-    let out = plan.req.repo.join(&url);
+    let out = settings.req.repo.join(&url);
     let info = write_package_substituted(
         &out,
         new_root,
@@ -783,17 +790,17 @@ fn make_removable(stage: &Path, listing: &TreeListing) {
 
 /// Rebuilds every patch from the re-published version to a later release of the same line.
 fn rebuild_patches_from(
-    plan: &Plan<'_>,
+    settings: &Settings<'_>,
     manifest: &mut Manifest,
     new_listing: &TreeListing,
     report: &mut Vec<WrittenPatch>,
 ) -> Result<(), PublishError> {
-    let from = &plan.req.version;
+    let from = &settings.req.version;
     for release in &mut manifest.releases {
-        if release.channel != plan.channel || release.version <= *from {
+        if release.channel != settings.channel || release.version <= *from {
             continue;
         }
-        let wanted = plan.arch.clone();
+        let wanted = settings.arch.clone();
         let Some(artifacts) = release
             .artifacts
             .iter_mut()
@@ -812,9 +819,9 @@ fn rebuild_patches_from(
             continue;
         };
         let to = release.version.clone();
-        let written = with_rebuilt_tree(&plan.req.repo, &to, &later_full, |root, later| {
-            let old_files = OldRelease::Tree(&plan.req.tree);
-            make_patch(plan, from, &to, (new_listing, old_files), root, later)
+        let written = with_rebuilt_tree(&settings.req.repo, &to, &later_full, |root, later| {
+            let old_files = OldRelease::Tree(&settings.req.tree);
+            make_patch(settings, from, &to, (new_listing, old_files), root, later)
         })?;
         artifacts.patches[index] = Patch {
             from: from.clone(),
@@ -829,29 +836,29 @@ fn rebuild_patches_from(
 
 /// Puts the release entry in place: an existing entry of the same version and channel keeps its
 /// other architectures (and its notes if none are given); otherwise a new entry is appended.
-fn upsert_release(plan: &Plan<'_>, manifest: &mut Manifest, artifacts: Artifacts) {
-    let req = plan.req;
+fn upsert_release(settings: &Settings<'_>, manifest: &mut Manifest, artifacts: Artifacts) {
+    let req = settings.req;
     let existing = manifest
         .releases
         .iter_mut()
-        .find(|r| r.channel == plan.channel && r.version == req.version);
+        .find(|r| r.channel == settings.channel && r.version == req.version);
     match existing {
         Some(release) => {
-            release.published = plan.now;
+            release.published = settings.now;
             if let Some(notes) = &req.notes {
                 release.notes = notes.clone();
             }
             release
                 .artifacts
-                .retain(|k, _| normalize_arch(k) != plan.arch);
-            release.artifacts.insert(plan.arch.clone(), artifacts);
+                .retain(|k, _| normalize_arch(k) != settings.arch);
+            release.artifacts.insert(settings.arch.clone(), artifacts);
         }
         None => manifest.releases.push(Release {
             version: req.version.clone(),
-            channel: plan.channel.clone(),
-            published: plan.now,
+            channel: settings.channel.clone(),
+            published: settings.now,
             notes: req.notes.clone().unwrap_or_default(),
-            artifacts: [(plan.arch.clone(), artifacts)].into_iter().collect(),
+            artifacts: [(settings.arch.clone(), artifacts)].into_iter().collect(),
             extra: Default::default(),
         }),
     }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use super::history;
 use super::journal::{Intent, Journal, Record};
+use super::kept;
 use super::plan::Plan;
 use super::undo::undo;
 use super::{Op, TxnError, TxnFailure, ValidationError, version_or_nothing};
@@ -189,7 +189,7 @@ impl Transaction {
 
     /// Gives up before `apply` (e.g. the download or extraction failed): removes the directory.
     pub fn abandon(self) -> Result<(), TxnError> {
-        history::discard(&self.dir)
+        kept::discard(&self.dir)
     }
 
     /// Applies `plan`, runs `validate` on the new tree, and on success commits the state the
@@ -262,7 +262,7 @@ impl Transaction {
         let intent = *intent;
         if let Err(e) = appended {
             // The intent is not on disk, so nothing in the install was touched.
-            if let Err(d) = history::discard(&self.dir) {
+            if let Err(d) = kept::discard(&self.dir) {
                 tracing::warn!("{d}; the next molt command removes it");
             }
             return Err(e);
@@ -327,7 +327,7 @@ impl Transaction {
             }
         };
         if warnings.is_empty()
-            && let Err(e) = history::prune(&self.state, self.keep_backups)
+            && let Err(e) = kept::prune(&self.state, self.keep_backups)
         {
             warnings.push(TxnError::FinishFailed {
                 to: version_or_nothing(&intent.to),
@@ -433,7 +433,7 @@ pub(crate) fn finish_rolled_back(
         restored.mark_failed(to);
     }
     state.save_state(&restored)?;
-    history::discard(txn_dir)
+    kept::discard(txn_dir)
 }
 
 /// After the commit record: write the new state, journal `done`, archive. Returns where the
@@ -463,13 +463,13 @@ pub(crate) fn archive_done(
 ) -> Result<Option<PathBuf>, TxnError> {
     if intent.kind == TxnKind::Rollback {
         if let Some(consumed) = &intent.consumes {
-            history::discard(&state.history_root().join(consumed))?;
+            kept::discard(&state.history_root().join(consumed))?;
         }
-        history::discard(txn_dir)?;
+        kept::discard(txn_dir)?;
         return Ok(None);
     }
     let kept = state.history_root().join(&intent.id);
-    history::discard(&txn_dir.join("stage"))?;
+    kept::discard(&txn_dir.join("stage"))?;
     let moved = fsutil::rename_noreplace(txn_dir, &kept)
         .and_then(|()| fsutil::fsync_dir(&state.history_root()))
         .and_then(|()| fsutil::fsync_dir(&state.txn_root()))

@@ -13,12 +13,13 @@
 //! - [`apply`]: run a plan as a transaction (journal, renames, fsync, validate, commit, archive).
 //! - [`undo`]: put the old tree back from the intent and the filesystem (idempotent).
 //! - [`recover`]: finish or undo whatever a previous process left in `txn/`.
-//! - [`history`]: kept transactions (listing, pruning, crash-safe removal).
+//! - [`kept`]: kept transactions in `history/` (listing, pruning, crash-safe removal); "history"
+//!   alone is the log in `state.json`.
 //! - [`rollback`]: `molt rollback`, a transaction whose sources are a kept backup.
 
 pub mod apply;
-pub mod history;
 pub mod journal;
+pub mod kept;
 pub mod plan;
 pub mod recover;
 pub(crate) mod rollback;
@@ -42,7 +43,7 @@ use undo::UndoError;
 
 pub use crate::state::{Outcome, TxnKind};
 pub use apply::{ApplyOutcome, Staged, Transaction, ValidationFailure, stage};
-pub(crate) use history::kept_transactions;
+pub(crate) use kept::kept_transactions;
 pub(crate) use plan::plan_patch;
 pub use plan::{Plan, PlanContext, PlanError, plan_full};
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::fmt;
 use std::path::Path;
 
 use super::apply::{archive_done, finish_rolled_back};
-use super::history::{dir_names, discard, sweep_discarded};
 use super::journal::{self, Journal, Record};
+use super::kept::{dir_names, discard, sweep_discarded};
 use super::undo::undo;
 use super::{TxnError, version_or_nothing};
 use crate::fsutil;

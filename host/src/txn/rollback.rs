@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::apply::Transaction;
-use super::history::kept_ids;
 use super::journal;
+use super::kept::kept_ids;
 use super::plan::{PlanContext, plan_inverse};
 use super::{TxnError, version_or_nothing};
 use crate::fsutil::{self, EntryKind};

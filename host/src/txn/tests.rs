@@ -166,7 +166,7 @@ impl Fixture {
     }
 
     fn txn_dirs(&self) -> Vec<String> {
-        history::dir_names(&self.sd.txn_root()).unwrap()
+        kept::dir_names(&self.sd.txn_root()).unwrap()
     }
 }
 
