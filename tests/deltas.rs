@@ -116,18 +116,29 @@ fn a_patch_installs_through_deltas_including_a_renamed_file() {
     env.molt(&["verify", "--config", "molt.toml"]).success();
 }
 
-#[test]
-fn a_locally_edited_base_falls_back_to_the_plain_patch() {
+/// Edits `bin/app` in the install (keeping or changing its size), applies, and checks the
+/// plain patch was installed after a `delta-fallback` naming the base.
+fn edited_base_falls_back(same_size: bool) {
     let (env, t2) = setup();
     let app = env.install().join("bin/app");
     let mut bytes = fs::read(&app).unwrap();
     bytes[7] ^= 0xff;
+    if !same_size {
+        bytes.push(b'!');
+    }
     fs::write(&app, &bytes).unwrap();
     let run = env.apply(&[]).success();
     let fallback = events(&run, "delta-fallback");
     assert_eq!(fallback.len(), 1, "{}", run.stdout);
     assert_eq!(fallback[0]["base"], "bin/app");
-    assert!(events(&run, "delta").is_empty());
+    // A changed size is seen from metadata, before anything is fetched; the same size only
+    // when the base is hashed while decoding, after the delta package was fetched.
+    assert_eq!(
+        events(&run, "delta").len(),
+        usize::from(same_size),
+        "{}",
+        run.stdout
+    );
     let r = run.result();
     assert_eq!(r["kind"], "patch");
     assert!(r.get("delta_files").is_none());
@@ -137,6 +148,16 @@ fn a_locally_edited_base_falls_back_to_the_plain_patch() {
         &tree_snapshot(&t2),
         "plain fallback",
     );
+}
+
+#[test]
+fn a_locally_edited_base_falls_back_to_the_plain_patch() {
+    edited_base_falls_back(false);
+}
+
+#[test]
+fn a_base_edited_at_the_same_size_falls_back_while_decoding() {
+    edited_base_falls_back(true);
 }
 
 #[test]

@@ -86,8 +86,10 @@ impl<'a> Bases<'a> {
         self.delta.files.get(path)
     }
 
-    /// Checks that every base is a regular file molt owns (`owned`, the install's state) with
-    /// the signed hash, both as recorded and as read now. The first one that is not is returned.
+    /// Checks that every base is a file molt owns (`owned`, the install's state) recorded with
+    /// the signed hash, and is still a regular file of the recorded size — cheap, from metadata;
+    /// the contents are hashed when they are decoded against ([`Bases::read`]). The first base
+    /// that fails is returned.
     pub(crate) fn check(&self, owned: &BTreeMap<RelPath, FileRecord>) -> Result<(), BaseMismatch> {
         for (path, file) in &self.delta.files {
             let mismatch = |reason: String| BaseMismatch {
@@ -95,12 +97,32 @@ impl<'a> Bases<'a> {
                 base: file.base.clone(),
                 reason,
             };
-            match owned.get(&file.base) {
-                Some(r) if r.link.is_none() && r.sha256 == file.base_sha256.as_str() => {}
+            let recorded = match owned.get(&file.base) {
+                Some(r) if r.link.is_none() && r.sha256 == file.base_sha256.as_str() => r,
                 Some(_) => return Err(mismatch("was installed with other contents".into())),
                 None => return Err(mismatch("is not a file molt installed".into())),
+            };
+            let on_disk = file.base.under(self.root);
+            match std::fs::symlink_metadata(&on_disk) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(mismatch("is now a symbolic link".into()));
+                }
+                Ok(m) if !m.is_file() => {
+                    return Err(mismatch("is no longer a regular file".into()));
+                }
+                Ok(m) if m.len() != recorded.size => {
+                    return Err(mismatch(format!(
+                        "was modified ({} bytes, installed with {})",
+                        m.len(),
+                        recorded.size
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(mismatch("is missing".into()));
+                }
+                Err(e) => return Err(mismatch(e.to_string())),
             }
-            self.read(file).map_err(|e| mismatch(e.to_string()))?;
         }
         Ok(())
     }

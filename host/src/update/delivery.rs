@@ -1,13 +1,17 @@
 //! Delivery: which package file brings the chosen release. A patch with a delta package is
 //! delivered by it when every base it decodes against is installed as signed (molt's state
-//! records it with that hash and the file still has it); otherwise — a base edited locally,
-//! removed, or never installed by molt — by the plain patch package, so a local edit costs bytes,
-//! never the update. A full install or a patch without deltas is its own package.
+//! records it with that hash, and the file is still a regular file of that size); otherwise — a
+//! base edited locally, removed, or never installed by molt — by the plain patch package, so a
+//! local edit costs bytes, never the update. The bases' contents are hashed once, while they are
+//! decoded against: an edit that kept the size is found there, and `update::run` then stages the
+//! plain package instead ([`plain`], [`report_fallback`]). A full install or a patch without
+//! deltas is its own package.
 
 use serde_json::json;
 
 use crate::output::Output;
-use crate::package::delta::Bases;
+use crate::package::delta::{BaseMismatch, Bases};
+use crate::package::extract::ExtractError;
 use crate::repo::manifest::{DeltaPackage, Package};
 use crate::state::InstallState;
 use crate::strategy::Choice;
@@ -56,16 +60,48 @@ pub(crate) fn delivery<'a>(
             })
         }
         Err(mismatch) => {
-            out.event(
-                "delta-fallback",
-                &format!("fetching the plain patch package: {mismatch}"),
-                json!({"path": mismatch.path.as_str(), "base": mismatch.base.as_str(),
-                       "reason": mismatch.reason, "size": plain.size}),
-            );
+            fallback_event(&mismatch, plain, out);
             Some(Delivery {
                 package: plain,
                 delta: None,
             })
         }
     }
+}
+
+/// The plain package of a patch `delivery` brought by its deltas; `None` otherwise.
+pub(crate) fn plain<'a>(choice: &'a Choice, delivery: &Delivery<'_>) -> Option<Delivery<'a>> {
+    delivery.delta?;
+    Some(Delivery {
+        package: choice.package()?,
+        delta: None,
+    })
+}
+
+/// Reports that a base of `delivery`'s deltas failed while decoding (`error`, an
+/// [`ExtractError::DeltaBase`]) and the plain package is fetched instead.
+pub(crate) fn report_fallback(error: &ExtractError, delivery: &Delivery<'_>, out: &Output) {
+    let (ExtractError::DeltaBase { entry, source, .. }, Some(delta)) = (error, delivery.delta)
+    else {
+        return;
+    };
+    let base = delta
+        .files
+        .get(entry)
+        .map(|d| d.base.as_str())
+        .unwrap_or_default();
+    out.event(
+        "delta-fallback",
+        &format!("fetching the plain patch package: {source}"),
+        json!({"path": entry.as_str(), "base": base, "reason": source.reason}),
+    );
+}
+
+fn fallback_event(mismatch: &BaseMismatch, plain: &Package, out: &Output) {
+    out.event(
+        "delta-fallback",
+        &format!("fetching the plain patch package: {mismatch}"),
+        json!({"path": mismatch.path.as_str(), "base": mismatch.base.as_str(),
+               "reason": mismatch.reason, "size": plain.size}),
+    );
 }

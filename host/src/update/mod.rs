@@ -36,6 +36,7 @@ use crate::Error;
 use crate::config::Config;
 use crate::install::Install;
 use crate::output::Output;
+use crate::package::extract::ExtractError;
 use crate::strategy::{Request, choose};
 use crate::txn::Plan;
 
@@ -80,20 +81,33 @@ pub(crate) fn run(
         return Ok(report);
     };
     report.delivered(&delivery);
-    let downloads = install.state_dir.downloads_dir();
-    let package = source.fetch_verified(delivery.package, &downloads, &mut |done, total| {
-        out.progress("download", done, total)
-    })?;
-    out.clear_bar();
-    let staged = stage::stage(
-        config,
-        &install,
-        &state,
-        &choice,
-        (&package, delivery.delta),
-        request,
-        out,
-    )?;
+    let fetch = |delivery: &delivery::Delivery<'_>| -> Result<_, Error> {
+        let downloads = install.state_dir.downloads_dir();
+        let package = source.fetch_verified(delivery.package, &downloads, &mut |done, total| {
+            out.progress("download", done, total)
+        })?;
+        out.clear_bar();
+        let staged = stage::stage(
+            config,
+            &install,
+            &state,
+            &choice,
+            (&package, delivery.delta),
+            request,
+            out,
+        );
+        Ok((package, staged))
+    };
+    let (mut package, mut staged) = fetch(&delivery)?;
+    // A base edited without changing its size is only seen while decoding: give the deltas up.
+    if let (Err(Error::Extract(e @ ExtractError::DeltaBase { .. })), Some(plain)) =
+        (&staged, delivery::plain(&choice, &delivery))
+    {
+        delivery::report_fallback(e, &delivery, out);
+        report.delivered(&plain);
+        (package, staged) = fetch(&plain)?;
+    }
+    let staged = staged?;
     report.planned(staged.plan(), report_ownership(staged.plan(), out));
     if mode != Mode::Apply {
         // The verified package stays in downloads/ for the apply that follows.
