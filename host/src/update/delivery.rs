@@ -79,22 +79,27 @@ pub(crate) fn plain<'a>(choice: &'a Choice, delivery: &Delivery<'_>) -> Option<D
 }
 
 /// Reports that a base of `delivery`'s deltas failed while decoding (`error`, an
-/// [`ExtractError::DeltaBase`]) and the plain package is fetched instead.
-pub(crate) fn report_fallback(error: &ExtractError, delivery: &Delivery<'_>, out: &Output) {
+/// [`ExtractError::DeltaBase`]) and `plain` is fetched instead: the same event as a base found
+/// modified before the fetch.
+pub(crate) fn report_fallback(
+    error: &ExtractError,
+    delivery: &Delivery<'_>,
+    plain: &Delivery<'_>,
+    out: &Output,
+) {
     let (ExtractError::DeltaBase { entry, source, .. }, Some(delta)) = (error, delivery.delta)
     else {
         return;
     };
-    let base = delta
-        .files
-        .get(entry)
-        .map(|d| d.base.as_str())
-        .unwrap_or_default();
-    out.event(
-        "delta-fallback",
-        &format!("fetching the plain patch package: {source}"),
-        json!({"path": entry.as_str(), "base": base, "reason": source.reason}),
-    );
+    let Some(file) = delta.files.get(entry) else {
+        return;
+    };
+    let mismatch = BaseMismatch {
+        path: entry.clone(),
+        base: file.base.clone(),
+        reason: source.reason.clone(),
+    };
+    fallback_event(&mismatch, plain.package, out);
 }
 
 fn fallback_event(mismatch: &BaseMismatch, plain: &Package, out: &Output) {

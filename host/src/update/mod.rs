@@ -103,7 +103,7 @@ pub(crate) fn run(
     if let (Err(Error::Extract(e @ ExtractError::DeltaBase { .. })), Some(plain)) =
         (&staged, delivery::plain(&choice, &delivery))
     {
-        delivery::report_fallback(e, &delivery, out);
+        delivery::report_fallback(e, &delivery, &plain, out);
         report.delivered(&plain);
         (package, staged) = fetch(&plain)?;
     }
