@@ -229,3 +229,82 @@ fn plain_path_sources_work_like_file_urls() {
         "install from a plain path",
     );
 }
+
+/// Bytes of the regular files under `root` (links count 0, as in a package's unpacked size).
+fn regular_bytes(root: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// The `progress` events of one step, as (done, total) pairs.
+fn progress_of(lines: &[serde_json::Value], what: &str) -> Vec<(u64, u64)> {
+    lines
+        .iter()
+        .filter(|l| l["event"] == "progress" && l["what"] == what)
+        .map(|l| (l["done"].as_u64().unwrap(), l["total"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn progress_is_reported_for_the_download_the_staging_and_the_install() {
+    let env = Env::new();
+    let [t1, _, _] = reference_releases(&env);
+    env.file_config();
+    for (version, kind) in [("1.0.0", "full"), ("1.1.0", "patch")] {
+        let run = env.apply(&["--version", version]).success();
+        let lines = run.json_lines();
+        assert_eq!(run.result()["kind"], kind);
+        for (what, unit) in [
+            ("download", "bytes"),
+            ("extract", "bytes"),
+            ("apply", "ops"),
+        ] {
+            let steps = progress_of(&lines, what);
+            assert!(
+                !steps.is_empty(),
+                "no {what} progress for {version}: {lines:?}"
+            );
+            let total = steps[0].1;
+            assert!(
+                steps
+                    .windows(2)
+                    .all(|w| w[0].0 <= w[1].0 && w[1].1 == total),
+                "{what} progress of {version} goes back or changes its total: {steps:?}"
+            );
+            assert_eq!(
+                steps.last().unwrap(),
+                &(total, total),
+                "{what} of {version}"
+            );
+            assert!(lines.iter().any(|l| l["what"] == what && l["unit"] == unit));
+        }
+        assert_eq!(
+            progress_of(&lines, "download").last().unwrap().0,
+            run.result()["bytes"].as_u64().unwrap()
+        );
+        if kind == "full" {
+            // Staging a full package writes every file of the release.
+            assert_eq!(
+                progress_of(&lines, "extract").last().unwrap().0,
+                regular_bytes(&t1)
+            );
+        }
+    }
+    // Without a terminal and without --json, a line per quarter of each step goes to stderr.
+    let run = env
+        .molt(&["apply", "--config", "molt.toml", "--version", "1.2.0"])
+        .success();
+    for what in ["download", "extract", "apply"] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{what}: ")) && l.ends_with("(100%)")),
+            "no finished {what} progress line in {}",
+            run.stderr
+        );
+    }
+}

@@ -13,13 +13,37 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+/// What a progress count counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unit {
+    Bytes,
+    /// File operations of a transaction (one per path).
+    Ops,
+}
+
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Bytes => "bytes",
+            Unit::Ops => "ops",
+        }
+    }
+
+    fn template(self) -> &'static str {
+        match self {
+            Unit::Bytes => "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            Unit::Ops => "{msg} [{bar:30}] {human_pos}/{human_len} files {per_sec} eta {eta}",
+        }
+    }
+}
+
 pub struct Output {
     json: bool,
     tty: bool,
     bar: RefCell<Option<ProgressBar>>,
     last_json_progress: RefCell<Option<Instant>>,
-    /// Last quarter (0–4) reported as a plain line when stderr is not a terminal.
-    last_plain_quarter: RefCell<Option<u64>>,
+    /// The step and last quarter (0–4) reported as a plain line when stderr is not a terminal.
+    last_plain_quarter: RefCell<Option<(String, u64)>>,
 }
 
 impl Output {
@@ -53,27 +77,36 @@ impl Output {
         }
     }
 
-    /// Byte progress of a download (or any long copy), throttled in JSON mode.
-    pub(crate) fn progress(&self, what: &str, done: u64, total: u64) {
+    /// Progress of a long step — a download or an extraction in bytes, the install's file
+    /// operations in ops — throttled in JSON mode. A step's first call starts its bar; a new
+    /// step (another `what`) ends the previous bar.
+    pub(crate) fn progress(&self, what: &str, unit: Unit, done: u64, total: u64) {
         if self.json {
             let mut last = self.last_json_progress.borrow_mut();
             let due = last.is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
             if due || done == total {
                 *last = Some(Instant::now());
-                print_json_line(
-                    &json!({"event": "progress", "what": what, "done": done, "total": total}),
-                );
+                print_json_line(&json!({
+                    "event": "progress",
+                    "what": what,
+                    "unit": unit.name(),
+                    "done": done,
+                    "total": total,
+                }));
             }
         } else if self.tty {
-            let mut bar = self.bar.borrow_mut();
-            let bar = bar.get_or_insert_with(|| {
+            let mut slot = self.bar.borrow_mut();
+            if slot.as_ref().is_some_and(|b| b.message() != what) {
+                if let Some(b) = slot.take() {
+                    b.finish_and_clear();
+                }
+            }
+            let bar = slot.get_or_insert_with(|| {
                 let b = ProgressBar::new(total);
                 b.set_style(
-                    ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .expect("static template")
-                    .progress_chars("=> "),
+                    ProgressStyle::with_template(unit.template())
+                        .expect("static template")
+                        .progress_chars("=> "),
                 );
                 b.set_message(what.to_owned());
                 b
@@ -82,9 +115,12 @@ impl Output {
         } else {
             let quarter = (done * 4).checked_div(total).unwrap_or(4).min(4);
             let mut last = self.last_plain_quarter.borrow_mut();
-            if last.is_none_or(|q| quarter > q) {
-                *last = Some(quarter);
-                eprintln!("{what}: {done}/{total} bytes ({}%)", quarter * 25);
+            if last
+                .as_ref()
+                .is_none_or(|(w, q)| *w != what || quarter > *q)
+            {
+                eprintln!("{what}: {done}/{total} {} ({}%)", unit.name(), quarter * 25);
+                *last = Some((what.to_owned(), quarter));
             }
         }
     }

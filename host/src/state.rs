@@ -422,6 +422,22 @@ pub struct InstallState {
 }
 
 impl InstallState {
+    /// The state a transaction moves to, before it is given its tree: this one's version, log
+    /// and markers, with no files or directories (the new tree is moved in, never a copy of
+    /// the old one made only to be replaced: at 66,000 files each is megabytes).
+    pub(crate) fn successor(&self) -> InstallState {
+        InstallState {
+            version: self.version.clone(),
+            files: BTreeMap::new(),
+            dirs: BTreeSet::new(),
+            history: self.history.clone(),
+            rolled_back_from: self.rolled_back_from.clone(),
+            failed: self.failed.clone(),
+            install_dir: self.install_dir.clone(),
+            product: self.product.clone(),
+        }
+    }
+
     /// Appends to the transaction log, dropping the oldest entries beyond the limit.
     pub fn record(&mut self, entry: HistoryEntry) {
         self.history.push(entry);

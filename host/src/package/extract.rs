@@ -288,13 +288,32 @@ pub fn extract(
     limits: &ExtractLimits,
     allowed: Allowed<'_>,
 ) -> Result<TreeListing, ExtractError> {
+    extract_reporting(package, stage, limits, allowed, None, &mut |_| {})
+}
+
+/// [`extract`], or for a patch with `bases` [`extract_delta`], calling `progress` with the
+/// file bytes written so far (of `limits.max_unpacked_bytes`) as they are written: what the
+/// operator's progress bar shows while a package is staged.
+pub(crate) fn extract_reporting(
+    package: &Path,
+    stage: &Path,
+    limits: &ExtractLimits,
+    allowed: Allowed<'_>,
+    bases: Option<Bases<'_>>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<TreeListing, ExtractError> {
     check_stage(stage)?;
-    read_package(package, Some(stage), limits, allowed, Extra::None)
+    let extra = match bases {
+        Some(bases) => Extra::Deltas(bases),
+        None => Extra::None,
+    };
+    read_package(package, Some(stage), limits, allowed, extra, progress)
 }
 
 /// [`extract`] for a patch's delta package: the entries `bases` names are decoded against
 /// their bases (see [`crate::package::delta`]) and must decode to their signed size and hash;
 /// every other entry is as in the plain package. Returns the listing of the decoded tree.
+#[cfg(test)]
 pub(crate) fn extract_delta(
     package: &Path,
     stage: &Path,
@@ -302,13 +321,13 @@ pub(crate) fn extract_delta(
     operations: &Operations,
     bases: Bases<'_>,
 ) -> Result<TreeListing, ExtractError> {
-    check_stage(stage)?;
-    read_package(
+    extract_reporting(
         package,
-        Some(stage),
+        stage,
         limits,
         Allowed::Operations(operations),
-        Extra::Deltas(bases),
+        Some(bases),
+        &mut |_| {},
     )
 }
 
@@ -327,6 +346,7 @@ pub(crate) fn list_reading(
         limits,
         Allowed::Any,
         Extra::Read { wanted, each },
+        &mut |_| {},
     )
 }
 
@@ -346,7 +366,14 @@ enum Extra<'a> {
 /// [`extract`] reads it — every check and cap, links resolved inside the tree — but without
 /// writing anything: what a publisher needs of an earlier release to diff against it.
 pub fn list(package: &Path, limits: &ExtractLimits) -> Result<TreeListing, ExtractError> {
-    read_package(package, None, limits, Allowed::Any, Extra::None)
+    read_package(
+        package,
+        None,
+        limits,
+        Allowed::Any,
+        Extra::None,
+        &mut |_| {},
+    )
 }
 
 /// Reads and checks every entry of `package`; with a stage, writes the tree there and makes it
@@ -358,9 +385,10 @@ fn read_package(
     limits: &ExtractLimits,
     allowed: Allowed<'_>,
     extra: Extra<'_>,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<TreeListing, ExtractError> {
     let verdict = Rc::new(std::cell::RefCell::new(None));
-    let result = read_verified(package, stage, limits, allowed, extra, &verdict);
+    let result = read_verified(package, stage, limits, allowed, extra, progress, &verdict);
     match (result, verdict.borrow_mut().take()) {
         (Err(_), Some(reason)) => Err(ExtractError::PackageMismatch {
             package: package.to_owned(),
@@ -376,6 +404,7 @@ fn read_verified(
     limits: &ExtractLimits,
     allowed: Allowed<'_>,
     extra: Extra<'_>,
+    progress: &mut dyn FnMut(u64),
     verdict: &Rc<std::cell::RefCell<Option<String>>>,
 ) -> Result<TreeListing, ExtractError> {
     let permitted = match allowed {
@@ -416,6 +445,7 @@ fn read_verified(
         sync: SyncBatch::new(),
         extra,
         decoded: 0,
+        progress,
     };
     let stream_err = |e| stream_error(package, e);
     for entry in archive.entries().map_err(stream_err)? {
@@ -733,6 +763,8 @@ struct Stager<'a, 'e> {
     extra: Extra<'e>,
     /// Delta-encoded entries decoded so far.
     decoded: usize,
+    /// Told the file bytes written so far.
+    progress: &'a mut dyn FnMut(u64),
 }
 
 impl Stager<'_, '_> {
@@ -1062,6 +1094,7 @@ impl Stager<'_, '_> {
                 });
             }
             out.write_all(&self.buffer[..n]).map_err(&write_err)?;
+            (self.progress)(self.limits.max_unpacked_bytes - self.remaining + copied);
         }
         Ok(out.finish())
     }

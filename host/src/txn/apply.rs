@@ -9,7 +9,7 @@
 //! After the commit record the update has happened: a failure to finish (state, `done` record,
 //! archiving, pruning) is a warning in the outcome, and the next command's recovery finishes it.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
@@ -23,6 +23,7 @@ use crate::failpoint;
 use crate::fsutil;
 use crate::relpath::RelPath;
 use crate::state::{InstallState, Outcome, StateDir, TxnKind};
+use crate::tree::FileRecord;
 use crate::version::Version;
 
 /// Mode of a directory while the transaction fills it; its own mode (`Intent::dir_modes`) is
@@ -95,8 +96,9 @@ impl Staged {
     pub fn commit(
         self,
         validate: impl FnOnce(&Path) -> Result<(), ValidationFailure>,
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ApplyOutcome, TxnError> {
-        self.txn.commit(&self.plan, validate)
+        self.txn.commit(self.plan, validate, progress)
     }
 
     /// Gives the transaction up without touching the install (`check`, `apply --dry-run`).
@@ -199,9 +201,11 @@ impl Transaction {
         plan: &Plan,
         validate: impl FnOnce(&Path) -> Result<(), ValidationError>,
     ) -> Result<ApplyOutcome, TxnError> {
-        self.commit(plan, |tree| {
-            validate(tree).map_err(ValidationFailure::Verdict)
-        })
+        self.commit(
+            plan.clone(),
+            |tree| validate(tree).map_err(ValidationFailure::Verdict),
+            &mut |_, _| {},
+        )
     }
 
     /// Applies `plan`, runs `validate` on the new tree and on success commits the next state:
@@ -209,48 +213,74 @@ impl Transaction {
     /// transaction in the history log. On any failure before the commit record the old tree is
     /// restored; after it, the outcome is `Ok` and carries what failed as warnings. A
     /// [`ValidationFailure::NoVerdict`] is undone and recorded as `failed`, without marking the
-    /// release as failed validation.
+    /// release as failed validation. `progress` is told the ops done of the ops in the plan as
+    /// the install is changed.
     pub fn commit(
         self,
-        plan: &Plan,
+        plan: Plan,
         validate: impl FnOnce(&Path) -> Result<(), ValidationFailure>,
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ApplyOutcome, TxnError> {
+        let to = plan.to.clone();
         self.run(
             plan,
-            |mut next| {
-                next.version = plan.to.clone();
-                next.files = plan.owned_files.clone();
-                next.dirs = plan.owned_dirs.clone();
-                next
+            |current, files, dirs| InstallState {
+                version: to,
+                files,
+                dirs,
+                ..current.successor()
             },
             validate,
+            progress,
         )
     }
 
     /// [`Transaction::commit`] with the next state made by `next_state` from the current one
-    /// (a rollback restores an earlier tree); the history entry is added here.
+    /// and the plan's owned files and directories (a rollback restores an earlier tree
+    /// instead); the history entry is added here. The plan is taken apart into the journal's
+    /// intent and the next state, not copied.
     pub(super) fn run(
         mut self,
-        plan: &Plan,
-        next_state: impl FnOnce(InstallState) -> InstallState,
+        plan: Plan,
+        next_state: impl FnOnce(
+            &InstallState,
+            BTreeMap<RelPath, FileRecord>,
+            BTreeSet<RelPath>,
+        ) -> InstallState,
         validate: impl FnOnce(&Path) -> Result<(), ValidationFailure>,
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ApplyOutcome, TxnError> {
         let old_state = self.state.load_state()?;
+        let changes = plan.changes();
+        let Plan {
+            kind,
+            from,
+            to,
+            ops,
+            created_dirs,
+            owned_files,
+            owned_dirs,
+            preserved_written,
+            consumes,
+            dir_modes,
+            adopted,
+            ..
+        } = plan;
+        let mut new_state = next_state(&old_state, owned_files, owned_dirs);
         let intent = Intent {
             id: self.id.clone(),
-            kind: plan.kind,
-            from: plan.from.clone(),
-            to: plan.to.clone(),
+            kind,
+            from,
+            to,
             at: OffsetDateTime::now_utc(),
-            ops: plan.ops.clone(),
-            created_dirs: plan.created_dirs.clone(),
+            ops,
+            created_dirs,
             old_state,
-            preserved_written: plan.preserved_written.clone(),
-            consumes: plan.consumes.clone(),
-            dir_modes: plan.dir_modes.clone(),
-            adopted: plan.adopted.clone(),
+            preserved_written,
+            consumes,
+            dir_modes,
+            adopted,
         };
-        let mut new_state = next_state(intent.old_state.clone());
         new_state.record(intent.history_entry(Outcome::Applied, None));
         // Records own what they hold; they are taken apart again after the append rather than
         // cloned (at 66,000 files an intent is tens of megabytes).
@@ -269,7 +299,7 @@ impl Transaction {
         }
 
         let install_dir = self.state.install_dir().to_owned();
-        if let Err(failure) = execute(&install_dir, &self.backup_dir(), &intent) {
+        if let Err(failure) = execute(&install_dir, &self.backup_dir(), &intent, progress) {
             return Err(self.fail(&intent, Failed::Step(failure)));
         }
         if let Err(e) = self.journal.append(&Record::Applied) {
@@ -344,7 +374,7 @@ impl Transaction {
             kind: intent.kind,
             from: intent.from,
             to: intent.to,
-            changes: plan.changes(),
+            changes,
             kept_in,
             warnings,
         })
@@ -482,15 +512,27 @@ pub(crate) fn archive_done(
 }
 
 /// Performs the intent's ops: deletes, created directories, puts; then fsyncs every touched
-/// directory (in parallel, once each).
-fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(), TxnFailure> {
+/// directory (in parallel, once each). `progress` is told the ops done of all ops.
+fn execute(
+    install_dir: &Path,
+    backup_dir: &Path,
+    intent: &Intent,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), TxnFailure> {
     let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
     let mut backup_dirs: HashSet<RelPath> = HashSet::new();
     let (puts, deletes): (Vec<&Op>, Vec<&Op>) =
         intent.ops.iter().partition(|op| op.source.is_some());
+    let total = intent.ops.len() as u64;
+    let mut done = 0;
+    let mut step_done = || {
+        done += 1;
+        progress(done, total);
+    };
 
     for op in deletes {
         move_to_backup(install_dir, backup_dir, op, &mut backup_dirs, &mut touched)?;
+        step_done();
     }
     for d in &intent.created_dirs {
         let path = d.under(install_dir);
@@ -528,6 +570,7 @@ fn execute(install_dir: &Path, backup_dir: &Path, intent: &Intent) -> Result<(),
         touch_parent(&mut touched, source);
         touch_parent(&mut touched, &target);
         failpoint::step(&format!("put {}", op.path)).map_err(|e| TxnFailure::step(what(), e))?;
+        step_done();
     }
     for m in &intent.dir_modes {
         let path = m.path.under(install_dir);

@@ -67,12 +67,15 @@ pub(crate) fn rollback_last(
 
     verify_backup(&kept_dir.join("backup"), &intent)?;
     let ctx = PlanContext::new(state, preserve);
-    let plan = plan_inverse(&ctx, &intent, &current, &kept_dir.join("backup"), &newest)?;
+    let mut plan = plan_inverse(&ctx, &intent, &current, &kept_dir.join("backup"), &newest)?;
     let txn = Transaction::begin(state, keep_backups)?;
 
+    let kept_unowned = std::mem::take(&mut plan.kept_unowned);
+    let skipped_preserved = std::mem::take(&mut plan.skipped_preserved);
     let applied = txn.run(
-        &plan,
-        |mut restored| {
+        plan,
+        |now, _, _| {
+            let mut restored = now.successor();
             restored.version = intent.old_state.version.clone();
             restored.files = intent.old_state.files.clone();
             restored.dirs = intent.old_state.dirs.clone();
@@ -85,14 +88,15 @@ pub(crate) fn rollback_last(
             restored
         },
         |_| Ok(()),
+        &mut |_, _| {},
     )?;
     Ok(RollbackOutcome {
         id: applied.id,
         from: applied.from,
         to: applied.to,
         consumed: newest,
-        kept_unowned: plan.kept_unowned,
-        skipped_preserved: plan.skipped_preserved,
+        kept_unowned,
+        skipped_preserved,
         warnings: applied.warnings,
     })
 }

@@ -11,7 +11,7 @@ use crate::Error;
 use crate::config::Config;
 use crate::fetch::VerifiedPackage;
 use crate::install::Install;
-use crate::output::Output;
+use crate::output::{Output, Unit};
 use crate::plugins::{PluginError, ValidationContext, ValidatorPlugin};
 use crate::txn::{ApplyOutcome, Staged, ValidationFailure};
 
@@ -45,8 +45,14 @@ pub(crate) fn commit(
         changed: plan.changed(),
         removed: plan.removed(),
     };
-    let applied =
-        staged.commit(|tree: &Path| run_validators(config, validators, &validation, tree, out));
+    let applied = staged.commit(
+        |tree: &Path| {
+            out.clear_bar();
+            run_validators(config, validators, &validation, tree, out)
+        },
+        &mut |done, total| out.progress("apply", Unit::Ops, done, total),
+    );
+    out.clear_bar();
     let _ = std::fs::remove_file(&package.path);
     let outcome = applied?;
     // The update is committed: what fails from here on is reported, never as a failure.

@@ -35,7 +35,7 @@ use serde_json::json;
 use crate::Error;
 use crate::config::Config;
 use crate::install::Install;
-use crate::output::Output;
+use crate::output::{Output, Unit};
 use crate::package::extract::ExtractError;
 use crate::strategy::{Request, choose};
 use crate::txn::Plan;
@@ -84,7 +84,7 @@ pub(crate) fn run(
     let fetch = |delivery: &delivery::Delivery<'_>| -> Result<_, Error> {
         let downloads = install.state_dir.downloads_dir();
         let package = source.fetch_verified(delivery.package, &downloads, &mut |done, total| {
-            out.progress("download", done, total)
+            out.progress("download", Unit::Bytes, done, total)
         })?;
         out.clear_bar();
         let staged = stage::stage(
@@ -114,6 +114,9 @@ pub(crate) fn run(
         staged.discard();
         return Ok(report);
     }
+    // The transaction reads the state again under the lock: this copy is not held through the
+    // commit (at 66,000 files it is megabytes).
+    drop(state);
     let committed = commit::commit(
         config,
         &prepared.validators,

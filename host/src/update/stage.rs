@@ -10,8 +10,9 @@ use crate::config::Config;
 use crate::fetch::VerifiedPackage;
 use crate::install::Install;
 use crate::output::Output;
+use crate::output::Unit;
 use crate::package::delta::Bases;
-use crate::package::extract::{Allowed, ExtractLimits, check_patch_links, extract, extract_delta};
+use crate::package::extract::{Allowed, ExtractLimits, check_patch_links, extract_reporting};
 use crate::repo::manifest::DeltaPackage;
 use crate::state::InstallState;
 use crate::strategy::{Choice, Request};
@@ -31,7 +32,11 @@ pub(crate) fn stage(
 ) -> Result<Staged, Error> {
     txn::stage(&install.state_dir, config.keep_backups, |stage_dir| {
         let bases = delta.map(|d| Bases::new(&config.install_dir, d));
-        let staged = match extract_checked(choice, (package, bases), state, stage_dir) {
+        let total = package.package.unpacked_size;
+        let mut progress = |done| out.progress("extract", Unit::Bytes, done, total);
+        let extracted = extract_checked(choice, (package, bases), state, stage_dir, &mut progress);
+        out.clear_bar();
+        let staged = match extracted {
             Ok(s) => s,
             Err(e) => {
                 let _ = std::fs::remove_file(&package.path);
@@ -69,21 +74,14 @@ fn extract_checked(
     (package, bases): (&VerifiedPackage, Option<Bases<'_>>),
     state: &InstallState,
     stage_dir: &std::path::Path,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<TreeListing, Error> {
-    let signed = &package.package;
-    let limits = ExtractLimits::for_package(signed);
-    let staged = match (choice, bases) {
-        (Choice::Patch { operations, .. }, Some(bases)) => {
-            extract_delta(&package.path, stage_dir, &limits, operations, bases)?
-        }
-        (Choice::Patch { operations, .. }, None) => extract(
-            &package.path,
-            stage_dir,
-            &limits,
-            Allowed::Operations(operations),
-        )?,
-        _ => extract(&package.path, stage_dir, &limits, Allowed::Any)?,
+    let limits = ExtractLimits::for_package(&package.package);
+    let allowed = match choice {
+        Choice::Patch { operations, .. } => Allowed::Operations(operations),
+        _ => Allowed::Any,
     };
+    let staged = extract_reporting(&package.path, stage_dir, &limits, allowed, bases, progress)?;
     // A patch's links must resolve inside the tree the install will have.
     if let Choice::Patch { operations, .. } = choice {
         check_patch_links(
