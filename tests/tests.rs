@@ -9,6 +9,7 @@ mod util;
 mod cli;
 mod crash;
 mod deltas;
+mod documents;
 mod eio;
 mod formats;
 mod full_disk;

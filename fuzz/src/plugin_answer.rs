@@ -190,7 +190,16 @@ pub fn check(data: &[u8]) {
     };
     let m = manifest();
     let installed = state.version.clone();
-    let Ok(choice) = resolve(PLUGIN, decision.clone(), m, &state, &config, &request) else {
+    // The fuzzed manifest keeps every patch inline: no document is ever loaded.
+    let mut no_documents = |_: &_| unreachable!("a patch document in the fuzzed manifest");
+    let Ok(choice) = resolve(
+        PLUGIN,
+        decision.clone(),
+        (m, &mut no_documents),
+        &state,
+        &config,
+        &request,
+    ) else {
         return;
     };
     let signed = |to: &Version| {

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use crate::Error;
 use crate::config::Config;
 use crate::plugins::{Decision, PatchOffer, ReleaseOffer, StrategyContext, StrategyPlugin};
-use crate::repo::manifest::{DeltaPackage, Manifest, Operations, Package};
+use crate::repo::manifest::{DeltaPackage, Manifest, Operations, Package, Patch, PatchDocument};
 use crate::state::{InstallState, Outcome};
 use crate::txn::version_or_nothing;
 use crate::version::Version;
@@ -93,11 +93,10 @@ pub fn strategy_context(
                 published: r.published,
                 full_size: a.full.as_ref().map(|f| f.size),
                 patches: a
-                    .patches
-                    .iter()
-                    .map(|p| PatchOffer {
-                        from: p.from.clone(),
-                        size: p.package.size,
+                    .patch_offers()
+                    .map(|(from, size)| PatchOffer {
+                        from: from.clone(),
+                        size,
                     })
                     .collect(),
             })
@@ -117,26 +116,38 @@ pub fn strategy_context(
     }
 }
 
+/// How the patch a strategy chose is read when the manifest keeps it in a document of its own
+/// (fetched, checked against the manifest's size and hash, parsed).
+pub type LoadPatch<'a> = &'a mut dyn FnMut(&PatchDocument) -> Result<Patch, Error>;
+
 /// The resolve stage of an update: asks the strategy plugin, then resolves its answer against
 /// the signed manifest and the operator's rules ([`resolve`]).
 pub(crate) fn choose(
     config: &Config,
     strategy: &StrategyPlugin,
-    manifest: &Manifest,
+    (manifest, load_patch): (&Manifest, LoadPatch<'_>),
     state: &InstallState,
     request: &Request,
     device_id: String,
 ) -> Result<Choice, Error> {
     let input = strategy_context(config, manifest, state, request, device_id);
     let decision = strategy.decide(&input, &config.strategy.config_json)?;
-    resolve(strategy.name(), decision, manifest, state, config, request)
+    resolve(
+        strategy.name(),
+        decision,
+        (manifest, load_patch),
+        state,
+        config,
+        request,
+    )
 }
 
-/// Resolves `decision` (from `plugin`) against the signed manifest and the operator's rules.
+/// Resolves `decision` (from `plugin`) against the signed manifest and the operator's rules;
+/// a chosen patch kept in a document is read with `load_patch`, and only that one.
 pub fn resolve(
     plugin: &str,
     decision: Decision,
-    manifest: &Manifest,
+    (manifest, load_patch): (&Manifest, LoadPatch<'_>),
     state: &InstallState,
     config: &Config,
     request: &Request,
@@ -214,18 +225,26 @@ pub fn resolve(
                     version_or_nothing(&installed)
                 )));
             }
-            let patch = artifacts.patch_from(&from).ok_or_else(|| {
-                refuse(format!(
-                    "chose a patch {from} → {to}, which the signed manifest does not offer for {}",
-                    config.arch
-                ))
-            })?;
+            let patch = match (
+                artifacts.patch_from(&from),
+                artifacts.patch_document_from(&from),
+            ) {
+                (Some(patch), _) => patch.clone(),
+                (None, Some(document)) => load_patch(document)?,
+                (None, None) => {
+                    return Err(refuse(format!(
+                        "chose a patch {from} → {to}, which the signed manifest does not offer \
+                         for {}",
+                        config.arch
+                    )));
+                }
+            };
             Ok(Choice::Patch {
                 from,
                 to,
-                package: patch.package.clone(),
-                operations: patch.operations.clone(),
-                delta: patch.delta.clone(),
+                package: patch.package,
+                operations: patch.operations,
+                delta: patch.delta,
             })
         }
     }

@@ -46,6 +46,12 @@ pub struct PublishArgs {
     /// 0: none). Installs of older releases take the full package.
     #[arg(long, default_value_t = crate::repo::publish::DEFAULT_PATCHES)]
     pub patches: usize,
+    /// A patch whose metadata (its operations and delta tables, as JSON) is larger than this
+    /// many bytes is written as a document of its own, which the manifest names by size and
+    /// SHA-256, instead of inline in the manifest (default 262144). Clients older than patch
+    /// documents install the full package instead.
+    #[arg(long, default_value_t = crate::repo::publish::DEFAULT_INLINE_PATCH_BYTES)]
+    pub inline_patch_bytes: u64,
 }
 
 pub(super) fn run(args: &PublishArgs, out: &Output) -> Result<(), Error> {
@@ -60,6 +66,7 @@ pub(super) fn run(args: &PublishArgs, out: &Output) -> Result<(), Error> {
         notes: args.notes.clone(),
         expires_days: args.expires_days,
         patches: args.patches,
+        inline_patch_bytes: args.inline_patch_bytes,
         compression: if args.compression == "gzip" {
             Compression::Gzip
         } else {

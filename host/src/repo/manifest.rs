@@ -51,9 +51,37 @@ pub struct Artifacts {
     pub full: Option<Package>,
     #[serde(default)]
     pub patches: Vec<Patch>,
+    /// Patches whose metadata is a file of its own (see [`PatchDocument`]); clients that
+    /// predate them ignore the key and install the full package instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patch_documents: Vec<PatchDocument>,
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+/// A patch too large to list inline: its `operations` and `delta` tables name every changed
+/// file (a 50,000-file patch is megabytes of JSON), and inline they would push `manifest.json`
+/// past the size every client reads and make every client parse every patch on every check.
+/// The manifest names the document by URL, size and SHA-256, so it is as signed as the manifest;
+/// the document is the [`Patch`] object exactly as it would stand in `patches`. `from` and
+/// `size` (the plain patch package's download size) are repeated here for the strategy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchDocument {
+    pub from: Version,
+    pub size: u64,
+    pub document: SignedFile,
+}
+
+/// A file of the repository named by the manifest with the size and SHA-256 it must have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedFile {
+    pub url: PackageUrl,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+}
+
+/// The most bytes a client reads of one patch document, whatever the manifest declares.
+pub const MAX_PATCH_DOCUMENT_BYTES: u64 = 256 * 1024 * 1024;
 
 /// A package file: where it is (relative to the repository root) and what it must be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,6 +448,25 @@ impl Release {
 impl Artifacts {
     pub fn patch_from(&self, from: &Version) -> Option<&Patch> {
         self.patches.iter().find(|p| &p.from == from)
+    }
+
+    /// The patch from `from` kept in a document of its own, if it is not inline.
+    pub fn patch_document_from(&self, from: &Version) -> Option<&PatchDocument> {
+        self.patch_documents.iter().find(|p| &p.from == from)
+    }
+
+    /// Drops the patch from `from`, inline or in a document.
+    pub(crate) fn remove_patch_from(&mut self, from: &Version) {
+        self.patches.retain(|p| &p.from != from);
+        self.patch_documents.retain(|p| &p.from != from);
+    }
+
+    /// Every patch on offer, inline or in a document: (from, download size of the package).
+    pub fn patch_offers(&self) -> impl Iterator<Item = (&Version, u64)> {
+        self.patches
+            .iter()
+            .map(|p| (&p.from, p.package.size))
+            .chain(self.patch_documents.iter().map(|d| (&d.from, d.size)))
     }
 }
 

@@ -43,7 +43,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::ExitClass;
 use crate::fsutil::{self, Existing};
-use crate::hashing::Sha256Digest;
+use crate::hashing::{Sha256Digest, sha256_hex};
 use crate::keys::{self, KeyError, key_id};
 use crate::package::archive::{
     ArchiveError, Compression, PackageEntries, PackageInfo, Substitutes, write_package,
@@ -54,7 +54,8 @@ use crate::relpath::RelPath;
 use crate::repo::delta::{self, DeltaError, OldRelease};
 use crate::repo::diff::diff_trees;
 use crate::repo::manifest::{
-    Artifacts, DeltaPackage, FORMAT, Manifest, Operations, Package, PackageUrl, Patch, Release,
+    Artifacts, DeltaPackage, FORMAT, Manifest, Operations, Package, PackageUrl, Patch,
+    PatchDocument, Release, SignedFile,
 };
 use crate::repo::signature::{self, SignatureFile};
 use crate::repo::trust::{TrustError, check_structure, verify_signatures};
@@ -74,6 +75,13 @@ pub(crate) const PACKAGES_DIR: &str = "packages";
 pub(crate) const DEFAULT_EXPIRES_DAYS: u32 = 90;
 /// Patches per publish: from the five newest earlier releases.
 pub const DEFAULT_PATCHES: usize = 5;
+/// A patch whose JSON (operations and delta tables) is larger than this is written as a
+/// document of its own beside its package ([`PatchDocument`]) rather than inline in the
+/// manifest, which every client fetches and parses on every check.
+pub const DEFAULT_INLINE_PATCH_BYTES: u64 = 256 * 1024;
+/// zstd level of a patch document: JSON of paths and hex digests compresses about 5x at level 3,
+/// and level 19 gains 15 % for 100x the time.
+const PATCH_DOCUMENT_LEVEL: i32 = 3;
 /// The default release channel.
 pub(crate) const DEFAULT_CHANNEL: &str = "stable";
 
@@ -105,6 +113,9 @@ pub struct PublishRequest {
     /// Patches are made from this many of the newest earlier releases (default
     /// [`DEFAULT_PATCHES`]); older installs take the full package.
     pub patches: usize,
+    /// Patches whose JSON is larger go to a document of their own (default
+    /// [`DEFAULT_INLINE_PATCH_BYTES`]).
+    pub inline_patch_bytes: u64,
     /// The publish time (`published`, and the start of `expires`); seconds precision is kept.
     pub now: OffsetDateTime,
 }
@@ -124,6 +135,7 @@ impl PublishRequest {
             expires_days: None,
             compression: Compression::Zstd,
             patches: DEFAULT_PATCHES,
+            inline_patch_bytes: DEFAULT_INLINE_PATCH_BYTES,
             now: OffsetDateTime::now_utc(),
         }
     }
@@ -138,6 +150,18 @@ pub struct WrittenPatch {
     pub operations: Operations,
     /// The patch's delta package, when deltas made one worth shipping.
     pub delta: Option<DeltaPackage>,
+}
+
+impl WrittenPatch {
+    /// The patch as the manifest (or its document) lists it.
+    fn into_patch(self) -> Patch {
+        Patch {
+            from: self.from,
+            package: self.package,
+            operations: self.operations,
+            delta: self.delta,
+        }
+    }
 }
 
 /// What a publish did.
@@ -174,6 +198,12 @@ pub enum PublishError {
     ReadRepo { path: PathBuf, source: io::Error },
     #[error("{path} is larger than {max} bytes; this is not a molt manifest")]
     RepoFileTooLarge { path: PathBuf, max: u64 },
+    #[error(
+        "the manifest would be {size} bytes, more than the {max} bytes clients read; nothing was \
+         published: publish with fewer --patches, or a lower --inline-patch-bytes so large \
+         patches go to documents of their own"
+    )]
+    ManifestTooLarge { size: u64, max: u64 },
     #[error(
         "{manifest} exists but {signature} does not: refusing to extend a manifest nobody signed; restore the signature or publish into a new repository"
     )]
@@ -249,7 +279,8 @@ impl PublishError {
             | PublishError::ScanTree(_)
             | PublishError::ProductMismatch { .. }
             | PublishError::SerialExhausted { .. }
-            | PublishError::ReservedPath { .. } => ExitClass::Usage,
+            | PublishError::ReservedPath { .. }
+            | PublishError::ManifestTooLarge { .. } => ExitClass::Usage,
             PublishError::Key(e) => e.exit_class(),
             PublishError::UnsignedManifest { .. }
             | PublishError::ForeignManifest { .. }
@@ -382,19 +413,13 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         rebuild_patches_from(&settings, &mut manifest, &listing, &mut report_patches)?;
     }
 
-    let artifacts = Artifacts {
+    let mut artifacts = Artifacts {
         full: Some(full.clone()),
-        patches: patches_to_new
-            .into_iter()
-            .map(|w| Patch {
-                from: w.from,
-                package: w.package,
-                operations: w.operations,
-                delta: w.delta,
-            })
-            .collect(),
-        extra: Default::default(),
+        ..Artifacts::default()
     };
+    for written in patches_to_new {
+        place_patch(&settings, &mut artifacts, written.into_patch())?;
+    }
     upsert_release(&settings, &mut manifest, artifacts);
     manifest.serial = previous.as_ref().map_or(1, |m| m.serial.saturating_add(1));
     manifest.expires = settings.expires;
@@ -809,13 +834,13 @@ fn rebuild_patches_from(
         else {
             continue;
         };
-        let Some(index) = artifacts.patches.iter().position(|p| &p.from == from) else {
+        if artifacts.patch_from(from).is_none() && artifacts.patch_document_from(from).is_none() {
             continue;
-        };
+        }
         let Some(later_full) = artifacts.full.clone() else {
             // Without the later tree the patch cannot be rebuilt; a stale one must not stay.
             tracing::warn!(to = %release.version, "dropping a stale patch that cannot be rebuilt");
-            artifacts.patches.remove(index);
+            artifacts.remove_patch_from(from);
             continue;
         };
         let to = release.version.clone();
@@ -823,14 +848,63 @@ fn rebuild_patches_from(
             let old_files = OldRelease::Tree(&settings.req.tree);
             make_patch(settings, from, &to, (new_listing, old_files), root, later)
         })?;
-        artifacts.patches[index] = Patch {
-            from: from.clone(),
-            package: written.package.clone(),
-            operations: written.operations.clone(),
-            delta: written.delta.clone(),
-        };
+        place_patch(settings, artifacts, written.clone().into_patch())?;
         report.push(written);
     }
+    Ok(())
+}
+
+/// Lists `patch` in `artifacts`, replacing any patch from the same version: inline when its
+/// JSON is at most `inline_patch_bytes`, else as a [`PatchDocument`] written durably beside its
+/// package, named by its own hash so a re-publish never rewrites a document a client may be
+/// reading.
+fn place_patch(
+    settings: &Settings<'_>,
+    artifacts: &mut Artifacts,
+    patch: Patch,
+) -> Result<(), PublishError> {
+    artifacts.remove_patch_from(&patch.from);
+    let bytes = serde_json::to_vec(&patch).map_err(|e| PublishError::SerializeManifest {
+        reason: e.to_string(),
+    })?;
+    if bytes.len() as u64 <= settings.req.inline_patch_bytes {
+        artifacts.patches.push(patch);
+        return Ok(());
+    }
+    // Paths compress well; a client fetches the document with the patch it chose.
+    let bytes = zstd::bulk::compress(&bytes, PATCH_DOCUMENT_LEVEL).map_err(|source| {
+        PublishError::WriteRepo {
+            path: settings.req.repo.clone(),
+            source,
+        }
+    })?;
+    let sha256 = Sha256Digest::parse(&sha256_hex(&bytes)).expect("a digest is well formed");
+    let package_url = patch.package.url.as_str();
+    let stem = [".tar.zst", ".tar.gz"]
+        .iter()
+        .find_map(|ext| package_url.strip_suffix(ext))
+        .unwrap_or(package_url);
+    let url = PackageUrl::new(&format!("{stem}.{}.patch.json.zst", &sha256.as_str()[..16]))
+        .map_err(|e| PublishError::InvalidRequest {
+            reason: e.to_string(),
+        })?;
+    let path = settings.req.repo.join(url.as_str());
+    let temp = readable_temp(&settings.req.repo, &path, &bytes)?;
+    fsutil::persist_temp(temp, &path, Existing::Replace).map_err(|source| {
+        PublishError::WriteRepo {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    artifacts.patch_documents.push(PatchDocument {
+        from: patch.from,
+        size: patch.package.size,
+        document: SignedFile {
+            url,
+            size: bytes.len() as u64,
+            sha256,
+        },
+    });
     Ok(())
 }
 
@@ -876,6 +950,12 @@ fn write_signed_manifest(
             reason: e.to_string(),
         })?;
     bytes.push(b'\n');
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(PublishError::ManifestTooLarge {
+            size: bytes.len() as u64,
+            max: MAX_MANIFEST_BYTES,
+        });
+    }
     let signature_bytes = SignatureFile {
         signatures: vec![signature::sign(&bytes, key)],
     }
@@ -1248,6 +1328,56 @@ mod tests {
         );
         assert_matches_file(&f, &p.package);
         assert_patch_ships_new_content(&f, p, &t2);
+    }
+
+    /// The patch a document of `artifacts` holds, read as a client reads it.
+    fn document_patch(f: &Fixture, document: &PatchDocument) -> Patch {
+        let bytes = fs::read(f.repo.join(document.document.url.as_str())).unwrap();
+        assert_eq!(bytes.len() as u64, document.document.size);
+        assert_eq!(sha256_hex(&bytes), document.document.sha256.as_str());
+        serde_json::from_slice(&zstd::decode_all(&bytes[..]).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn large_patches_are_documents_beside_their_packages_and_are_rebuilt_in_place() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        let t2 = make_tree(&f, "2", V2);
+        let small = |version: &str, tree: &Path| PublishRequest {
+            inline_patch_bytes: 0,
+            ..request(&f, version, tree)
+        };
+        publish(&small("1.0.0", &t1)).unwrap();
+        publish(&small("1.1.0", &t2)).unwrap();
+        let a = &verified(&f).releases[1].artifacts["x86_64"];
+        assert!(a.patches.is_empty());
+        let first = a.patch_document_from(&v("1.0.0")).unwrap().clone();
+        let p = document_patch(&f, &first);
+        assert_eq!((p.from.clone(), p.package.size), (v("1.0.0"), first.size));
+        assert_matches_file(&f, &p.package);
+        assert_patch_ships_new_content(&f, &p, &t2);
+
+        // Re-publishing 1.0.0 from another tree replaces the document (a new name: the old one
+        // may be in a client's hands), and the patch stays a document.
+        let t1b = make_tree(&f, "1b", &[V1, &["extra.txt=x"]].concat());
+        publish(&small("1.0.0", &t1b)).unwrap();
+        let a = &verified(&f).releases[1].artifacts["x86_64"];
+        assert!(a.patches.is_empty());
+        assert_eq!(a.patch_documents.len(), 1);
+        let again = &a.patch_documents[0];
+        assert_ne!(again.document.url, first.document.url);
+        let p = document_patch(&f, again);
+        assert_eq!(
+            paths(&p.operations.delete.files),
+            ["conf/legacy.yml", "extra.txt"]
+        );
+        assert_patch_ships_new_content(&f, &p, &t2);
+
+        // With the default limit the same small patch is inline again.
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        let a = &verified(&f).releases[1].artifacts["x86_64"];
+        assert!(a.patch_documents.is_empty());
+        assert!(a.patch_from(&v("1.0.0")).is_some());
     }
 
     /// Writes poorly compressible `len` bytes (seeded) with `edit` at a few offsets.

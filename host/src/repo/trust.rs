@@ -66,6 +66,11 @@ pub enum TrustError {
     #[error("manifest from {url} is signed but is not a valid format-1 manifest: {reason}")]
     ParseManifest { url: String, reason: String },
     #[error(
+        "patch document {url}, named by the signed manifest, {reason}; refusing the patch (the \
+         publisher must re-publish it; molt apply --force-full installs the full package)"
+    )]
+    PatchDocument { url: String, reason: String },
+    #[error(
         "manifest from {url} has format {found}; this molt understands format {supported} only (upgrade molt)"
     )]
     UnsupportedFormat {

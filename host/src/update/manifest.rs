@@ -1,7 +1,10 @@
 //! Fetch and verify the manifest: `manifest.json` and its signature (both capped), signatures
 //! checked over the exact bytes, then parsed and checked for product, expiry and serial
 //! (`repo::trust`). The serial is persisted only once the update it allowed is committed (or
-//! the strategy chose nothing).
+//! the strategy chose nothing). A patch the manifest keeps in a document of its own is read
+//! here too, once the strategy has chosen it ([`fetch_patch_document`]).
+
+use std::io::Read;
 
 use ed25519_dalek::VerifyingKey;
 use serde_json::json;
@@ -10,9 +13,11 @@ use time::OffsetDateTime;
 use crate::Error;
 use crate::config::Config;
 use crate::fetch::{FetchOptions, MANIFEST_CAP, SIGNATURE_CAP, Source};
+use crate::hashing::VerifyingReader;
 use crate::install::Install;
 use crate::output::Output;
-use crate::repo::manifest::Manifest;
+use crate::package::archive::MAX_ZSTD_WINDOW_LOG;
+use crate::repo::manifest::{MAX_PATCH_DOCUMENT_BYTES, Manifest, Package, Patch, PatchDocument};
 use crate::repo::trust::{TrustError, TrustPolicy, verify_manifest};
 use crate::state::TrustState;
 
@@ -109,4 +114,66 @@ fn fetch_and_verify(
         }
         other => Ok(other?),
     }
+}
+
+/// Reads the patch `document` names: fetched into `downloads` like a package (cut at its signed
+/// size, hashed as it is written), parsed while its bytes are checked again in band, and held
+/// to what the manifest says of it (its `from` and package size). Any failure is a security
+/// refusal: the manifest signed this document.
+pub(crate) fn fetch_patch_document(
+    source: &Source,
+    document: &PatchDocument,
+    downloads: &std::path::Path,
+) -> Result<Patch, Error> {
+    let signed = &document.document;
+    let url = source.display_url(signed.url.as_str());
+    let refuse = |reason: String| TrustError::PatchDocument {
+        url: url.clone(),
+        reason,
+    };
+    if signed.size > MAX_PATCH_DOCUMENT_BYTES {
+        return Err(refuse(format!(
+            "declares {} bytes, more than the {MAX_PATCH_DOCUMENT_BYTES} a client reads",
+            signed.size
+        ))
+        .into());
+    }
+    let as_package = Package {
+        url: signed.url.clone(),
+        size: signed.size,
+        sha256: signed.sha256.clone(),
+        unpacked_size: 0,
+    };
+    let fetched = source.fetch_verified(&as_package, downloads, &mut |_, _| {})?;
+    let verdict = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let parsed = std::fs::File::open(&fetched.path).and_then(|file| {
+        let verified = VerifyingReader::new(file, signed.size, &signed.sha256, verdict.clone());
+        let mut json = zstd::stream::read::Decoder::new(verified)?.single_frame();
+        json.window_log_max(MAX_ZSTD_WINDOW_LOG)?;
+        let json = std::io::BufReader::new(json.take(MAX_PATCH_DOCUMENT_BYTES));
+        serde_json::from_reader::<_, Patch>(json).map_err(std::io::Error::from)
+    });
+    let _ = std::fs::remove_file(&fetched.path);
+    let patch = match (parsed, verdict.borrow_mut().take()) {
+        (_, Some(mismatch)) => {
+            return Err(refuse(format!("is not the signed file: {mismatch}")).into());
+        }
+        (Err(e), None) => {
+            return Err(refuse(format!(
+                "is not the zstd-compressed JSON of a patch within {MAX_PATCH_DOCUMENT_BYTES} \
+                 bytes: {e}"
+            ))
+            .into());
+        }
+        (Ok(patch), None) => patch,
+    };
+    if patch.from != document.from || patch.package.size != document.size {
+        return Err(refuse(format!(
+            "describes the patch from {} ({} bytes), but the manifest names it for the patch \
+             from {} ({} bytes)",
+            patch.from, patch.package.size, document.from, document.size
+        ))
+        .into());
+    }
+    Ok(patch)
 }

@@ -58,10 +58,13 @@ pub(crate) fn run(
     let source = manifest::source(config)?;
     let verified = manifest::fetch_verified(config, &source, &prepared.keys, trust, out)?;
     let device_id = install.device_id(config)?;
+    let downloads = install.state_dir.downloads_dir();
+    let mut load_patch =
+        |document: &_| manifest::fetch_patch_document(&source, document, &downloads);
     let choice = choose(
         config,
         &prepared.strategy,
-        &verified.manifest,
+        (&verified.manifest, &mut load_patch),
         &state,
         request,
         device_id,
