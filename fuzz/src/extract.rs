@@ -92,7 +92,7 @@ fn on_disk(stage: &std::path::Path) -> molt::tree::TreeListing {
             listing.files.insert(
                 rel,
                 molt::tree::FileRecord {
-                    sha256: molt::hashing::sha256_hex(&bytes),
+                    sha256: molt::hashing::Sha256Digest::of(&bytes),
                     size: bytes.len() as u64,
                     mode: meta.permissions().mode() & 0o7777,
                     link: None,

@@ -186,14 +186,8 @@ fn full_update(
     let staged = TreeListing::scan(&stage, &[]).expect("scan stage");
     let ctx = PlanContext::new(&state, &[] as &[RelPath]);
     let old = state.load_state().expect("state");
-    let plan = plan_full(
-        &ctx,
-        &stage,
-        &staged,
-        &old,
-        Version::parse(version).unwrap(),
-    )
-    .expect("plan");
+    let plan =
+        plan_full(&ctx, &stage, staged, &old, Version::parse(version).unwrap()).expect("plan");
     let id = txn.id().to_owned();
     at_stage(&txn);
     txn.apply(&plan, |_| {

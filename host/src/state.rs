@@ -545,7 +545,7 @@ mod tests {
         };
         st.files.insert(
             RelPath::new("bin/app").unwrap(),
-            FileRecord::regular("ab".into(), 3, 0o755),
+            FileRecord::regular(crate::hashing::Sha256Digest::of(b"app"), 3, 0o755),
         );
         st.dirs.insert(RelPath::new("bin").unwrap());
         st.record(HistoryEntry {

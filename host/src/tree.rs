@@ -18,14 +18,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::hashing::{sha256_file_and_size, sha256_hex};
+use crate::hashing::{Sha256Digest, sha256_file_and_size};
 use crate::relpath::RelPath;
 use crate::symlink::{self, LinkError, Node};
 
 /// What molt records about one regular file or symbolic link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
-    pub sha256: String,
+    pub sha256: Sha256Digest,
     pub size: u64,
     /// Permission bits, already masked to `0o777`.
     pub mode: u32,
@@ -37,7 +37,7 @@ pub struct FileRecord {
 
 impl FileRecord {
     /// The record of a regular file.
-    pub fn regular(sha256: String, size: u64, mode: u32) -> Self {
+    pub fn regular(sha256: Sha256Digest, size: u64, mode: u32) -> Self {
         Self {
             sha256,
             size,
@@ -49,7 +49,7 @@ impl FileRecord {
     /// The record of a symbolic link to `target`.
     pub fn symlink(target: &str) -> Self {
         Self {
-            sha256: sha256_hex(target.as_bytes()),
+            sha256: Sha256Digest::of(target.as_bytes()),
             size: 0,
             mode: 0o777,
             link: Some(target.to_owned()),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ExitClass;
+use crate::hashing::Sha256Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -96,8 +97,8 @@ pub enum FetchError {
     #[error("{url} has sha256 {actual}, but the signed manifest says {expected}")]
     HashMismatch {
         url: String,
-        expected: String,
-        actual: String,
+        expected: Sha256Digest,
+        actual: Sha256Digest,
     },
 
     #[error("cannot read {}: {source}", path.display())]

@@ -20,7 +20,7 @@ pub(crate) struct Target {
     pub url: String,
     pub size: u64,
     /// Lowercase hex SHA-256.
-    pub sha256: String,
+    pub sha256: Sha256Digest,
     pub part: PathBuf,
     pub etag: PathBuf,
     pub pkg: PathBuf,
@@ -36,7 +36,7 @@ impl Target {
             part: downloads.join(format!("{sha256}.part")),
             etag: downloads.join(format!("{sha256}.part.etag")),
             pkg: downloads.join(format!("{sha256}.pkg")),
-            sha256: sha256.to_string(),
+            sha256: sha256.clone(),
         }
     }
 

@@ -29,7 +29,7 @@ use tar::{EntryType, Header};
 
 use crate::error::ExitClass;
 use crate::fsutil::{self, Existing};
-use crate::hashing::{CappedHashReader, HashingWriter};
+use crate::hashing::{CappedHashReader, HashingWriter, Sha256Digest};
 use crate::relpath::RelPath;
 use crate::repo::manifest::PathSet;
 use crate::tree::{FileRecord, TreeListing};
@@ -144,8 +144,8 @@ pub enum PackageEntries<'a> {
 pub struct PackageInfo {
     /// Size of the compressed package in bytes.
     pub size: u64,
-    /// Lowercase hex SHA-256 of the compressed package.
-    pub sha256: String,
+    /// SHA-256 of the compressed package.
+    pub sha256: Sha256Digest,
     /// Sum of the sizes of the package's regular files.
     pub unpacked_size: u64,
 }

@@ -98,7 +98,7 @@ impl<'a> Bases<'a> {
                 reason,
             };
             let recorded = match owned.get(&file.base) {
-                Some(r) if r.link.is_none() && r.sha256 == file.base_sha256.as_str() => r,
+                Some(r) if r.link.is_none() && r.sha256 == file.base_sha256 => r,
                 Some(_) => return Err(mismatch("was installed with other contents".into())),
                 None => return Err(mismatch("is not a file molt installed".into())),
             };
@@ -152,7 +152,7 @@ impl<'a> Bases<'a> {
                 fail(e.to_string())
             }
         })?;
-        if sha256 != file.base_sha256.as_str() {
+        if sha256 != file.base_sha256 {
             return Err(fail(format!(
                 "was modified (sha256 {sha256}, the delta needs {})",
                 file.base_sha256
@@ -270,11 +270,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let delta = delta_for(&base, &target, 22);
         let bases = Bases::new(dir.path(), &delta);
-        let record = FileRecord::regular(
-            Sha256Digest::of(&base).to_string(),
-            base.len() as u64,
-            0o644,
-        );
+        let record = FileRecord::regular(Sha256Digest::of(&base), base.len() as u64, 0o644);
         let owned: BTreeMap<RelPath, FileRecord> = [(rel("old"), record)].into_iter().collect();
         let err = bases.check(&owned).unwrap_err();
         assert!(err.to_string().contains("is missing"), "{err}");

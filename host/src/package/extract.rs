@@ -1015,7 +1015,7 @@ impl Stager<'_, '_> {
         delta: &crate::repo::manifest::FileDelta,
         out: W,
         write_err: impl Fn(io::Error) -> ExtractError,
-    ) -> Result<(W, String, u64), ExtractError> {
+    ) -> Result<(W, Sha256Digest, u64), ExtractError> {
         let package = self.package;
         let mismatch = |reason: String| ExtractError::DeltaMismatch {
             package: package.to_owned(),
@@ -1047,7 +1047,7 @@ impl Stager<'_, '_> {
                 delta.size
             )));
         }
-        if written != delta.size || sha256 != delta.sha256.as_str() {
+        if written != delta.size || sha256 != delta.sha256 {
             return Err(mismatch(format!(
                 "decodes to {written} bytes with sha256 {sha256}; the manifest signed {} bytes \
                  with sha256 {}",
@@ -1074,7 +1074,7 @@ impl Stager<'_, '_> {
         path: &RelPath,
         out: W,
         write_err: impl Fn(io::Error) -> ExtractError,
-    ) -> Result<(W, String, u64), ExtractError> {
+    ) -> Result<(W, Sha256Digest, u64), ExtractError> {
         let mut out = HashingWriter::new(out);
         let mut data = data.take(self.remaining.saturating_add(1));
         let mut copied = 0u64;
@@ -1349,7 +1349,7 @@ mod tests {
             PackageEntries::FullTree,
         )
         .unwrap();
-        let sha256 = Sha256Digest::parse(&info.sha256).unwrap();
+        let sha256 = info.sha256.clone();
         let signed = |size, sha256: &Sha256Digest| ExtractLimits {
             signed: Some((size, sha256.clone())),
             ..ExtractLimits::for_unpacked_size(info.unpacked_size)
@@ -2158,7 +2158,7 @@ mod delta_tests {
         let staged = env.work.path().join("stage/bin/app");
         assert_eq!(fs::read(&staged).unwrap(), env.target);
         let record = &listing.files[&rel("bin/app")];
-        assert_eq!(record.sha256, Sha256Digest::of(&env.target).as_str());
+        assert_eq!(record.sha256, Sha256Digest::of(&env.target));
         assert_eq!(record.mode, 0o755);
     }
 
@@ -2329,7 +2329,7 @@ mod delta_props {
                 Ok(listing) => {
                     prop_assert_eq!(fs::read(&staged).unwrap(), target.clone());
                     let want = Sha256Digest::of(&target);
-                    prop_assert_eq!(listing.files[&rel("f")].sha256.as_str(), want.as_str());
+                    prop_assert_eq!(&listing.files[&rel("f")].sha256, &want);
                 }
                 Err(e) => {
                     prop_assert!(!valid, "a valid delta was refused: {}", e);

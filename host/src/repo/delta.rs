@@ -305,7 +305,7 @@ fn read_bases(
 }
 
 /// The bytes of the regular file at `path`, which must have `size` bytes, and their SHA-256.
-fn read_checked(path: &Path, size: u64) -> Result<(Vec<u8>, String), DeltaError> {
+fn read_checked(path: &Path, size: u64) -> Result<(Vec<u8>, Sha256Digest), DeltaError> {
     let read_err = |source| DeltaError::Read {
         path: path.to_owned(),
         source,
@@ -363,11 +363,9 @@ impl Worker<'_> {
             FileRecord::regular(delta_sha256, delta_size, record.mode),
             FileDelta {
                 base: job.base_path.clone(),
-                base_sha256: Sha256Digest::parse(&base_record.sha256)
-                    .expect("listings hold lowercase hex SHA-256"),
+                base_sha256: base_record.sha256.clone(),
                 size: record.size,
-                sha256: Sha256Digest::parse(&record.sha256)
-                    .expect("listings hold lowercase hex SHA-256"),
+                sha256: record.sha256.clone(),
             },
         )))
     }

@@ -116,7 +116,7 @@ mod tests {
             let record = match content.strip_prefix('>') {
                 Some(target) => FileRecord::symlink(target),
                 None => FileRecord::regular(
-                    crate::hashing::sha256_hex(content.as_bytes()),
+                    crate::hashing::Sha256Digest::of(content.as_bytes()),
                     content.len() as u64,
                     mode,
                 ),

@@ -604,8 +604,7 @@ fn write(
     Ok(Package {
         url,
         size,
-        sha256: Sha256Digest::parse(&sha256)
-            .expect("the package writer's digest is lowercase hex SHA-256"),
+        sha256,
         unpacked_size,
     })
 }
@@ -726,8 +725,7 @@ fn make_delta_package(
         package: Package {
             url,
             size: info.size,
-            sha256: Sha256Digest::parse(&info.sha256)
-                .expect("the package writer's digest is lowercase hex SHA-256"),
+            sha256: info.sha256,
             unpacked_size: plain.unpacked_size,
         },
         window_log: encoded.window_log,
@@ -884,7 +882,7 @@ fn place_patch(
         .iter()
         .find_map(|ext| package_url.strip_suffix(ext))
         .unwrap_or(package_url);
-    let url = PackageUrl::new(&format!("{stem}.{}.patch.json.zst", &sha256.as_str()[..16]))
+    let url = PackageUrl::new(&format!("{stem}.{}.patch.json.zst", &sha256.to_hex()[..16]))
         .map_err(|e| PublishError::InvalidRequest {
             reason: e.to_string(),
         })?;
@@ -1334,7 +1332,7 @@ mod tests {
     fn document_patch(f: &Fixture, document: &PatchDocument) -> Patch {
         let bytes = fs::read(f.repo.join(document.document.url.as_str())).unwrap();
         assert_eq!(bytes.len() as u64, document.document.size);
-        assert_eq!(sha256_hex(&bytes), document.document.sha256.as_str());
+        assert_eq!(Sha256Digest::of(&bytes), document.document.sha256);
         serde_json::from_slice(&zstd::decode_all(&bytes[..]).unwrap()).unwrap()
     }
 

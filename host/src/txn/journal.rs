@@ -187,6 +187,7 @@ impl Journal {
             serde_json::to_writer(&mut out, record).map_err(io::Error::from)?;
             let (mut buffered, checksum, json_len) = out.finish();
             buffered.write_all(b"\t")?;
+            let checksum = checksum.to_hex();
             buffered.write_all(checksum.as_bytes())?;
             buffered.write_all(b"\n")?;
             buffered.flush()?;

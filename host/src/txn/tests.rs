@@ -110,7 +110,7 @@ impl Fixture {
         let (txn, listing) = self.stage(files, keep);
         let old = self.sd.load_state().unwrap();
         let ctx = PlanContext::new(&self.sd, &self.preserve());
-        let plan = plan_full(&ctx, &txn.stage_dir(), &listing, &old, v(to)).unwrap();
+        let plan = plan_full(&ctx, &txn.stage_dir(), listing, &old, v(to)).unwrap();
         (txn, plan)
     }
 
@@ -149,7 +149,7 @@ impl Fixture {
         .unwrap();
         let old = self.sd.load_state().unwrap();
         let ctx = PlanContext::new(&self.sd, &self.preserve());
-        let plan = plan_patch(&ctx, &txn.stage_dir(), &listing, &ops, &old, v("1.1.0")).unwrap();
+        let plan = plan_patch(&ctx, &txn.stage_dir(), listing, &ops, &old, v("1.1.0")).unwrap();
         (txn, plan)
     }
 
@@ -665,7 +665,7 @@ fn ten_thousand_file_update_takes_one_dir_fsync_batch_and_few_records() {
         let listing = stage_release(&txn, tag);
         let start = std::time::Instant::now();
         let old = f.sd.load_state().unwrap();
-        let plan = plan_full(&ctx, &txn.stage_dir(), &listing, &old, v(to)).unwrap();
+        let plan = plan_full(&ctx, &txn.stage_dir(), listing, &old, v(to)).unwrap();
         let (out, labels) = record_steps(|| txn.apply(&plan, |_| Ok(())));
         out.unwrap();
         elapsed.push(start.elapsed());

@@ -44,7 +44,7 @@ pub fn snapshot(root: &Path, exclude: &[&str]) -> BTreeMap<String, Entry> {
             Entry::Dir { mode }
         } else {
             Entry::File {
-                sha256: sha256_file(entry.path()).expect("hash"),
+                sha256: sha256_file(entry.path()).expect("hash").to_hex(),
                 mode,
             }
         };

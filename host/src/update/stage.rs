@@ -54,7 +54,7 @@ pub(crate) fn stage(
         );
         let mut ctx = PlanContext::new(&install.state_dir, &config.preserve);
         ctx.adopt = request.adopt;
-        plan(&ctx, choice, stage_dir, &staged, state).inspect_err(|e| {
+        plan(&ctx, choice, stage_dir, staged, state).inspect_err(|e| {
             if let Error::Plan(PlanError::NotOwned { conflicts }) = e {
                 for c in conflicts {
                     out.event(
@@ -99,7 +99,7 @@ fn plan(
     ctx: &PlanContext,
     choice: &Choice,
     stage_dir: &std::path::Path,
-    staged: &TreeListing,
+    staged: TreeListing,
     state: &InstallState,
 ) -> Result<Plan, Error> {
     Ok(match choice {
