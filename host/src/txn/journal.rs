@@ -237,6 +237,49 @@ impl Record {
     }
 }
 
+/// What a listing of kept transactions needs of one: its intent's header. The other fields
+/// (the ops and the old state, tens of megabytes at 66,000 files) are skipped as they are read,
+/// never held.
+#[derive(Debug, Deserialize)]
+pub(crate) struct IntentHeader {
+    record: String,
+    pub(crate) kind: TxnKind,
+    pub(crate) from: Option<Version>,
+    pub(crate) to: Option<Version>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub(crate) at: OffsetDateTime,
+    #[serde(default)]
+    pub(crate) adopted: Vec<RelPath>,
+}
+
+/// The header of the intent that opens the journal at `path` (for `molt status` and pruning,
+/// which only list transactions): streamed from the first record, without its checksum, which
+/// recovery and `molt rollback` check when they read the whole journal ([`read_records`]).
+pub(crate) fn intent_header(path: &Path) -> Result<IntentHeader, TxnError> {
+    let corrupt = |problem: String| TxnError::JournalCorrupt {
+        path: path.to_owned(),
+        line: 1,
+        problem,
+    };
+    let file = File::open(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => TxnError::JournalWithoutIntent {
+            path: path.to_owned(),
+        },
+        _ => TxnError::JournalRead {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+    let mut json = serde_json::Deserializer::from_reader(io::BufReader::new(file));
+    let header = IntentHeader::deserialize(&mut json).map_err(|e| corrupt(e.to_string()))?;
+    if header.record != "intent" {
+        return Err(TxnError::JournalWithoutIntent {
+            path: path.to_owned(),
+        });
+    }
+    Ok(header)
+}
+
 /// Reads every complete record; a missing journal has none. An unreadable last line is a torn
 /// append and is ignored; an unreadable line before it is corruption.
 pub(crate) fn read_records(path: &Path) -> Result<Vec<Record>, TxnError> {

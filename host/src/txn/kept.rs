@@ -97,9 +97,7 @@ pub(crate) fn kept_transactions(state: &StateDir) -> Result<Vec<KeptTransaction>
     for id in kept_ids(state)? {
         let dir = state.history_root().join(&id);
         let path = dir.join("journal");
-        let intent = journal::summarize(&path)?
-            .intent
-            .ok_or(TxnError::JournalWithoutIntent { path })?;
+        let intent = journal::intent_header(&path)?;
         kept.push(KeptTransaction {
             id,
             kind: intent.kind,
@@ -120,10 +118,8 @@ pub(crate) fn prune(state: &StateDir, keep: usize) -> Result<(), TxnError> {
     let excess = ids.len().saturating_sub(keep);
     for id in &ids[..excess] {
         let dir = state.history_root().join(id);
-        let adopted = journal::summarize(&dir.join("journal"))
-            .ok()
-            .and_then(|s| s.intent)
-            .is_some_and(|i| !i.adopted.is_empty());
+        let adopted =
+            journal::intent_header(&dir.join("journal")).is_ok_and(|i| !i.adopted.is_empty());
         if adopted {
             tracing::info!(
                 backup = %dir.display(),
