@@ -18,7 +18,7 @@ use super::journal::{Intent, Journal, Record};
 use super::kept;
 use super::plan::Plan;
 use super::undo::undo;
-use super::{Op, TxnError, TxnFailure, ValidationError, version_or_nothing};
+use super::{Op, Source, TxnError, TxnFailure, ValidationError, version_or_nothing};
 use crate::failpoint;
 use crate::fsutil;
 use crate::relpath::RelPath;
@@ -557,7 +557,9 @@ fn execute(
         if op.replaces_existing {
             move_to_backup(install_dir, backup_dir, op, &mut backup_dirs, &mut touched)?;
         }
-        let Some(source) = &op.source else { continue };
+        let Some(source) = op.source.as_ref().map(Source::path) else {
+            continue;
+        };
         let target = op.path.under(install_dir);
         let what = || {
             format!(
@@ -566,8 +568,8 @@ fn execute(
                 target.display()
             )
         };
-        fsutil::rename_noreplace(source, &target).map_err(|e| TxnFailure::step(what(), e))?;
-        touch_parent(&mut touched, source);
+        fsutil::rename_noreplace(&source, &target).map_err(|e| TxnFailure::step(what(), e))?;
+        touch_parent(&mut touched, &source);
         touch_parent(&mut touched, &target);
         failpoint::step(&format!("put {}", op.path)).map_err(|e| TxnFailure::step(what(), e))?;
         step_done();

@@ -27,7 +27,7 @@ use crate::relpath::{RelPath, all_ancestors};
 use crate::repo::manifest::Operations;
 use crate::state::{InstallState, RESERVED_STATE_DIR, StateDir, TxnKind};
 use crate::tree::{FileRecord, TreeListing};
-use crate::txn::{DirMode, Op};
+use crate::txn::{DirMode, Op, Source};
 use crate::version::Version;
 
 /// Mode of a directory whose mode the release does not say (an implicit parent on rollback).
@@ -217,10 +217,9 @@ fn kind_name(k: EntryKind) -> &'static str {
 /// What a planner wants, before it is checked against the install and put in order.
 #[derive(Default)]
 struct Wanted {
-    /// Paths to fill from a source (file or whole directory), the source already shared as
-    /// the op will hold it (a joined `PathBuf` keeps twice its length in spare capacity: at
-    /// 66,000 files, 18 MB).
-    puts: BTreeMap<RelPath, (Arc<Path>, bool)>,
+    /// Paths to fill from the same path below the planner's `sources` (a file, or with `true`
+    /// a whole directory).
+    puts: BTreeMap<RelPath, bool>,
     /// Paths to remove wholesale where present.
     deletes: BTreeSet<RelPath>,
     /// Directories to remove only if everything in them goes away.
@@ -243,7 +242,7 @@ struct Assembled {
 fn assemble(
     ctx: &PlanContext,
     probe: &mut Probe<'_>,
-    wanted: &Wanted,
+    (wanted, sources): (&Wanted, &Arc<Path>),
 ) -> Result<Assembled, PlanError> {
     let mut present_deletes = BTreeSet::new();
     let mut absent_deletes = Vec::new();
@@ -279,7 +278,7 @@ fn assemble(
 
     let mut gone: BTreeSet<RelPath> = present_deletes.union(&removable).cloned().collect();
     let mut puts = Vec::new();
-    for (p, (source, is_dir)) in &wanted.puts {
+    for (p, is_dir) in &wanted.puts {
         ctx.check_not_state(p)?;
         let existing = if p.is_at_or_under(|a| gone.contains(a)) && !gone.contains(p) {
             None
@@ -300,7 +299,7 @@ fn assemble(
         puts.push(Op {
             path: p.clone(),
             is_dir: *is_dir,
-            source: Some(Arc::clone(source)),
+            source: Some(Source::under(sources, p)),
             replaces_existing: existing.is_some(),
         });
     }
@@ -443,6 +442,9 @@ struct Planner<'a> {
     owned: &'a InstallState,
     /// Where the release's tree is staged (directory modes of implicit parents come from it).
     stage: Option<&'a Path>,
+    /// Where every put takes its entry from, at the put's own path: the stage, or for a
+    /// rollback the kept backup.
+    sources: Arc<Path>,
     wanted: Wanted,
     conflicts: Vec<Conflict>,
     kept: BTreeSet<RelPath>,
@@ -487,12 +489,18 @@ fn children(path: &Path) -> Result<Vec<(RelPath, EntryKind)>, PlanError> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(ctx: &'a PlanContext, owned: &'a InstallState, stage: Option<&'a Path>) -> Self {
+    fn new(
+        ctx: &'a PlanContext,
+        owned: &'a InstallState,
+        stage: Option<&'a Path>,
+        sources: &Path,
+    ) -> Self {
         Planner {
             ctx,
             probe: Probe::new(&ctx.install_dir),
             owned,
             stage,
+            sources: Arc::from(sources),
             wanted: Wanted::default(),
             conflicts: Vec::new(),
             kept: BTreeSet::new(),
@@ -571,8 +579,9 @@ impl<'a> Planner<'a> {
         Ok(hash(&here)? == hash(src)?)
     }
 
-    /// Puts the file `src` at `p`.
-    fn put_file(&mut self, p: &RelPath, src: PathBuf) -> Result<(), PlanError> {
+    /// Puts the file at `p` below the sources at `p`.
+    fn put_file(&mut self, p: &RelPath) -> Result<(), PlanError> {
+        let src = p.under(&self.sources);
         self.ctx.check_not_state(p)?;
         let existing = self.probe.kind(p)?;
         if self.ctx.is_preserved(p) || (self.holds_preserved(p) && existing == Some(EntryKind::Dir))
@@ -605,13 +614,14 @@ impl<'a> Planner<'a> {
             }
         }
         self.parent_modes(p)?;
-        self.wanted.puts.insert(p.clone(), (Arc::from(src), false));
+        self.wanted.puts.insert(p.clone(), false);
         Ok(())
     }
 
-    /// Puts the directory tree `src` at `p`: as one rename where nothing is there, otherwise
-    /// entry by entry, so that what molt does not own inside `p` stays in place.
-    fn put_tree(&mut self, p: &RelPath, src: PathBuf) -> Result<(), PlanError> {
+    /// Puts the directory tree at `p` below the sources at `p`: as one rename where nothing is
+    /// there, otherwise entry by entry, so that what molt does not own inside `p` stays in place.
+    fn put_tree(&mut self, p: &RelPath) -> Result<(), PlanError> {
+        let src = p.under(&self.sources);
         self.ctx.check_not_state(p)?;
         if self.ctx.is_preserved(p) {
             self.skipped.insert(p.clone());
@@ -622,7 +632,7 @@ impl<'a> Planner<'a> {
         let existing = self.probe.kind(p)?;
         match existing {
             None if !self.holds_preserved(p) => {
-                self.wanted.puts.insert(p.clone(), (Arc::from(src), true));
+                self.wanted.puts.insert(p.clone(), true);
                 return Ok(());
             }
             None => {}
@@ -651,7 +661,7 @@ impl<'a> Planner<'a> {
                     return Ok(());
                 }
                 if !self.holds_preserved(p) {
-                    self.wanted.puts.insert(p.clone(), (Arc::from(src), true));
+                    self.wanted.puts.insert(p.clone(), true);
                     return Ok(());
                 }
                 self.wanted.deletes.insert(p.clone());
@@ -661,10 +671,9 @@ impl<'a> Planner<'a> {
         self.modes.insert(p.clone(), src_mode);
         for (name, kind) in children(&src)? {
             let child = p.join(&name);
-            let child_src = name.under(&src);
             match kind {
-                EntryKind::Dir => self.put_tree(&child, child_src)?,
-                _ => self.put_file(&child, child_src)?,
+                EntryKind::Dir => self.put_tree(&child)?,
+                _ => self.put_file(&child)?,
             }
         }
         Ok(())
@@ -729,7 +738,7 @@ impl<'a> Planner<'a> {
                 conflicts: self.conflicts,
             });
         }
-        let assembled = assemble(self.ctx, &mut self.probe, &self.wanted)?;
+        let assembled = assemble(self.ctx, &mut self.probe, (&self.wanted, &self.sources))?;
         let mut dir_modes = Vec::new();
         let created: BTreeSet<&RelPath> = assembled.created_dirs.iter().collect();
         for d in &assembled.created_dirs {
@@ -800,7 +809,7 @@ pub fn plan_full(
         return Err(PlanError::ListingConflict { path: f.clone() });
     }
 
-    let mut pl = Planner::new(ctx, old, Some(stage_dir));
+    let mut pl = Planner::new(ctx, old, Some(stage_dir), stage_dir);
     for d in &new_dirs {
         ctx.check_not_state(d)?;
         if ctx.is_preserved(d) {
@@ -823,7 +832,7 @@ pub fn plan_full(
         }
     }
     for f in staged.files.keys() {
-        pl.put_file(f, f.under(stage_dir))?;
+        pl.put_file(f)?;
     }
     let untouchable = |p: &RelPath| {
         ctx.is_preserved(p) || ctx.state_rel.as_ref().is_some_and(|s| p.starts_with(s))
@@ -886,12 +895,12 @@ pub(crate) fn plan_patch(
     to: Version,
 ) -> Result<Plan, PlanError> {
     check_patch_paths(ctx, operations)?;
-    let mut pl = Planner::new(ctx, old, Some(stage_dir));
+    let mut pl = Planner::new(ctx, old, Some(stage_dir), stage_dir);
     for f in &operations.replace.files {
         if !staged.files.contains_key(f) {
             return Err(PlanError::NotStaged { path: f.clone() });
         }
-        pl.put_file(f, f.under(stage_dir))?;
+        pl.put_file(f)?;
     }
     for d in &operations.replace.directories {
         let staged_here = staged.dirs.contains(d)
@@ -899,7 +908,7 @@ pub(crate) fn plan_patch(
         if !staged_here {
             return Err(PlanError::NotStaged { path: d.clone() });
         }
-        pl.put_tree(d, d.under(stage_dir))?;
+        pl.put_tree(d)?;
     }
     for p in operations.delete.iter() {
         let (_, kept) = pl.delete_tree(p)?;
@@ -977,7 +986,7 @@ pub(crate) fn plan_inverse(
     backup_dir: &Path,
     consumes: &str,
 ) -> Result<Plan, PlanError> {
-    let mut pl = Planner::new(ctx, current, None);
+    let mut pl = Planner::new(ctx, current, None, backup_dir);
     for op in &intent.ops {
         let saved = op.path.under(backup_dir);
         let saved_kind = fsutil::entry_kind(&saved).map_err(|source| PlanError::Inspect {
@@ -985,8 +994,8 @@ pub(crate) fn plan_inverse(
             source,
         })?;
         match saved_kind {
-            Some(EntryKind::Dir) => pl.put_tree(&op.path, saved)?,
-            Some(_) => pl.put_file(&op.path, saved)?,
+            Some(EntryKind::Dir) => pl.put_tree(&op.path)?,
+            Some(_) => pl.put_file(&op.path)?,
             None if op.source.is_some()
                 && !changed_since_written(ctx, &mut pl.probe, intent, &op.path)? =>
             {

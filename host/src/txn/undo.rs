@@ -135,13 +135,13 @@ fn undo_op(
     let saved = op.path.under(backup_dir);
     let saved_present = present(&saved)?;
     let mut target_present = present(&target)?;
-    if let Some(source) = &op.source {
+    if let Some(source) = op.source.as_ref().map(super::Source::path) {
         // The source was moved into place if it is gone and the target is there — and, when
         // the op replaced something, that something already sits in the backup.
         let moved_in =
-            !present(source)? && target_present && (saved_present || !op.replaces_existing);
+            !present(&source)? && target_present && (saved_present || !op.replaces_existing);
         if moved_in {
-            move_back(&target, source, touched)?;
+            move_back(&target, &source, touched)?;
             target_present = false;
         }
     }
