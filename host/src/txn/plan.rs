@@ -15,7 +15,7 @@
 //! Ops come out in execution order — every delete first, then the created directories (parents
 //! first), then every put — so a file may turn into a directory (or back) within one update.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -925,6 +925,9 @@ pub(crate) fn plan_patch(
         .cloned()
         .collect();
     let replaced_dirs: BTreeSet<RelPath> = operations.replace.directories.iter().cloned().collect();
+    // A set, not the operations' list: looking each staged file up in the list was quadratic
+    // (at 50,000 replaced files, a billion path comparisons: a third of a patch apply's time).
+    let replaced_files: HashSet<&RelPath> = operations.replace.files.iter().collect();
     let kept_out = |p: &RelPath| ctx.is_preserved(p) || p.is_at_or_under(|a| skipped.contains(a));
     plan.owned_files = old
         .files
@@ -942,8 +945,7 @@ pub(crate) fn plan_patch(
         if kept_out(&p) {
             continue;
         }
-        if operations.replace.files.contains(&p) || p.is_at_or_under(|a| replaced_dirs.contains(a))
-        {
+        if replaced_files.contains(&p) || p.is_at_or_under(|a| replaced_dirs.contains(a)) {
             for a in p
                 .ancestors()
                 .filter(|a| a.is_at_or_under(|a| replaced_dirs.contains(a)))
