@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{BenchError, Child, MIB, Measured, Table, env_count, mib, molt_binary, ratio};
-use molt::repo::manifest::{Manifest, Package};
+use molt::repo::manifest::{Manifest, Package, Patch};
 use molt::version::Version;
 
 const PRODUCT: &str = "bench-app";
@@ -249,11 +249,11 @@ fn read_manifest(repo: &Path) -> Result<Manifest, BenchError> {
     })
 }
 
-/// The full package and the patch from 1.0.0 of `version`: its plain package and, when
-/// publish made one, its delta package.
-type Packages = (Package, Option<(Package, Option<Package>)>);
+/// The full package and the patch from 1.0.0 of `version`: its plain package, its delta package
+/// when publish made one, and the bytes of its patch document when it has one (fetched too).
+type Packages = (Package, Option<(Package, Option<Package>, u64)>);
 
-fn packages(manifest: &Manifest, version: &str) -> Result<Packages, BenchError> {
+fn packages(repo: &Path, manifest: &Manifest, version: &str) -> Result<Packages, BenchError> {
     let missing = |what: &str| BenchError::Unexpected {
         command: "molt publish".into(),
         reason: format!("the manifest has no {what} for {version}"),
@@ -270,9 +270,27 @@ fn packages(manifest: &Manifest, version: &str) -> Result<Packages, BenchError> 
         .full
         .clone()
         .ok_or_else(|| missing("full package"))?;
-    let patch = artifacts.patch_from(&from).map(|p| {
+    let in_document = |d: &molt::repo::manifest::PatchDocument| -> Result<Patch, BenchError> {
+        let path = repo.join(d.document.url.as_str());
+        let unreadable = |reason: String| BenchError::Unexpected {
+            command: "molt publish".into(),
+            reason: format!("patch document {}: {reason}", path.display()),
+        };
+        let bytes = fs::read(&path).map_err(|e| unreadable(e.to_string()))?;
+        let json = zstd::decode_all(&bytes[..]).map_err(|e| unreadable(e.to_string()))?;
+        serde_json::from_slice(&json).map_err(|e| unreadable(e.to_string()))
+    };
+    let patch = match (
+        artifacts.patch_from(&from),
+        artifacts.patch_document_from(&from),
+    ) {
+        (Some(p), _) => Some((p.clone(), 0)),
+        (None, Some(d)) => Some((in_document(d)?, d.document.size)),
+        (None, None) => None,
+    };
+    let patch = patch.map(|(p, document)| {
         let delta = p.delta.as_ref().map(|d| d.package.clone());
-        (p.package.clone(), delta)
+        (p.package, delta, document)
     });
     Ok((full, patch))
 }
@@ -354,16 +372,19 @@ fn main() -> Result<(), BenchError> {
     let publish_full = runner.publish("1.0.0", &v1)?;
     let publish_patch = runner.publish("1.1.0", &v2)?;
     let manifest = read_manifest(&root.join("repo"))?;
-    let (full_package, _) = packages(&manifest, "1.0.0")?;
-    let (_, patch_package) = packages(&manifest, "1.1.0")?;
-    let (patch_package, delta_package) = patch_package.ok_or_else(|| BenchError::Unexpected {
-        command: "molt publish 1.1.0".into(),
-        reason: "no patch from 1.0.0 was published".into(),
-    })?;
-    // What the patch apply fetches: the delta package when there is one.
-    let fetched_patch = delta_package
+    let (full_package, _) = packages(&root.join("repo"), &manifest, "1.0.0")?;
+    let (_, patch_package) = packages(&root.join("repo"), &manifest, "1.1.0")?;
+    let (patch_package, delta_package, document_bytes) =
+        patch_package.ok_or_else(|| BenchError::Unexpected {
+            command: "molt publish 1.1.0".into(),
+            reason: "no patch from 1.0.0 was published".into(),
+        })?;
+    // What the patch apply fetches: the delta package when there is one, and the patch's
+    // document when its metadata is one.
+    let mut fetched_patch = delta_package
         .clone()
         .unwrap_or_else(|| patch_package.clone());
+    fetched_patch.size += document_bytes;
     let package_path = root.join("repo").join(&full_package.url);
 
     // What a user would do instead. Publishing: compress the new tree.
@@ -551,7 +572,7 @@ fn main() -> Result<(), BenchError> {
     bytes_row(
         &mut summary,
         "plain patch (no deltas) vs zstd --patch-from",
-        patch_package.size,
+        patch_package.size + document_bytes,
         size_of("patch-from.zst"),
     );
     bytes_row(
