@@ -96,10 +96,10 @@ impl Output {
             }
         } else if self.tty {
             let mut slot = self.bar.borrow_mut();
-            if slot.as_ref().is_some_and(|b| b.message() != what) {
-                if let Some(b) = slot.take() {
-                    b.finish_and_clear();
-                }
+            if slot.as_ref().is_some_and(|b| b.message() != what)
+                && let Some(b) = slot.take()
+            {
+                b.finish_and_clear();
             }
             let bar = slot.get_or_insert_with(|| {
                 let b = ProgressBar::new(total);
