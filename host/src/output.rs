@@ -32,7 +32,7 @@ impl Unit {
     fn template(self) -> &'static str {
         match self {
             Unit::Bytes => "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            Unit::Ops => "{msg} [{bar:30}] {human_pos}/{human_len} files {per_sec} eta {eta}",
+            Unit::Ops => "{msg} [{bar:30}] {human_pos}/{human_len} files eta {eta}",
         }
     }
 }
