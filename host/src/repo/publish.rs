@@ -1378,6 +1378,29 @@ mod tests {
         assert!(a.patch_from(&v("1.0.0")).is_some());
     }
 
+    #[test]
+    fn refuses_to_write_a_manifest_clients_could_not_read() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        let t2 = make_tree(&f, "2", V2);
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        let before = fs::read(f.repo.join(MANIFEST_FILE)).unwrap();
+        let huge = PublishRequest {
+            notes: Some("x".repeat(MAX_MANIFEST_BYTES as usize)),
+            ..request(&f, "1.1.0", &t2)
+        };
+        let err = publish(&huge).unwrap_err();
+        assert!(
+            matches!(err, PublishError::ManifestTooLarge { size, max } if size > max),
+            "{err}"
+        );
+        assert_eq!(err.exit_class(), ExitClass::Usage);
+        assert!(err.to_string().contains("--inline-patch-bytes"), "{err}");
+        // The repository still says what it said.
+        assert_eq!(fs::read(f.repo.join(MANIFEST_FILE)).unwrap(), before);
+        assert_eq!(verified(&f).serial, 1);
+    }
+
     /// Writes poorly compressible `len` bytes (seeded) with `edit` at a few offsets.
     fn write_noise(path: &Path, seed: u32, len: usize, edit: u8) {
         let mut x = seed | 1;
