@@ -49,6 +49,11 @@ pub const R3: &[Spec] = &[
 
 /// keygen + publish 1.0.0, 1.1.0, 1.2.0; returns the three trees.
 pub fn reference_releases(env: &Env) -> [PathBuf; 3] {
+    reference_releases_with(env, &[])
+}
+
+/// [`reference_releases`], each publish given `extra` arguments.
+pub fn reference_releases_with(env: &Env, extra: &[&str]) -> [PathBuf; 3] {
     env.keygen("release");
     let trees = [
         env.tree("1.0.0", R1),
@@ -56,7 +61,7 @@ pub fn reference_releases(env: &Env) -> [PathBuf; 3] {
         env.tree("1.2.0", R3),
     ];
     for (tree, v) in trees.iter().zip(["1.0.0", "1.1.0", "1.2.0"]) {
-        env.publish(tree, v).success();
+        env.publish_with(tree, v, extra).success();
     }
     trees
 }

@@ -8,7 +8,7 @@ use std::fs;
 
 use serde_json::{Value, json};
 
-use crate::craft::{R1, R2, R3};
+use crate::craft::reference_releases_with;
 use crate::server::Server;
 use crate::util::{Env, assert_same_tree, snapshot, tree_snapshot};
 
@@ -26,16 +26,7 @@ fn artifacts_of(env: &Env, version: &str) -> Value {
 /// Publishes the reference releases with every patch in a document, and installs 1.0.0.
 fn setup() -> (Env, [std::path::PathBuf; 3]) {
     let env = Env::new();
-    env.keygen("release");
-    let trees = [
-        env.tree("1.0.0", R1),
-        env.tree("1.1.0", R2),
-        env.tree("1.2.0", R3),
-    ];
-    for (tree, version) in trees.iter().zip(["1.0.0", "1.1.0", "1.2.0"]) {
-        env.publish_with(tree, version, &["--inline-patch-bytes", "0"])
-            .success();
-    }
+    let trees = reference_releases_with(&env, &["--inline-patch-bytes", "0"]);
     (env, trees)
 }
 

@@ -125,12 +125,6 @@ impl PartialEq<str> for Sha256Digest {
     }
 }
 
-impl PartialEq<&str> for Sha256Digest {
-    fn eq(&self, other: &&str) -> bool {
-        *self == **other
-    }
-}
-
 impl PartialEq<String> for Sha256Digest {
     fn eq(&self, other: &String) -> bool {
         *self == **other
@@ -363,7 +357,7 @@ mod tests {
         let (buf, hex, n) = w.finish();
         assert_eq!((buf.as_slice(), n), (&b"abc"[..], 3));
         assert_eq!(
-            hex,
+            hex.to_hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
