@@ -1005,7 +1005,8 @@ impl Stager<'_, '_> {
         })
     }
 
-    /// Decodes a delta entry against its base into `out`: at most its signed size plus one byte
+    /// Decodes a delta entry against its base into `out`: one frame against the whole base, or
+    /// one per chunk against the chunk's slice. At most each frame's signed size plus one byte
     /// is ever decoded, and the result must have the signed size and SHA-256.
     fn decode<R: Read, W: Write>(
         &mut self,
@@ -1022,31 +1023,33 @@ impl Stager<'_, '_> {
             entry: path.clone(),
             reason,
         };
-        let base = bases
-            .read(delta)
-            .map_err(|source| ExtractError::DeltaBase {
-                package: package.to_owned(),
-                entry: path.clone(),
-                source,
-            })?;
-        let decoder = bases
-            .decoder(&mut *entry, &base)
-            .map_err(|e| mismatch(format!("cannot be decoded: {e}")))?;
-        let mut bounded = decoder.take(delta.size.saturating_add(1));
-        let (out, sha256, written) =
-            self.copy(&mut bounded, path, out, write_err)
-                .map_err(|e| match e {
-                    ExtractError::CorruptPackage { source, .. } => {
-                        mismatch(format!("does not decode against its base: {source}"))
-                    }
-                    other => other,
-                })?;
-        if written > delta.size {
-            return Err(mismatch(format!(
-                "decodes to more than its signed {} bytes (a delta bomb or a wrong manifest)",
-                delta.size
-            )));
+        let base_err = |source| ExtractError::DeltaBase {
+            package: package.to_owned(),
+            entry: path.clone(),
+            source,
+        };
+        let mut out = HashingWriter::new(out);
+        let mut raw = BufReader::new(&mut *entry);
+        if delta.chunks.is_empty() {
+            let base = bases.read(delta).map_err(base_err)?;
+            raw = self.decode_frame(raw, (bases, &base), path, delta.size, &mut out, &write_err)?;
+        } else {
+            let base = bases.open(delta).map_err(base_err)?;
+            let mut slice = Vec::new();
+            for (i, chunk) in delta.chunks.iter().enumerate() {
+                base.read_slice(chunk, &mut slice)
+                    .map_err(|e| mismatch(format!("chunk {i}: {e}")))?;
+                raw = self
+                    .decode_frame(raw, (bases, &slice), path, chunk.size, &mut out, &write_err)
+                    .map_err(|e| match e {
+                        ExtractError::DeltaMismatch { reason, .. } => {
+                            mismatch(format!("chunk {i}: {reason}"))
+                        }
+                        other => other,
+                    })?;
+            }
         }
+        let (out, sha256, written) = out.finish();
         if written != delta.size || sha256 != delta.sha256 {
             return Err(mismatch(format!(
                 "decodes to {written} bytes with sha256 {sha256}; the manifest signed {} bytes \
@@ -1054,16 +1057,59 @@ impl Stager<'_, '_> {
                 delta.size, delta.sha256
             )));
         }
-        let mut rest = bounded.into_inner().finish();
-        let trailing = rest
+        let trailing = raw
             .fill_buf()
             .map(|b| !b.is_empty())
             .map_err(|e| stream_error(package, e))?;
         if trailing {
-            return Err(mismatch("holds data after its zstd frame".to_owned()));
+            return Err(mismatch("holds data after its zstd frames".to_owned()));
         }
         self.decoded += 1;
         Ok((out, sha256, written))
+    }
+
+    /// Decodes the one zstd frame at the start of `raw` against `prefix` into `out`, which must
+    /// come to exactly `size` bytes (one more is the most ever decoded); returns `raw`, at the
+    /// byte after the frame.
+    fn decode_frame<B: BufRead, W: Write>(
+        &mut self,
+        raw: B,
+        (bases, prefix): (Bases<'_>, &[u8]),
+        path: &RelPath,
+        size: u64,
+        out: &mut HashingWriter<W>,
+        write_err: &impl Fn(io::Error) -> ExtractError,
+    ) -> Result<B, ExtractError> {
+        let package = self.package;
+        let mismatch = |reason: String| ExtractError::DeltaMismatch {
+            package: package.to_owned(),
+            entry: path.clone(),
+            reason,
+        };
+        let decoder = bases
+            .decoder(raw, prefix)
+            .map_err(|e| mismatch(format!("cannot be decoded: {e}")))?;
+        let mut bounded = decoder.take(size.saturating_add(1));
+        let before = out.written();
+        self.copy_into(&mut bounded, path, out, write_err)
+            .map_err(|e| match e {
+                ExtractError::CorruptPackage { source, .. } => {
+                    mismatch(format!("does not decode against its base: {source}"))
+                }
+                other => other,
+            })?;
+        let decoded = out.written() - before;
+        if decoded > size {
+            return Err(mismatch(format!(
+                "decodes to more than its signed {size} bytes (a delta bomb or a wrong manifest)"
+            )));
+        }
+        if decoded != size {
+            return Err(mismatch(format!(
+                "decodes to {decoded} bytes; the manifest signed {size}"
+            )));
+        }
+        Ok(bounded.into_inner().finish())
     }
 
     /// Copies `data` into `out` through a hash, within the unpacked-size cap; returns what was
@@ -1076,8 +1122,21 @@ impl Stager<'_, '_> {
         write_err: impl Fn(io::Error) -> ExtractError,
     ) -> Result<(W, Sha256Digest, u64), ExtractError> {
         let mut out = HashingWriter::new(out);
-        let mut data = data.take(self.remaining.saturating_add(1));
-        let mut copied = 0u64;
+        self.copy_into(data, path, &mut out, &write_err)?;
+        Ok(out.finish())
+    }
+
+    /// [`Self::copy`] onto what `out` has already been given (the frames of one chunked entry):
+    /// the cap holds for everything `out` has had.
+    fn copy_into<W: Write>(
+        &mut self,
+        data: &mut dyn Read,
+        path: &RelPath,
+        out: &mut HashingWriter<W>,
+        write_err: &impl Fn(io::Error) -> ExtractError,
+    ) -> Result<(), ExtractError> {
+        let room = self.remaining.saturating_sub(out.written());
+        let mut data = data.take(room.saturating_add(1));
         loop {
             let n = match data.read(&mut self.buffer) {
                 Ok(0) => break,
@@ -1085,7 +1144,7 @@ impl Stager<'_, '_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(stream_error(self.package, e)),
             };
-            copied += n as u64;
+            let copied = out.written() + n as u64;
             if copied > self.remaining {
                 return Err(ExtractError::UnpackedSizeExceeded {
                     package: self.package.to_owned(),
@@ -1093,10 +1152,10 @@ impl Stager<'_, '_> {
                     max: self.limits.max_unpacked_bytes,
                 });
             }
-            out.write_all(&self.buffer[..n]).map_err(&write_err)?;
+            out.write_all(&self.buffer[..n]).map_err(write_err)?;
             (self.progress)(self.limits.max_unpacked_bytes - self.remaining + copied);
         }
-        Ok(out.finish())
+        Ok(())
     }
 }
 
@@ -2108,6 +2167,7 @@ mod delta_tests {
                         base_sha256: Sha256Digest::of(&self.base),
                         size: declared.len() as u64,
                         sha256: Sha256Digest::of(declared),
+                        chunks: Vec::new(),
                     },
                 )]
                 .into_iter()
@@ -2226,6 +2286,7 @@ mod delta_tests {
             base_sha256: Sha256Digest::of(&env.base),
             size: 1,
             sha256: Sha256Digest::of(b"x"),
+            chunks: Vec::new(),
         };
         delta.files.insert(rel("bin/other"), extra);
         delta.package.unpacked_size += 1;
@@ -2233,6 +2294,66 @@ mod delta_tests {
             .extract(&env.package(&env.encoded(&env.target)), &delta)
             .unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+    /// A chunked entry against a base whose halves the file swaps: each chunk's slice must be
+    /// found by its anchors (a proportional slice would miss), and a lying chunk is refused.
+    #[test]
+    fn a_chunked_delta_decodes_slice_by_slice_and_refuses_a_lying_chunk() {
+        use crate::package::delta::{ChunkGeometry, encode_chunked, window_log_of};
+        let env = Env::new(400_000);
+        let (front, back) = env.base.split_at(200_000);
+        let target = [back, front].concat();
+        let geometry = ChunkGeometry {
+            chunk: 64 << 10,
+            slice: 96 << 10,
+        };
+        let (encoded, chunks) = encode_chunked(&env.base, &target, geometry, Vec::new()).unwrap();
+        assert_eq!(chunks.len(), target.len().div_ceil(geometry.chunk));
+        assert!(encoded.len() < target.len() / 20, "{} bytes", encoded.len());
+        let mut delta = env.delta(&target);
+        let file = delta.files.get_mut(&rel("bin/app")).unwrap();
+        file.chunks = chunks;
+        delta.window_log = window_log_of(env.base.len() as u64, file).unwrap();
+        env.extract(&env.package(&encoded), &delta).unwrap();
+        assert_eq!(
+            fs::read(env.work.path().join("stage/bin/app")).unwrap(),
+            target
+        );
+
+        let reset = || {
+            fs::remove_dir_all(env.work.path().join("stage")).unwrap();
+            fs::create_dir(env.work.path().join("stage")).unwrap();
+        };
+        // A chunk signed smaller than it decodes: stopped one byte past it.
+        reset();
+        let mut lying = delta.clone();
+        let file = lying.files.get_mut(&rel("bin/app")).unwrap();
+        file.chunks[0].size -= 1;
+        file.chunks[1].size += 1;
+        let err = env.extract(&env.package(&encoded), &lying).unwrap_err();
+        assert!(
+            err.to_string().contains("chunk 0: decodes to more"),
+            "{err}"
+        );
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        // A slice past the end of its base.
+        reset();
+        let mut past = delta.clone();
+        past.files.get_mut(&rel("bin/app")).unwrap().chunks[2].base_offset = 1 << 30;
+        let err = env.extract(&env.package(&encoded), &past).unwrap_err();
+        assert!(
+            err.to_string().contains("past the end of its base"),
+            "{err}"
+        );
+        assert_eq!(err.exit_class(), ExitClass::Security);
+        // A base edited at the same size: not this package's fault, so the plain one is used.
+        reset();
+        let mut edited = env.base.clone();
+        edited[123] ^= 1;
+        fs::write(env.work.path().join("install/old/app"), &edited).unwrap();
+        let err = env.extract(&env.package(&encoded), &delta).unwrap_err();
+        assert!(err.to_string().contains("was modified"), "{err}");
+        assert_eq!(err.exit_class(), ExitClass::Failure);
     }
 }
 
@@ -2310,6 +2431,7 @@ mod delta_props {
                     base_sha256: Sha256Digest::of(&base),
                     size: target.len() as u64,
                     sha256: Sha256Digest::of(&target),
+                    chunks: Vec::new(),
                 })].into_iter().collect(),
             };
             let ops = Operations::new(

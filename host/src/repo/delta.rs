@@ -9,10 +9,16 @@
 //!    its hash- and version-like parts blanked out (`libstd-8bd6bb5d2f7bd3a8.rlib` and
 //!    `libstd-0f3c…​.rlib` are both `libstd-*.rlib`; `foo-1.2.3/index.js` and
 //!    `foo-1.3.0/index.js` both `foo-*.*.*/index.js`), the one closest in size;
-//! 3. otherwise none: the file ships whole.
+//! 3. otherwise a file of the old release in the same directory whose name starts with the same
+//!    stem (up to the first `-`, `_`, `.` or `+`: `libLLVM.so.22.1-rust-1.95.0-stable` and
+//!    `libLLVM.so.22.1-rust-1.97.0-nightly` are both `libLLVM`), at most twice or half its size,
+//!    the one closest in size;
+//! 4. otherwise none: the file ships whole.
 //!
-//! Base and file together must fit [`MAX_DELTA_SPAN`], so a client decodes any delta with at
-//! most that much memory beside its normal buffers. The bases' bytes come from the old release's
+//! A file whose base and itself fit [`SINGLE_FRAME_SPAN`] is one frame against the whole base;
+//! a larger one (up to [`MAX_DELTA_FILE`], base and file each) is chunked
+//! ([`crate::package::delta::encode_chunked`]), so a client decodes any delta within a 16 MiB
+//! window and at most a 12 MiB slice of base beside its normal buffers. The bases' bytes come from the old release's
 //! full package, streamed once through every extraction check (or, when a re-published release's
 //! patches are rebuilt, from its tree on disk); each base is encoded against by a pool of
 //! threads while the stream goes on, so at most a few bases are in memory at a time.
@@ -28,16 +34,19 @@ use std::sync::{Arc, Mutex, mpsc};
 use crate::fsutil;
 use crate::hashing::{HashingWriter, Sha256Digest};
 use crate::package::archive::ZSTD_LEVEL;
-use crate::package::delta::{encode, window_log_for};
+use crate::package::delta::{CHUNKS, encode, encode_chunked, window_log_for, window_log_of};
 use crate::package::extract::{self, ExtractError, ExtractLimits};
 use crate::relpath::RelPath;
 use crate::repo::manifest::{FileDelta, Operations};
 use crate::tree::{FileRecord, TreeListing};
 
-/// The most bytes base and file together may span (64 MiB): what a client needs in memory to
-/// decode one delta (the base, and a window no larger than the file, whose size the frame
-/// declares). Larger files ship whole.
-pub(crate) const MAX_DELTA_SPAN: u64 = 64 * 1024 * 1024;
+/// The most bytes base and file together may span (16 MiB) for the file to be one frame against
+/// the whole base: what a client holds to decode it (the base, and a window no larger than the
+/// file, whose size the frame declares). Larger files are chunked.
+const SINGLE_FRAME_SPAN: u64 = 16 * 1024 * 1024;
+/// The largest base, and the largest file, a delta is made for (1 GiB): the publisher holds
+/// both in memory while it encodes. Larger files ship whole.
+pub(crate) const MAX_DELTA_FILE: u64 = 1 << 30;
 /// Files smaller than this ship whole: a delta could save only a few bytes.
 const MIN_DELTA_FILE: u64 = 256;
 
@@ -179,7 +188,7 @@ pub(crate) fn make(
     let window_log = files
         .values()
         .map(|(_, _, d): &(PathBuf, FileRecord, FileDelta)| {
-            window_log_for(old.files[&d.base].size, d.size).expect("checked when chosen")
+            window_log_of(old.files[&d.base].size, d).expect("made to fit")
         })
         .max()
         .expect("not empty");
@@ -206,6 +215,15 @@ fn choose_bases(
                 .push((path, record.size));
         }
     }
+    let mut by_stem: HashMap<String, Vec<(&RelPath, u64)>> = HashMap::new();
+    for (path, record) in &old.files {
+        if regular(record) {
+            by_stem
+                .entry(stem(path))
+                .or_default()
+                .push((path, record.size));
+        }
+    }
     let dirs: HashSet<&RelPath> = operations.replace.directories.iter().collect();
     let files: HashSet<&RelPath> = operations.replace.files.iter().collect();
     let mut pairs = BTreeMap::new();
@@ -216,24 +234,49 @@ fn choose_bases(
         }
         let base = match old.files.get(path) {
             Some(r) if regular(r) => Some((path, r.size)),
-            _ => by_shape.get(&shape(path.as_str())).and_then(|candidates| {
-                candidates
-                    .iter()
-                    .min_by_key(|(p, size)| (size.abs_diff(record.size), *p))
-                    .map(|(p, size)| (*p, *size))
-            }),
+            _ => by_shape
+                .get(&shape(path.as_str()))
+                .and_then(|candidates| closest(candidates, record.size))
+                .or_else(|| {
+                    let similar = |&&(_, size): &&(&RelPath, u64)| {
+                        size <= record.size.saturating_mul(2)
+                            && record.size <= size.saturating_mul(2)
+                    };
+                    let near: Vec<_> = by_stem
+                        .get(&stem(path))?
+                        .iter()
+                        .filter(similar)
+                        .copied()
+                        .collect();
+                    closest(&near, record.size)
+                }),
         };
         let Some((base, base_size)) = base else {
             continue;
         };
-        let fits = base_size
-            .checked_add(record.size)
-            .is_some_and(|span| span <= MAX_DELTA_SPAN);
+        let fits = base_size <= MAX_DELTA_FILE && record.size <= MAX_DELTA_FILE;
         if fits && base_size > 0 && old.files[base].sha256 != record.sha256 {
             pairs.insert(path.clone(), base.clone());
         }
     }
     pairs
+}
+
+/// The candidate closest in size to `size` (the first by path among equals).
+fn closest<'a>(candidates: &[(&'a RelPath, u64)], size: u64) -> Option<(&'a RelPath, u64)> {
+    candidates
+        .iter()
+        .min_by_key(|(p, s)| (s.abs_diff(size), *p))
+        .copied()
+}
+
+/// A path's directory and the stem of its name: the name up to its first `-`, `_`, `.` or `+`
+/// (`lib/libLLVM.so.22.1-rust-1.95.0-stable` → `lib/libLLVM`).
+fn stem(path: &RelPath) -> String {
+    let path = path.as_str();
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let stem = name.split(['-', '_', '.', '+']).next().unwrap_or(name);
+    format!("{dir}/{stem}")
 }
 
 /// A path with the parts that change from release to release blanked: in each component, every
@@ -340,13 +383,18 @@ impl Worker<'_> {
         if sha256 != record.sha256 {
             return Err(DeltaError::Changed { path });
         }
-        let window_log = window_log_for(base_record.size, record.size)
-            .expect("base and file fit MAX_DELTA_SPAN");
         let write_err = |source| DeltaError::Write {
             dir: self.out_dir.to_owned(),
             source,
         };
-        let delta = encode(&job.base, &target, window_log, Vec::new()).map_err(write_err)?;
+        let (delta, chunks) = if base_record.size + record.size <= SINGLE_FRAME_SPAN {
+            let window_log = window_log_for(base_record.size, record.size)
+                .expect("SINGLE_FRAME_SPAN is within the largest window");
+            let frame = encode(&job.base, &target, window_log, Vec::new()).map_err(write_err)?;
+            (frame, Vec::new())
+        } else {
+            encode_chunked(&job.base, &target, CHUNKS, Vec::new()).map_err(write_err)?
+        };
         if !compresses_above(&target, delta.len() as u64).map_err(write_err)? {
             return Ok(None);
         }
@@ -366,6 +414,7 @@ impl Worker<'_> {
                 base_sha256: base_record.sha256.clone(),
                 size: record.size,
                 sha256: record.sha256.clone(),
+                chunks,
             },
         )))
     }
@@ -420,6 +469,21 @@ mod tests {
         assert_eq!(shape("bin/app"), "bin/app");
         assert_eq!(shape("src/deadbeef"), "src/*");
         assert_eq!(shape("docs/readme.md"), "docs/readme.md");
+    }
+
+    #[test]
+    fn stems_keep_the_directory_and_the_name_up_to_its_first_separator() {
+        let stem_of = |p: &str| stem(&RelPath::new(p).unwrap());
+        assert_eq!(
+            stem_of("lib/libLLVM.so.22.1-rust-1.95.0-stable"),
+            stem_of("lib/libLLVM.so.22.1-rust-1.97.0-nightly")
+        );
+        assert_eq!(
+            stem_of("lib/libLLVM.so.22.1-rust-1.95.0-stable"),
+            "lib/libLLVM"
+        );
+        assert_ne!(stem_of("lib/libLLVM.so"), stem_of("bin/libLLVM.so"));
+        assert_eq!(stem_of("app"), "/app");
     }
 
     #[test]

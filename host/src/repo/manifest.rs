@@ -188,7 +188,7 @@ pub(crate) fn repo_path(url: &str) -> Result<RelPath, &'static str> {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(try_from = "PatchFields")]
+#[serde(try_from = "PatchFields", into = "PatchFields")]
 pub struct Patch {
     pub from: Version,
     #[serde(flatten)]
@@ -197,33 +197,71 @@ pub struct Patch {
     /// The same patch with some files stored as binary deltas (see [`DeltaPackage`]); absent
     /// in repositories written before deltas, and ignored by clients that predate them, which
     /// install the plain package above.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ///
+    /// Written under the key `delta` when every delta is one frame against a whole base, and
+    /// under `chunked_delta` when some file is [chunked](FileDelta::chunks): clients from
+    /// before chunks know only `delta`, so they never see a delta they would decode wrongly,
+    /// and install the plain package instead.
     pub delta: Option<DeltaPackage>,
 }
 
 /// A [`Patch`] as written, before its delta is checked against its operations.
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct PatchFields {
     from: Version,
     #[serde(flatten)]
     package: Package,
     operations: Operations,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     delta: Option<DeltaPackage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunked_delta: Option<DeltaPackage>,
 }
 
 impl TryFrom<PatchFields> for Patch {
     type Error = InvalidDelta;
 
     fn try_from(p: PatchFields) -> Result<Self, InvalidDelta> {
+        if let Some(delta) = &p.delta
+            && let Some((path, _)) = delta.files.iter().find(|(_, f)| !f.chunks.is_empty())
+        {
+            return Err(InvalidDelta {
+                reason: format!(
+                    "{path} is chunked under `delta`, which clients from before chunks would \
+                     decode as one frame; chunked deltas belong under `chunked_delta`"
+                ),
+            });
+        }
         let patch = Patch {
             from: p.from,
             package: p.package,
             operations: p.operations,
-            delta: p.delta,
+            // A repository may offer both, for old clients and new ones: new ones take chunks.
+            delta: p.chunked_delta.or(p.delta),
         };
         patch.check_delta()?;
         Ok(patch)
+    }
+}
+
+impl From<Patch> for PatchFields {
+    fn from(p: Patch) -> Self {
+        let chunked = p
+            .delta
+            .as_ref()
+            .is_some_and(|d| d.files.values().any(|f| !f.chunks.is_empty()));
+        let (delta, chunked_delta) = if chunked {
+            (None, p.delta)
+        } else {
+            (p.delta, None)
+        };
+        PatchFields {
+            from: p.from,
+            package: p.package,
+            operations: p.operations,
+            delta,
+            chunked_delta,
+        }
     }
 }
 
@@ -261,7 +299,27 @@ pub struct FileDelta {
     /// The decoded file's size and SHA-256 (what the plain package holds at this path).
     pub size: u64,
     pub sha256: Sha256Digest,
+    /// Empty: the entry is one zstd frame whose reference prefix is the whole base. Otherwise
+    /// the entry is one frame per chunk, in order, each decoding `size` bytes of the file
+    /// against the `base_size` bytes of the base at `base_offset`: a large file decodes in
+    /// pieces, with a slice of its base and one chunk's window in memory at a time, whatever
+    /// the size of either file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<DeltaChunk>,
 }
+
+/// One frame of a chunked [`FileDelta`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaChunk {
+    /// Bytes of the file this frame decodes to.
+    pub size: u64,
+    /// Where the frame's reference prefix starts in the base, and its length.
+    pub base_offset: u64,
+    pub base_size: u64,
+}
+
+/// The most chunks one file's delta may have: a 4 GiB file in chunks of 64 KiB.
+pub const MAX_DELTA_CHUNKS: usize = 1 << 16;
 
 /// Why a patch's `delta` does not fit the patch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -299,6 +357,7 @@ impl Patch {
                 return invalid(format!("{path} is not a file the patch replaces"));
             }
             total = total.saturating_add(file.size);
+            check_chunks(path, file, delta.window_log)?;
         }
         if total > self.package.unpacked_size {
             return invalid(format!(
@@ -308,6 +367,49 @@ impl Patch {
         }
         Ok(())
     }
+}
+
+/// A chunked file's frames must decode to exactly its size, each within the package's window
+/// (its base slice and its output together), with a slice that can lie inside a base.
+fn check_chunks(path: &RelPath, file: &FileDelta, window_log: u32) -> Result<(), InvalidDelta> {
+    if file.chunks.is_empty() {
+        return Ok(());
+    }
+    let invalid = |reason: String| {
+        Err(InvalidDelta {
+            reason: format!("{path}: {reason}"),
+        })
+    };
+    if file.chunks.len() > MAX_DELTA_CHUNKS {
+        return invalid(format!(
+            "{} chunks, more than the {MAX_DELTA_CHUNKS} a delta may have",
+            file.chunks.len()
+        ));
+    }
+    let window = 1u64 << window_log;
+    let mut total = 0u64;
+    for (i, chunk) in file.chunks.iter().enumerate() {
+        if chunk.size == 0 {
+            return invalid(format!("chunk {i} decodes to no bytes"));
+        }
+        if chunk.base_offset.checked_add(chunk.base_size).is_none()
+            || chunk.base_size.saturating_add(chunk.size) > window
+        {
+            return invalid(format!(
+                "chunk {i} ({} bytes against {} bytes of base) does not fit the window of \
+                 {window} bytes",
+                chunk.size, chunk.base_size
+            ));
+        }
+        total = total.saturating_add(chunk.size);
+    }
+    if total != file.size {
+        return invalid(format!(
+            "its chunks decode to {total} bytes, not its signed {}",
+            file.size
+        ));
+    }
+    Ok(())
 }
 
 /// A patch's `operations` as the manifest writes them, not yet checked: what
@@ -489,6 +591,53 @@ mod tests {
         }}
       }]
     }"#;
+
+    /// Chunked deltas go under `chunked_delta`, where clients from before chunks do not look;
+    /// a chunk under `delta`, or chunks that do not add up, are refused at parse.
+    #[test]
+    fn chunked_deltas_are_written_where_old_clients_do_not_look() {
+        let digest = "aa".repeat(32);
+        let patch = |key: &str, chunks: &str| {
+            format!(
+                r#"{{ "from": "1.0.0", "url": "p.tar.zst", "size": 3, "sha256": "{digest}",
+                "unpacked_size": 10, "operations": {{ "replace": {{ "files": ["f"] }} }},
+                "{key}": {{ "url": "d.tar.zst", "size": 2, "sha256": "{digest}",
+                  "unpacked_size": 10, "window_log": 20,
+                  "files": {{ "f": {{ "base": "g", "base_sha256": "{digest}", "size": 10,
+                    "sha256": "{digest}", "chunks": {chunks} }} }} }} }}"#
+            )
+        };
+        let good = r#"[{"size": 6, "base_offset": 0, "base_size": 4},
+                        {"size": 4, "base_offset": 4, "base_size": 4}]"#;
+        let parsed: Patch = serde_json::from_str(&patch("chunked_delta", good)).unwrap();
+        assert_eq!(
+            parsed.delta.as_ref().unwrap().files[&RelPath::new("f").unwrap()]
+                .chunks
+                .len(),
+            2
+        );
+        let written = serde_json::to_value(&parsed).unwrap();
+        assert!(written.get("delta").is_none(), "{written}");
+        assert!(written["chunked_delta"]["files"]["f"]["chunks"].is_array());
+        let err = serde_json::from_str::<Patch>(&patch("delta", good)).unwrap_err();
+        assert!(
+            err.to_string().contains("belong under `chunked_delta`"),
+            "{err}"
+        );
+        let short = r#"[{"size": 6, "base_offset": 0, "base_size": 4}]"#;
+        let err = serde_json::from_str::<Patch>(&patch("chunked_delta", short)).unwrap_err();
+        assert!(err.to_string().contains("not its signed 10"), "{err}");
+        let wide = r#"[{"size": 10, "base_offset": 0, "base_size": 1048576}]"#;
+        let err = serde_json::from_str::<Patch>(&patch("chunked_delta", wide)).unwrap_err();
+        assert!(err.to_string().contains("does not fit the window"), "{err}");
+        // Without chunks the delta stays under `delta`, as every client reads it.
+        let mut plain = parsed;
+        for f in plain.delta.as_mut().unwrap().files.values_mut() {
+            f.chunks.clear();
+        }
+        let written = serde_json::to_value(&plain).unwrap();
+        assert!(written.get("chunked_delta").is_none() && written.get("delta").is_some());
+    }
 
     #[test]
     fn parses_the_contract_example_and_keeps_unknown_fields() {
