@@ -239,3 +239,55 @@ fn a_manifest_whose_delta_names_a_path_the_patch_does_not_replace_is_refused() {
     );
     assert_same_tree(&snapshot(&env.install()), &before, "bad delta metadata");
 }
+
+/// A file whose base and itself pass 16 MiB is chunked: its delta goes under `chunked_delta`,
+/// where clients from before chunks do not look, with a base found by its name's stem (the
+/// version and channel in its name changed), and installs to the exact release.
+#[test]
+fn a_large_file_is_chunked_against_its_stem_twin_and_installs() {
+    let env = Env::new();
+    env.keygen("release");
+    let tree = |name: &str, lib: &str, edit: u8| {
+        let root = env.path(&format!("trees/{name}"));
+        fs::create_dir_all(root.join("lib")).unwrap();
+        // 9 MiB of noise with a 64 KiB block inserted in the middle: every chunk past it is
+        // shifted, so slices must follow the content, not the offset.
+        let mut big = noise(7, 9 << 20);
+        if edit != 0 {
+            big.splice(4 << 20..4 << 20, noise(8, 64 << 10));
+            big[100] = edit;
+        }
+        fs::write(root.join("lib").join(lib), &big).unwrap();
+        root
+    };
+    let t1 = tree("1.0.0", "libbig.so.1-rust-1.95.0-stable", 0);
+    let t2 = tree("1.1.0", "libbig.so.1-rust-1.97.0-nightly", 9);
+    env.publish(&t1, "1.0.0").success();
+    env.publish(&t2, "1.1.0").success();
+    env.file_config();
+    env.apply(&["--version", "1.0.0"]).success();
+
+    let patch = patch_of(&env, "1.1.0");
+    assert!(patch.get("delta").is_none(), "{patch:#}");
+    let delta = &patch["chunked_delta"];
+    let file = &delta["files"]["lib/libbig.so.1-rust-1.97.0-nightly"];
+    assert_eq!(file["base"], "lib/libbig.so.1-rust-1.95.0-stable");
+    assert_eq!(file["chunks"].as_array().unwrap().len(), 3, "{file:#}");
+    let small = delta["size"].as_u64().unwrap();
+    assert!(
+        small < 200 << 10,
+        "a 9 MiB file with 64 KiB inserted: delta package of {small} bytes"
+    );
+
+    let run = env.apply(&[]).success();
+    assert_eq!(events(&run, "delta").len(), 1, "{}", run.stdout);
+    let r = run.result();
+    assert_eq!(r["delta_files"], 1);
+    assert_eq!(r["bytes"].as_u64().unwrap(), small);
+    assert_same_tree(
+        &snapshot(&env.install()),
+        &tree_snapshot(&t2),
+        "through chunks",
+    );
+    env.molt(&["verify", "--config", "molt.toml"]).success();
+}
