@@ -39,6 +39,11 @@ fn config_seeds_hold_the_invariants() {
 }
 
 #[test]
+fn delta_seeds_hold_the_invariants() {
+    run("delta", molt_fuzz::delta::check);
+}
+
+#[test]
 fn extract_seeds_hold_the_invariants() {
     run("extract", molt_fuzz::extract::check);
 }

@@ -173,6 +173,82 @@ fn extract_seeds(work: &Path) {
     }
 }
 
+/// The delta target's seeds: the publisher's real encodings of both files (whole, chunked),
+/// each also with the plain entry first and with its base modified on disk, and hostile
+/// variants of them: a bomb, a slice past the end of the base, a window too small, a chunk
+/// table that does not add up.
+fn delta_seeds() {
+    use molt_fuzz::delta::{Encoding, encodings, files, input, window_log};
+    let dir = corpus("delta");
+    for (which, file) in files().iter().enumerate() {
+        let size = file.target.len() as u64;
+        for (i, e) in encodings(file).iter().enumerate() {
+            let kind = if e.chunks.is_empty() {
+                "whole"
+            } else {
+                "chunked"
+            };
+            let name = |what: &str| format!("{}-{kind}-{what}", ["app", "renamed-lib"][which]);
+            let log = window_log(file, e);
+            seed(
+                &dir,
+                &name("as-published"),
+                &[&input(which, 0, log, size, e)],
+            );
+            seed(
+                &dir,
+                &name("plain-first"),
+                &[&input(which, 4, log, size, e)],
+            );
+            seed(
+                &dir,
+                &name("base-modified"),
+                &[&input(which, 2, log, size, e)],
+            );
+            seed(
+                &dir,
+                &name("window-too-small"),
+                &[&input(which, 0, 10, size, e)],
+            );
+            seed(
+                &dir,
+                &name("size-short"),
+                &[&input(which, 0, log, size - 1, e)],
+            );
+            if i == 1 {
+                let mut past = Encoding {
+                    frames: e.frames.clone(),
+                    chunks: e.chunks.clone(),
+                };
+                past.chunks[0].base_offset = file.base.len() as u64;
+                seed(
+                    &dir,
+                    &name("slice-past-base"),
+                    &[&input(which, 0, log, size, &past)],
+                );
+                let mut short = Encoding {
+                    frames: e.frames.clone(),
+                    chunks: e.chunks.clone(),
+                };
+                short.chunks.pop();
+                seed(
+                    &dir,
+                    &name("chunks-short"),
+                    &[&input(which, 0, log, size, &short)],
+                );
+            }
+        }
+        // Declared as the real file; decodes to 4 MiB of zeros.
+        let bomb = molt::package::fuzzing::encode_whole(&file.base, &vec![0; 4 << 20]).unwrap();
+        let bomb = Encoding {
+            frames: bomb,
+            chunks: Vec::new(),
+        };
+        let name = format!("{}-bomb", ["app", "renamed-lib"][which]);
+        seed(&dir, &name, &[&input(which, 0, 23, size, &bomb)]);
+    }
+}
+
 fn config_seeds() {
     let dir = corpus("config");
     seed(
@@ -291,6 +367,7 @@ fn main() {
     let work = scratch("seeds");
     manifest_seeds(&work);
     extract_seeds(&work);
+    delta_seeds();
     config_seeds();
     let s = recovery_seeds();
     state_seeds(&s);

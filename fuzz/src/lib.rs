@@ -12,6 +12,7 @@
 //! That is why the modules refer to each other through `super::`, never through the crate name.
 
 pub mod config;
+pub mod delta;
 pub mod extract;
 pub mod manifest;
 pub mod plugin_answer;

@@ -313,7 +313,6 @@ pub(crate) fn extract_reporting(
 /// [`extract`] for a patch's delta package: the entries `bases` names are decoded against
 /// their bases (see [`crate::package::delta`]) and must decode to their signed size and hash;
 /// every other entry is as in the plain package. Returns the listing of the decoded tree.
-#[cfg(test)]
 pub(crate) fn extract_delta(
     package: &Path,
     stage: &Path,
