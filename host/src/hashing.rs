@@ -156,12 +156,16 @@ pub(crate) fn sha256_file_and_size(path: &Path) -> io::Result<(Sha256Digest, u64
     Ok(reader.finish())
 }
 
-/// Reads `reader` to its end into memory with its SHA-256, failing with [`is_cap_exceeded`]'s
+/// Reads `file` to its end into memory with its SHA-256, failing with [`is_cap_exceeded`]'s
 /// kind past `cap` bytes: the one way molt reads a whole file it did not write (keys, a
-/// repository's manifest, delta bases).
-pub(crate) fn read_capped<R: Read>(reader: R, cap: u64) -> io::Result<(Vec<u8>, Sha256Digest)> {
-    let mut capped = CappedHashReader::new(reader, cap);
+/// repository's manifest, delta bases). The buffer starts at the file's length (at most `cap`),
+/// so a 12 MiB base takes 12 MiB, not the 16 MiB a doubling buffer would reach; the length is
+/// only a hint, the bytes read are what count.
+pub(crate) fn read_capped(file: File, cap: u64) -> io::Result<(Vec<u8>, Sha256Digest)> {
+    let hint = file.metadata().map_or(0, |m| m.len()).min(cap);
     let mut bytes = Vec::new();
+    bytes.try_reserve_exact(usize::try_from(hint).unwrap_or(0))?;
+    let mut capped = CappedHashReader::new(file, cap);
     capped.read_to_end(&mut bytes)?;
     let (sha256, _) = capped.finish();
     Ok((bytes, sha256))
