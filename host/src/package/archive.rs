@@ -17,6 +17,12 @@
 //! from those hashes). The package is written to a temp file beside `out`,
 //! fsynced, renamed into place, and the directory is fsynced, so `out` is either the complete
 //! package or absent.
+//!
+//! A package never replaces *different* bytes already at its name: those may be a package the
+//! repository's live manifest names (the same version published before from another tree, or
+//! a publish that stopped before its manifest), and replacing them would fail every client's
+//! hash check until a new manifest lands — for good, if the publish then fails. Such a package
+//! goes beside it under a name carrying its hash ([`PackageInfo::path`] says where it went).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -142,6 +148,11 @@ pub enum PackageEntries<'a> {
 /// What the manifest records about a written package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageInfo {
+    /// Where the package is: the requested path, or beside it with its hash in the name when
+    /// other bytes were already there.
+    pub path: PathBuf,
+    /// False when the same bytes were already at `path` (left as they were).
+    pub fresh: bool,
     /// Size of the compressed package in bytes.
     pub size: u64,
     /// SHA-256 of the compressed package.
@@ -281,13 +292,61 @@ pub(crate) fn write_package_substituted(
         .into_inner()
         .map_err(|e| write_err(e.into_error()))?;
     drop(file);
-    fsutil::persist_temp(temp, out, Existing::Replace).map_err(write_err)?;
-    tracing::debug!(package = %out.display(), size, unpacked_size, entries = selection.len(), "wrote package");
+    let (path, fresh) = place(temp, out, size, &sha256).map_err(write_err)?;
+    tracing::debug!(package = %path.display(), size, unpacked_size, entries = selection.len(), fresh, "wrote package");
     Ok(PackageInfo {
+        path,
+        fresh,
         size,
         sha256,
         unpacked_size,
     })
+}
+
+/// Puts the written `temp` (`size` bytes, `sha256`) at `out`, or beside it when `out` holds
+/// other bytes (see the module doc); whether this made the file (false: the same bytes were
+/// already there, and stay).
+fn place(
+    temp: tempfile::NamedTempFile,
+    out: &Path,
+    size: u64,
+    sha256: &Sha256Digest,
+) -> io::Result<(PathBuf, bool)> {
+    let same = |path: &Path| -> io::Result<Option<bool>> {
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+            Ok(m) if !m.is_file() || m.len() != size => Ok(Some(false)),
+            Ok(_) => Ok(Some(crate::hashing::sha256_file(path)? == *sha256)),
+        }
+    };
+    let path = match same(out)? {
+        None => out.to_owned(),
+        Some(true) => return Ok((out.to_owned(), false)),
+        Some(false) => {
+            let beside = beside(out, sha256);
+            if same(&beside)? == Some(true) {
+                return Ok((beside, false));
+            }
+            beside
+        }
+    };
+    fsutil::persist_temp(temp, &path, Existing::Replace)?;
+    Ok((path, true))
+}
+
+/// `dir/name-1.2.0-x86_64.<first 16 hex digits of sha256>.tar.zst` for `dir/name-1.2.0-x86_64.tar.zst`.
+fn beside(out: &Path, sha256: &Sha256Digest) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hash = &sha256.to_hex()[..16];
+    let (stem, ext) = match name.rfind(".tar.") {
+        Some(i) => name.split_at(i),
+        None => (name.as_str(), ""),
+    };
+    out.with_file_name(format!("{stem}.{hash}{ext}"))
 }
 
 /// The sorted entries of the package: BTreeMap order puts every directory before its contents,
@@ -586,7 +645,13 @@ mod tests {
             .set_modified(later)
             .unwrap();
         let info_b = write_package(&b, tree.path(), &listing, PackageEntries::FullTree).unwrap();
-        assert_eq!(info_a, info_b);
+        assert_eq!(
+            PackageInfo {
+                path: b.clone(),
+                ..info_a.clone()
+            },
+            info_b
+        );
         assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
         assert_eq!(info_a.size, fs::metadata(&a).unwrap().len());
         assert_eq!(info_a.sha256, crate::hashing::sha256_file(&a).unwrap());
@@ -623,7 +688,7 @@ mod tests {
         let info_a = write_package(&a, tree.path(), &listing, PackageEntries::FullTree).unwrap();
         let info_b = write_package(&b, tree.path(), &listing, PackageEntries::FullTree).unwrap();
         write_package(&gz, tree.path(), &listing, PackageEntries::FullTree).unwrap();
-        assert_eq!(info_a, info_b);
+        assert_eq!((info_a.size, info_a.sha256), (info_b.size, info_b.sha256));
         assert_eq!(fs::read(&a).unwrap()[..4], [0x28, 0xb5, 0x2f, 0xfd]);
         let mut zstd_tar = Vec::new();
         zstd::stream::read::Decoder::new(File::open(&a).unwrap())
@@ -635,6 +700,42 @@ mod tests {
             .read_to_end(&mut gzip_tar)
             .unwrap();
         assert_eq!(zstd_tar, gzip_tar);
+    }
+
+    #[test]
+    fn a_package_goes_beside_other_bytes_at_its_name_and_keeps_the_same_bytes() {
+        let tree = sample_tree();
+        let listing = TreeListing::scan(tree.path(), &[]).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let pkg = out.path().join("demo-1.0.0-x86_64.delta.tar.zst");
+        let first = write_package(&pkg, tree.path(), &listing, PackageEntries::FullTree).unwrap();
+        assert_eq!((first.path.as_path(), first.fresh), (pkg.as_path(), true));
+        let before = fs::read(&pkg).unwrap();
+
+        // The same tree again: the same bytes stay where they are.
+        let same = write_package(&pkg, tree.path(), &listing, PackageEntries::FullTree).unwrap();
+        assert_eq!((same.path.as_path(), same.fresh), (pkg.as_path(), false));
+
+        // Another tree: beside, with its hash in the name; the first package is untouched.
+        fs::write(tree.path().join("conf/app.yml"), b"level: 9\n").unwrap();
+        let listing = TreeListing::scan(tree.path(), &[]).unwrap();
+        let other = write_package(&pkg, tree.path(), &listing, PackageEntries::FullTree).unwrap();
+        let hash = &other.sha256.to_hex()[..16];
+        assert_eq!(
+            other.path,
+            out.path()
+                .join(format!("demo-1.0.0-x86_64.delta.{hash}.tar.zst"))
+        );
+        assert!(other.fresh);
+        assert_eq!(fs::read(&pkg).unwrap(), before);
+        assert_eq!(
+            crate::hashing::sha256_file(&other.path).unwrap(),
+            other.sha256
+        );
+        // Written again, it finds itself there too.
+        let again = write_package(&pkg, tree.path(), &listing, PackageEntries::FullTree).unwrap();
+        assert_eq!((again.path, again.fresh), (other.path, false));
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 2);
     }
 
     #[test]

@@ -592,9 +592,11 @@ fn write(
     })?;
     let out = settings.req.repo.join(&url);
     let PackageInfo {
+        path,
         size,
         sha256,
         unpacked_size,
+        ..
     } = write_package(&out, root, listing, entries).map_err(|source| {
         PublishError::WritePackage {
             package: out.clone(),
@@ -602,10 +604,24 @@ fn write(
         }
     })?;
     Ok(Package {
-        url,
+        url: placed_url(settings, &path)?,
         size,
         sha256,
         unpacked_size,
+    })
+}
+
+/// The URL of a package the archive writer placed at `path` in the packages directory (its
+/// requested name, or that name with the package's hash when other bytes held it).
+fn placed_url(settings: &Settings<'_>, path: &Path) -> Result<PackageUrl, PublishError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    PackageUrl::new(&format!("{}/{name}", settings.packages_dir)).map_err(|e| {
+        PublishError::InvalidRequest {
+            reason: e.to_string(),
+        }
     })
 }
 
@@ -709,9 +725,12 @@ fn make_delta_package(
         package: out.clone(),
         source,
     })?;
+    let url = placed_url(settings, &info.path)?;
     if info.size >= plain.size {
         tracing::info!(package = %url, size = info.size, plain = plain.size, "the delta package is no smaller; not offering it");
-        let _ = fs::remove_file(&out);
+        if info.fresh {
+            let _ = fs::remove_file(&info.path);
+        }
         return Ok(None);
     }
     tracing::info!(
@@ -1326,6 +1345,44 @@ mod tests {
         );
         assert_matches_file(&f, &p.package);
         assert_patch_ships_new_content(&f, p, &t2);
+    }
+
+    #[test]
+    fn a_failed_republish_leaves_every_package_the_live_manifest_names_intact() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        let t2 = make_tree(&f, "2", V2);
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        publish(&request(&f, "1.1.0", &t2)).unwrap();
+        let before = verified(&f);
+        // 1.0.0's package goes bad, so re-publishing 1.1.0 from another tree fails while
+        // building its patch from 1.0.0: after its own full package was written.
+        let a1 = before.releases[0].artifacts["x86_64"].full.clone().unwrap();
+        fs::write(f.repo.join(&a1.url), b"not a package").unwrap();
+        let t2b = make_tree(&f, "2b", &[V2, &["extra.txt=x"]].concat());
+        let err = publish(&request(&f, "1.1.0", &t2b)).unwrap_err();
+        assert!(matches!(err, PublishError::PackageMismatch { .. }), "{err}");
+
+        let after = verified(&f);
+        assert_eq!(
+            serde_json::to_value(&after).unwrap(),
+            serde_json::to_value(&before).unwrap()
+        );
+        let a2 = &after.releases[1].artifacts["x86_64"];
+        assert_matches_file(&f, a2.full.as_ref().unwrap());
+        for p in &a2.patches {
+            assert_matches_file(&f, &p.package);
+        }
+        // Once 1.0.0 is whole again, the re-publish lands beside the old package, which the
+        // manifest no longer names but a client that fetched the old one can still finish.
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        let report = publish(&request(&f, "1.1.0", &t2b)).unwrap();
+        let old_full = a2.full.as_ref().unwrap();
+        assert_ne!(report.full.url, old_full.url);
+        assert!(report.full.url.as_str().ends_with(".tar.zst"));
+        assert_matches_file(&f, &report.full);
+        assert_matches_file(&f, old_full);
+        assert_patch_ships_new_content(&f, &report.patches[0].clone().into_patch(), &t2b);
     }
 
     /// The patch a document of `artifacts` holds, read as a client reads it.
