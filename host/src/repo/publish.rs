@@ -973,25 +973,52 @@ fn write_signed_manifest(
             max: MAX_MANIFEST_BYTES,
         });
     }
-    let signature_bytes = SignatureFile {
-        signatures: vec![signature::sign(&bytes, key)],
-    }
-    .to_bytes();
-
+    let new_signature = signature::sign(&bytes, key);
     let manifest_path = repo.join(MANIFEST_FILE);
     let signature_path = repo.join(SIGNATURE_FILE);
-    let signature_temp = readable_temp(repo, &signature_path, &signature_bytes)?;
-    let manifest_temp = readable_temp(repo, &manifest_path, &bytes)?;
-    for (temp, path) in [
-        (manifest_temp, &manifest_path),
-        (signature_temp, &signature_path),
-    ] {
-        fsutil::persist_temp(temp, path, Existing::Replace).map_err(|source| {
-            PublishError::WriteRepo {
-                path: path.clone(),
+
+    // Two files cannot be renamed at once, so the signature file first carries the signatures
+    // of both manifests: whichever manifest a reader (or a crash) finds beside it verifies.
+    // Without that, a kill between the renames left a pair no client or publisher accepts.
+    let old_signatures = read_capped(&signature_path, MAX_SIGNATURE_BYTES)?
+        .and_then(|b| serde_json::from_slice::<SignatureFile>(&b).ok())
+        .map(|f| f.signatures)
+        .unwrap_or_default();
+    let bridge = SignatureFile {
+        signatures: std::iter::once(new_signature.clone())
+            .chain(old_signatures)
+            .collect(),
+    }
+    .to_bytes();
+    let steps: Vec<(&Path, Vec<u8>, &str)> = if bridge.len() as u64 <= MAX_SIGNATURE_BYTES {
+        vec![
+            (
+                &signature_path,
+                bridge,
+                "publish: signatures of both manifests",
+            ),
+            (&manifest_path, bytes, "publish: the new manifest"),
+        ]
+    } else {
+        vec![(&manifest_path, bytes, "publish: the new manifest")]
+    };
+    let last = SignatureFile {
+        signatures: vec![new_signature],
+    }
+    .to_bytes();
+    let last = (
+        signature_path.as_path(),
+        last,
+        "publish: its signature alone",
+    );
+    for (path, content, label) in steps.into_iter().chain([last]) {
+        let temp = readable_temp(repo, path, &content)?;
+        fsutil::persist_temp(temp, path, Existing::Replace)
+            .and_then(|()| crate::failpoint::step(label))
+            .map_err(|source| PublishError::WriteRepo {
+                path: path.to_owned(),
                 source,
-            }
-        })?;
+            })?;
     }
     Ok(manifest_path)
 }
@@ -1345,6 +1372,41 @@ mod tests {
         );
         assert_matches_file(&f, &p.package);
         assert_patch_ships_new_content(&f, p, &t2);
+    }
+
+    #[test]
+    fn a_publish_killed_at_any_step_leaves_a_manifest_that_verifies() {
+        use crate::failpoint::simulation::{crash_after_step, record_steps};
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        let t2 = make_tree(&f, "2", V2);
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        let (done, labels) = record_steps(|| publish(&request(&f, "1.1.0", &t2)));
+        done.unwrap();
+        assert_eq!(labels.len(), 3, "{labels:?}");
+        let sig = fs::read(f.repo.join(SIGNATURE_FILE)).unwrap();
+        let file: SignatureFile = serde_json::from_slice(&sig).unwrap();
+        assert_eq!(file.signatures.len(), 1);
+
+        for k in 1..=labels.len() as u64 {
+            let version = format!("1.{}.0", k + 1);
+            let serial = verified(&f).serial;
+            assert!(crash_after_step(k, || publish(&request(&f, &version, &t1))).is_none());
+            // Whichever manifest is there verifies: the old one, or (after its rename) the new.
+            let m = verified(&f);
+            let released = m.releases.iter().any(|r| r.version.to_string() == version);
+            assert_eq!(m.serial, if released { serial + 1 } else { serial });
+            assert_eq!(
+                released,
+                k >= 2,
+                "crash after step {k} ({})",
+                labels[k as usize - 1]
+            );
+            // The publisher carries on from it.
+            let again = publish(&request(&f, &version, &t1)).unwrap();
+            assert_eq!(again.serial, m.serial + 1);
+            assert_eq!(verified(&f).serial, m.serial + 1);
+        }
     }
 
     #[test]

@@ -103,7 +103,9 @@ fn fetch_and_verify(
     let (manifest_bytes, sig_bytes) = fetch_pair()?;
     match verify_manifest(&manifest_bytes, &sig_bytes, &policy, &url) {
         // A publisher renames the manifest, then its signature: a read between the two renames
-        // sees a mismatched pair. Read once more; only changed bytes get a second verification.
+        // sees a mismatched pair (molt's own publisher first writes a signature file valid for
+        // both manifests, but other publishers and older ones do not). Read once more; only
+        // changed bytes get a second verification.
         Err(mismatch @ TrustError::SignatureThresholdNotMet { .. }) => {
             let (again_manifest, again_sig) = fetch_pair()?;
             if (&again_manifest, &again_sig) == (&manifest_bytes, &sig_bytes) {
