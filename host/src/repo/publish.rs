@@ -33,6 +33,7 @@
 //!   `packages/<channel>/`: the same version may be on two channels with different trees.
 //! - An advisory lock (`.molt-publish.lock` in the repository) keeps two publishes apart.
 
+use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -310,6 +311,15 @@ struct Settings<'a> {
     packages_dir: String,
     now: OffsetDateTime,
     expires: OffsetDateTime,
+    /// Files this publish created in the repository (packages, patch documents): removed again
+    /// if it fails before its manifest is written, since nothing names them then.
+    created: RefCell<Vec<PathBuf>>,
+}
+
+impl Settings<'_> {
+    fn created(&self, path: &Path) {
+        self.created.borrow_mut().push(path.to_owned());
+    }
 }
 
 /// Publishes `req.tree` as `req.version` into `req.repo` (see the module docs).
@@ -328,8 +338,46 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         source,
     })?;
     let _lock = lock_repo(&req.repo)?;
-
     let previous = load_own_manifest(&req.repo, &key, &req.product)?;
+    let built = build(&settings, previous.as_ref());
+    let (manifest, full, report_patches) = match built {
+        Ok(built) => built,
+        Err(e) => {
+            // Nothing names what this publish wrote: the live manifest is the old one.
+            for path in settings.created.take() {
+                let _ = fs::remove_file(&path);
+            }
+            return Err(e);
+        }
+    };
+
+    let manifest_path = write_signed_manifest(&req.repo, &manifest, &key)?;
+    tracing::info!(
+        manifest = %manifest_path.display(),
+        serial = manifest.serial,
+        version = %req.version,
+        patches = report_patches.len(),
+        "published"
+    );
+    Ok(PublishReport {
+        manifest: manifest_path,
+        serial: manifest.serial,
+        version: req.version.clone(),
+        arch: settings.arch,
+        channel: settings.channel,
+        key_id: key_id(&key.verifying_key()),
+        full,
+        patches: report_patches,
+    })
+}
+
+/// Everything a publish writes before its manifest: the packages and patch documents, and the
+/// new manifest (not yet signed or written) with the full package and the patches made.
+fn build(
+    settings: &Settings<'_>,
+    previous: Option<&Manifest>,
+) -> Result<(Manifest, Package, Vec<WrittenPatch>), PublishError> {
+    let req = settings.req;
     if previous.as_ref().is_some_and(|m| m.serial == u64::MAX) {
         return Err(PublishError::SerialExhausted {
             path: req.repo.join("manifest.json"),
@@ -356,7 +404,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         req.compression.extension()
     );
     let full = write(
-        &settings,
+        settings,
         &full_name,
         &req.tree,
         &listing,
@@ -364,7 +412,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
     )?;
     tracing::info!(package = %full.url, size = full.size, "wrote the full package");
 
-    let mut manifest = previous.clone().unwrap_or_else(|| Manifest {
+    let mut manifest = previous.cloned().unwrap_or_else(|| Manifest {
         format: FORMAT,
         product: req.product.clone(),
         serial: 0,
@@ -391,7 +439,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         let old_package = req.repo.join(&from_full.url);
         let old_files = OldRelease::Package(&old_package, ExtractLimits::for_package(from_full));
         patches_to_new.push(make_patch(
-            &settings,
+            settings,
             from,
             &req.version,
             (&old, old_files),
@@ -410,7 +458,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         .and_then(|a| a.full.as_ref())
         .is_some_and(|old| old.sha256 != full.sha256);
     if tree_changed {
-        rebuild_patches_from(&settings, &mut manifest, &listing, &mut report_patches)?;
+        rebuild_patches_from(settings, &mut manifest, &listing, &mut report_patches)?;
     }
 
     let mut artifacts = Artifacts {
@@ -418,32 +466,14 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         ..Artifacts::default()
     };
     for written in patches_to_new {
-        place_patch(&settings, &mut artifacts, written.into_patch())?;
+        place_patch(settings, &mut artifacts, written.into_patch())?;
     }
-    upsert_release(&settings, &mut manifest, artifacts);
+    upsert_release(settings, &mut manifest, artifacts);
     manifest.serial = previous.as_ref().map_or(1, |m| m.serial.saturating_add(1));
     manifest.expires = settings.expires;
     check_structure(&manifest, &req.repo.display().to_string())
         .map_err(|e| PublishError::InvalidResult(Box::new(e)))?;
-
-    let manifest_path = write_signed_manifest(&req.repo, &manifest, &key)?;
-    tracing::info!(
-        manifest = %manifest_path.display(),
-        serial = manifest.serial,
-        version = %req.version,
-        patches = report_patches.len(),
-        "published"
-    );
-    Ok(PublishReport {
-        manifest: manifest_path,
-        serial: manifest.serial,
-        version: req.version.clone(),
-        arch: settings.arch,
-        channel: settings.channel,
-        key_id: key_id(&key.verifying_key()),
-        full,
-        patches: report_patches,
-    })
+    Ok((manifest, full, report_patches))
 }
 
 fn settings(req: &PublishRequest) -> Result<Settings<'_>, PublishError> {
@@ -481,6 +511,7 @@ fn settings(req: &PublishRequest) -> Result<Settings<'_>, PublishError> {
         packages_dir,
         now,
         expires: now + Duration::days(i64::from(days)),
+        created: RefCell::new(Vec::new()),
     })
 }
 
@@ -593,16 +624,19 @@ fn write(
     let out = settings.req.repo.join(&url);
     let PackageInfo {
         path,
+        fresh,
         size,
         sha256,
         unpacked_size,
-        ..
     } = write_package(&out, root, listing, entries).map_err(|source| {
         PublishError::WritePackage {
             package: out.clone(),
             source,
         }
     })?;
+    if fresh {
+        settings.created(&path);
+    }
     Ok(Package {
         url: placed_url(settings, &path)?,
         size,
@@ -726,6 +760,9 @@ fn make_delta_package(
         source,
     })?;
     let url = placed_url(settings, &info.path)?;
+    if info.fresh && info.size < plain.size {
+        settings.created(&info.path);
+    }
     if info.size >= plain.size {
         tracing::info!(package = %url, size = info.size, plain = plain.size, "the delta package is no smaller; not offering it");
         if info.fresh {
@@ -906,6 +943,7 @@ fn place_patch(
             reason: e.to_string(),
         })?;
     let path = settings.req.repo.join(url.as_str());
+    let existed = fs::symlink_metadata(&path).is_ok();
     let temp = readable_temp(&settings.req.repo, &path, &bytes)?;
     fsutil::persist_temp(temp, &path, Existing::Replace).map_err(|source| {
         PublishError::WriteRepo {
@@ -913,6 +951,9 @@ fn place_patch(
             source,
         }
     })?;
+    if !existed {
+        settings.created(&path);
+    }
     artifacts.patch_documents.push(PatchDocument {
         from: patch.from,
         size: patch.package.size,
@@ -1422,8 +1463,19 @@ mod tests {
         let a1 = before.releases[0].artifacts["x86_64"].full.clone().unwrap();
         fs::write(f.repo.join(&a1.url), b"not a package").unwrap();
         let t2b = make_tree(&f, "2b", &[V2, &["extra.txt=x"]].concat());
+        let listing = || {
+            let mut names: Vec<_> = fs::read_dir(f.repo.join(PACKAGES_DIR))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let files_before = listing();
         let err = publish(&request(&f, "1.1.0", &t2b)).unwrap_err();
         assert!(matches!(err, PublishError::PackageMismatch { .. }), "{err}");
+        // What the failed publish wrote is gone again: nothing names it.
+        assert_eq!(listing(), files_before);
 
         let after = verified(&f);
         assert_eq!(
