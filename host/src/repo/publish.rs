@@ -338,6 +338,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         source,
     })?;
     let _lock = lock_repo(&req.repo)?;
+    sweep_stale(&req.repo, &packages_dir);
     let previous = load_own_manifest(&req.repo, &key, &req.product)?;
     let built = build(&settings, previous.as_ref());
     let (manifest, full, report_patches) = match built {
@@ -526,6 +527,68 @@ fn is_plain_name(name: &str) -> bool {
 
 /// Takes the repository's publish lock (held until the returned lock is dropped); another
 /// publish holding it is an error at once.
+/// Names a publish gives its scratch files and directories: in the repository's root (deltas
+/// being encoded, rebuilt trees, a manifest or signature not yet renamed) and in a packages
+/// directory (a package being written).
+const ROOT_SCRATCH: [&str; 3] = [".molt-deltas-", ".molt-publish-", ".molt-manifest-"];
+const PACKAGE_SCRATCH: &str = ".molt-package-";
+
+/// Removes what a killed publish left (under the repository lock, so no publish is using them):
+/// encoded deltas alone can be gigabytes, and every kill would leave more. Best effort: what
+/// cannot be removed is logged and left.
+fn sweep_stale(repo: &Path, packages_dir: &Path) {
+    let scratch = |dir: &Path, prefixes: &[&str]| -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                prefixes.iter().any(|p| name.starts_with(p))
+            })
+            .map(|e| e.path())
+            .collect()
+    };
+    let stale = scratch(repo, &ROOT_SCRATCH)
+        .into_iter()
+        .chain(scratch(packages_dir, &[PACKAGE_SCRATCH]));
+    for path in stale {
+        let removed = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                make_writable(&path);
+                fsutil::remove_tree(&path)
+            }
+            Ok(_) => fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed what an interrupted publish left")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove what an interrupted publish left")
+            }
+        }
+    }
+}
+
+/// Gives every directory under `root` (not following links) its owner's write and search bits,
+/// so a rebuilt tree with read-only directories can be removed.
+fn make_writable(root: &Path) {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        if entry.file_type().is_dir() {
+            let mode = entry.metadata().map_or(0o700, |m| m.permissions().mode()) | 0o700;
+            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode));
+        }
+    }
+}
+
 fn lock_repo(repo: &Path) -> Result<fsutil::FileLock, PublishError> {
     let path = repo.join(LOCK_FILE);
     match fsutil::lock_file(&path, std::time::Duration::ZERO) {
@@ -1413,6 +1476,43 @@ mod tests {
         );
         assert_matches_file(&f, &p.package);
         assert_patch_ships_new_content(&f, p, &t2);
+    }
+
+    #[test]
+    fn a_publish_removes_what_an_interrupted_one_left_and_nothing_else() {
+        let f = fixture();
+        let t1 = make_tree(&f, "1", V1);
+        publish(&request(&f, "1.0.0", &t1)).unwrap();
+        let packages = f.repo.join(PACKAGES_DIR);
+        // What a kill leaves: encoded deltas, a rebuilt tree with a read-only directory, a
+        // manifest not yet renamed, a package being written.
+        let deltas = f.repo.join(".molt-deltas-x1");
+        fs::create_dir_all(deltas.join("bin")).unwrap();
+        fs::write(deltas.join("bin/app.delta"), b"frames").unwrap();
+        let rebuilt = f.repo.join(".molt-publish-x2/tree/ro");
+        fs::create_dir_all(&rebuilt).unwrap();
+        fs::write(rebuilt.join("f"), b"x").unwrap();
+        fs::set_permissions(&rebuilt, fs::Permissions::from_mode(0o555)).unwrap();
+        fs::write(f.repo.join(".molt-manifest-x3"), b"{}").unwrap();
+        fs::write(packages.join(".molt-package-x4.part"), b"half").unwrap();
+        // Not a publish's: kept.
+        for kept in [f.repo.join(".well-known"), packages.join(".htaccess")] {
+            fs::write(kept, b"mine").unwrap();
+        }
+
+        publish(&request(&f, "1.1.0", &make_tree(&f, "2", V2))).unwrap();
+        let names = |dir: &Path| {
+            let mut n: Vec<String> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with('.'))
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&f.repo), [LOCK_FILE, ".well-known"]);
+        assert_eq!(names(&packages), [".htaccess"]);
+        assert_eq!(verified(&f).serial, 2);
     }
 
     #[test]
