@@ -343,13 +343,7 @@ pub fn check(data: &[u8]) {
         }
         Err(e) => {
             assert!(!canonical, "the publisher's own delta was refused: {e}");
-            assert!(!e.to_string().is_empty());
-            txn.abandon()
-                .expect("a refused package's transaction cannot be discarded");
-            assert!(
-                !stage.exists() && !txn_dir.exists(),
-                "{e}: the stage was left behind"
-            );
+            super::assert_refused_cleanly(&e, txn, &stage, &txn_dir);
         }
     }
     assert_eq!(

@@ -166,6 +166,23 @@ pub struct RecoveryScenario {
     pub new: Snapshot,
 }
 
+/// A refused package's invariant, shared by the extracting targets: the refusal says something,
+/// its transaction can be discarded, and neither the stage nor the transaction dir is left.
+pub fn assert_refused_cleanly(
+    e: &dyn std::fmt::Display,
+    txn: Transaction,
+    stage: &Path,
+    txn_dir: &Path,
+) {
+    assert!(!e.to_string().is_empty());
+    txn.abandon()
+        .expect("a refused package's transaction cannot be discarded");
+    assert!(
+        !stage.exists() && !txn_dir.exists(),
+        "{e}: the stage was left behind"
+    );
+}
+
 /// The install's state dir and its install dir, under `root`.
 pub fn open_state(root: &Path) -> StateDir {
     StateDir::open(&root.join("state"), &root.join("install")).expect("state dir")
