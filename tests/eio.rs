@@ -183,3 +183,79 @@ fn eio_at_every_step_of_a_rollback_leaves_old_or_new_as_the_exit_code_says() {
         t.ok, t.failed, t.manual
     );
 }
+
+/// EIO at every durable step of a publish (the manifest pair's three renames): exit 1 leaves the
+/// repository serving the release before it; exit 0 has published the new one, says what failed
+/// as a warning, and its manifest pair verifies. Either way an install then reaches the newest
+/// release the repository offers, and the next publish lands.
+#[test]
+fn eio_at_every_publish_step_tells_the_truth_about_the_repository() {
+    let env = Env::new();
+    env.keygen("release");
+    let t1 = env.tree("1.0.0", crate::craft::R1);
+    let t2 = env.tree("1.1.0", crate::craft::R2);
+    env.publish(&t1, "1.0.0").success();
+    let pristine = env.path("pristine-repo");
+    copy_tree(&env.repo(), &pristine);
+    let args = [
+        "publish",
+        "--repo",
+        "repo",
+        "--key",
+        "keys/release.key.pem",
+        "--product",
+        "demo-app",
+        "--version",
+        "1.1.0",
+        "--tree",
+        t2.to_str().unwrap(),
+        "--arch",
+        "x86_64",
+    ];
+    let counted = env
+        .molt_with_env(&args, &[("MOLT_TEST_REPORT_STEPS", "1")])
+        .success();
+    let total = steps_of(&counted);
+    assert_eq!(total, 3, "{}", counted.stderr);
+
+    let mut codes = Vec::new();
+    for k in 1..=total {
+        copy_tree(&pristine, &env.repo());
+        let k_str = k.to_string();
+        let run = env.molt_with_env(&args, &[("MOLT_TEST_FAIL_AT_STEP", &k_str)]);
+        let ctx = format!(
+            "step {k}: exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            run.code, run.stdout, run.stderr
+        );
+        codes.push(run.code);
+        // What clients read now: `molt check` verifies the pair and names the newest release.
+        let _ = std::fs::remove_dir_all(env.install());
+        env.file_config();
+        let check = env
+            .molt(&["check", "--config", "molt.toml", "--json"])
+            .success();
+        let offered = check.result()["to"].clone();
+        match run.code {
+            0 => {
+                assert!(run.stderr.contains("warning: "), "{ctx}");
+                assert_eq!(env.manifest()["serial"], 2, "{ctx}");
+                assert_eq!(offered, "1.1.0", "{ctx}\n{}", check.stdout);
+            }
+            1 => {
+                assert_eq!(env.manifest()["serial"], 1, "{ctx}");
+                assert_eq!(offered, "1.0.0", "{ctx}\n{}", check.stdout);
+            }
+            other => panic!("unexpected exit {other}: {ctx}"),
+        }
+        // The next publish lands, from whichever state this left.
+        env.molt(&args).success();
+        assert_eq!(
+            env.manifest()["serial"],
+            2 + u64::from(run.code == 0),
+            "{ctx}"
+        );
+    }
+    // The bridge's rename is before the commit point; the manifest's and the last signature's
+    // are after it.
+    assert_eq!(codes, [1, 0, 0]);
+}

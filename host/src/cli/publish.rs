@@ -91,14 +91,15 @@ pub(super) fn run(args: &PublishArgs, out: &Output) -> Result<(), Error> {
             p.from, p.to, p.package.url, p.package.size
         ));
     }
-    out.success(
-        &lines.join("\n"),
-        json!({
-            "serial": report.serial,
-            "version": report.version,
-            "full": report.full,
-            "patches": report.patches.iter().map(|p| json!({"from": p.from, "url": p.package.url, "size": p.package.size})).collect::<Vec<_>>(),
-        }),
-    );
+    let mut fields = json!({
+        "serial": report.serial,
+        "version": report.version,
+        "full": report.full,
+        "patches": report.patches.iter().map(|p| json!({"from": p.from, "url": p.package.url, "size": p.package.size})).collect::<Vec<_>>(),
+    });
+    if !report.warnings.is_empty() {
+        fields["warnings"] = json!(report.warnings);
+    }
+    out.success(&lines.join("\n"), fields);
     Ok(())
 }

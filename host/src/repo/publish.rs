@@ -178,6 +178,9 @@ pub struct PublishReport {
     /// Patches to the published version, and patches from it that were rebuilt because its tree
     /// changed.
     pub patches: Vec<WrittenPatch>,
+    /// What failed after the new manifest was in place (the release is published, and clients
+    /// see it): said, never reported as a failed publish.
+    pub warnings: Vec<String>,
 }
 
 /// Why a publish failed. Nothing visible to clients changes unless the final renames happen.
@@ -352,7 +355,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         }
     };
 
-    let manifest_path = write_signed_manifest(&req.repo, &manifest, &key)?;
+    let (manifest_path, warnings) = write_signed_manifest(&req.repo, &manifest, &key)?;
     tracing::info!(
         manifest = %manifest_path.display(),
         serial = manifest.serial,
@@ -369,6 +372,7 @@ pub fn publish(req: &PublishRequest) -> Result<PublishReport, PublishError> {
         key_id: key_id(&key.verifying_key()),
         full,
         patches: report_patches,
+        warnings,
     })
 }
 
@@ -1061,11 +1065,15 @@ fn upsert_release(settings: &Settings<'_>, manifest: &mut Manifest, artifacts: A
 
 /// Serializes and signs `manifest`, then writes both files durably (see the module docs for the
 /// order). Returns the manifest's path.
+/// Signs and writes the manifest pair; the manifest's rename is the publish's commit point. A
+/// failure before it is the publish's failure (clients still see the old release); one after
+/// it — the manifest's directory fsync, or the last signature file — is a warning, because the
+/// new release is already what clients read, with a signature file valid for it either way.
 fn write_signed_manifest(
     repo: &Path,
     manifest: &Manifest,
     key: &SigningKey,
-) -> Result<PathBuf, PublishError> {
+) -> Result<(PathBuf, Vec<String>), PublishError> {
     let mut bytes =
         serde_json::to_vec_pretty(manifest).map_err(|e| PublishError::SerializeManifest {
             reason: e.to_string(),
@@ -1115,16 +1123,38 @@ fn write_signed_manifest(
         last,
         "publish: its signature alone",
     );
+    let mut committed = false;
+    let mut warnings = Vec::new();
     for (path, content, label) in steps.into_iter().chain([last]) {
-        let temp = readable_temp(repo, path, &content)?;
-        fsutil::persist_temp(temp, path, Existing::Replace)
-            .and_then(|()| crate::failpoint::step(label))
-            .map_err(|source| PublishError::WriteRepo {
-                path: path.to_owned(),
-                source,
-            })?;
+        let written = readable_temp(repo, path, &content).and_then(|temp| {
+            fsutil::persist_temp(temp, path, Existing::Replace)
+                .and_then(|()| crate::failpoint::step(label))
+                .map_err(|source| PublishError::WriteRepo {
+                    path: path.to_owned(),
+                    source,
+                })
+        });
+        let is_manifest = path == manifest_path.as_path();
+        match written {
+            Ok(()) => committed |= is_manifest,
+            Err(e) if !committed && !is_manifest => return Err(e),
+            Err(e) => {
+                // Past the rename (or at it: a failed directory fsync after it), the file in
+                // place says whether clients already read the new manifest.
+                let in_place = fs::read(path).is_ok_and(|b| b == content);
+                if is_manifest && !in_place {
+                    return Err(e);
+                }
+                committed = true;
+                warnings.push(format!(
+                    "{}; the new manifest is published (clients see it), but this step may not \
+                     survive a power cut: run the same publish again to make sure",
+                    crate::error::chain(&e)
+                ));
+            }
+        }
     }
-    Ok(manifest_path)
+    Ok((manifest_path, warnings))
 }
 
 /// A temp file holding `bytes`, beside `target`, readable by everyone (made durable when it is
