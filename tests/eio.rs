@@ -197,21 +197,7 @@ fn eio_at_every_publish_step_tells_the_truth_about_the_repository() {
     env.publish(&t1, "1.0.0").success();
     let pristine = env.path("pristine-repo");
     copy_tree(&env.repo(), &pristine);
-    let args = [
-        "publish",
-        "--repo",
-        "repo",
-        "--key",
-        "keys/release.key.pem",
-        "--product",
-        "demo-app",
-        "--version",
-        "1.1.0",
-        "--tree",
-        t2.to_str().unwrap(),
-        "--arch",
-        "x86_64",
-    ];
+    let args = crate::util::publish_args(&t2, "1.1.0");
     let counted = env
         .molt_with_env(&args, &[("MOLT_TEST_REPORT_STEPS", "1")])
         .success();

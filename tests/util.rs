@@ -14,6 +14,28 @@ pub struct Env {
     pub root: PathBuf,
 }
 
+/// The arguments of [`Env::publish`]: `tree` as `version` into `repo/` with
+/// `keys/release.key.pem`.
+pub fn publish_args<'a>(tree: &'a Path, version: &'a str) -> Vec<&'a str> {
+    vec![
+        "publish",
+        "--repo",
+        "repo",
+        "--key",
+        "keys/release.key.pem",
+        "--product",
+        "demo-app",
+        "--version",
+        version,
+        "--tree",
+        tree.to_str().unwrap(),
+        "--arch",
+        "x86_64",
+        "--notes",
+        "test release",
+    ]
+}
+
 /// A file in a release tree: path, contents, mode.
 pub type Spec<'a> = (&'a str, &'a str, u32);
 
@@ -105,23 +127,7 @@ impl Env {
     }
 
     pub fn publish_with(&self, tree: &Path, version: &str, extra: &[&str]) -> Run {
-        let mut args = vec![
-            "publish",
-            "--repo",
-            "repo",
-            "--key",
-            "keys/release.key.pem",
-            "--product",
-            "demo-app",
-            "--version",
-            version,
-            "--tree",
-            tree.to_str().unwrap(),
-            "--arch",
-            "x86_64",
-            "--notes",
-            "test release",
-        ];
+        let mut args = publish_args(tree, version);
         args.extend_from_slice(extra);
         self.molt(&args)
     }

@@ -183,6 +183,13 @@ pub fn assert_refused_cleanly(
     );
 }
 
+/// What the extracting targets check after every input: nothing outside the stage changed
+/// (`now` against `before`, both taken with the stage left out), and no transaction is left.
+pub fn assert_nothing_written_outside(now: &Snapshot, before: &Snapshot, state: &StateDir) {
+    assert_eq!(now, before, "extraction wrote outside its stage");
+    assert_eq!(fs::read_dir(state.txn_root()).unwrap().count(), 0);
+}
+
 /// The install's state dir and its install dir, under `root`.
 pub fn open_state(root: &Path) -> StateDir {
     StateDir::open(&root.join("state"), &root.join("install")).expect("state dir")

@@ -561,7 +561,7 @@ fn sweep_stale(repo: &Path, packages_dir: &Path) {
     for path in stale {
         let removed = match fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => {
-                make_writable(&path);
+                make_removable(&path);
                 fsutil::remove_tree(&path)
             }
             Ok(_) => fs::remove_file(&path),
@@ -578,17 +578,20 @@ fn sweep_stale(repo: &Path, packages_dir: &Path) {
     }
 }
 
-/// Gives every directory under `root` (not following links) its owner's write and search bits,
-/// so a rebuilt tree with read-only directories can be removed.
-fn make_writable(root: &Path) {
-    for entry in walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-    {
-        if entry.file_type().is_dir() {
-            let mode = entry.metadata().map_or(0o700, |m| m.permissions().mode()) | 0o700;
-            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode));
+/// Makes every directory under `root` (not following links) 0700: read-only directories in a
+/// rebuilt tree would stop it from being removed.
+fn make_removable(root: &Path) {
+    // Each directory is opened only after its bits are set (a walker would open it first).
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+            }
         }
     }
 }
@@ -923,15 +926,8 @@ fn with_rebuilt_tree<T>(
     )
     .map_err(|source| rebuild_error(&path, version, source))?;
     let result = work(&stage, &listing);
-    make_removable(&stage, &listing);
+    make_removable(&stage);
     result
-}
-
-/// Read-only directories in a rebuilt tree would stop the temp dir from being removed.
-fn make_removable(stage: &Path, listing: &TreeListing) {
-    for dir in &listing.dirs {
-        let _ = fs::set_permissions(dir.under(stage), fs::Permissions::from_mode(0o700));
-    }
 }
 
 /// Rebuilds every patch from the re-published version to a later release of the same line.
@@ -1102,30 +1098,23 @@ fn write_signed_manifest(
             .collect(),
     }
     .to_bytes();
-    let steps: Vec<(&Path, Vec<u8>, &str)> = if bridge.len() as u64 <= MAX_SIGNATURE_BYTES {
-        vec![
-            (
-                &signature_path,
-                bridge,
-                "publish: signatures of both manifests",
-            ),
-            (&manifest_path, bytes, "publish: the new manifest"),
-        ]
-    } else {
-        vec![(&manifest_path, bytes, "publish: the new manifest")]
-    };
-    let last = SignatureFile {
+    let lone = SignatureFile {
         signatures: vec![new_signature],
     }
     .to_bytes();
-    let last = (
-        signature_path.as_path(),
-        last,
-        "publish: its signature alone",
-    );
+    let mut steps: Vec<(&Path, Vec<u8>, &str)> = Vec::new();
+    if bridge.len() as u64 <= MAX_SIGNATURE_BYTES {
+        steps.push((
+            &signature_path,
+            bridge,
+            "publish: signatures of both manifests",
+        ));
+    }
+    steps.push((&manifest_path, bytes, "publish: the new manifest"));
+    steps.push((&signature_path, lone, "publish: its signature alone"));
     let mut committed = false;
     let mut warnings = Vec::new();
-    for (path, content, label) in steps.into_iter().chain([last]) {
+    for (path, content, label) in steps {
         let written = readable_temp(repo, path, &content).and_then(|temp| {
             fsutil::persist_temp(temp, path, Existing::Replace)
                 .and_then(|()| crate::failpoint::step(label))
@@ -1137,14 +1126,9 @@ fn write_signed_manifest(
         let is_manifest = path == manifest_path.as_path();
         match written {
             Ok(()) => committed |= is_manifest,
-            Err(e) if !committed && !is_manifest => return Err(e),
-            Err(e) => {
-                // Past the rename (or at it: a failed directory fsync after it), the file in
-                // place says whether clients already read the new manifest.
-                let in_place = fs::read(path).is_ok_and(|b| b == content);
-                if is_manifest && !in_place {
-                    return Err(e);
-                }
+            // At the manifest's own step (a directory fsync failing after its rename), the file
+            // in place says whether clients already read the new manifest.
+            Err(e) if committed || (is_manifest && fs::read(path).is_ok_and(|b| b == content)) => {
                 committed = true;
                 warnings.push(format!(
                     "{}; the new manifest is published (clients see it), but this step may not \
@@ -1152,6 +1136,7 @@ fn write_signed_manifest(
                     crate::error::chain(&e)
                 ));
             }
+            Err(e) => return Err(e),
         }
     }
     Ok((manifest_path, warnings))
