@@ -320,13 +320,21 @@ fn place(
             Ok(_) => Ok(Some(crate::hashing::sha256_file(path)? == *sha256)),
         }
     };
+    // The same bytes already there may be a killed publish's, renamed but never made durable:
+    // they are fsynced with their directory before a manifest can come to name them.
+    let kept = |path: PathBuf| -> io::Result<(PathBuf, bool)> {
+        File::open(&path)?.sync_all()?;
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        fsutil::fsync_dir(dir.unwrap_or(Path::new(".")))?;
+        Ok((path, false))
+    };
     let path = match same(out)? {
         None => out.to_owned(),
-        Some(true) => return Ok((out.to_owned(), false)),
+        Some(true) => return kept(out.to_owned()),
         Some(false) => {
             let beside = beside(out, sha256);
             if same(&beside)? == Some(true) {
-                return Ok((beside, false));
+                return kept(beside);
             }
             beside
         }
