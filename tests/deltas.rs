@@ -116,11 +116,12 @@ fn a_patch_installs_through_deltas_including_a_renamed_file() {
     env.molt(&["verify", "--config", "molt.toml"]).success();
 }
 
-/// Edits `bin/app` in the install (keeping or changing its size), applies, and checks the
-/// plain patch was installed after a `delta-fallback` naming the base.
-fn edited_base_falls_back(same_size: bool) {
+/// Edits `base` in the install (keeping or changing its size), applies, and checks the plain
+/// patch was installed after a `delta-fallback` naming the base and `entry`, the file decoded
+/// against it.
+fn edited_base_falls_back(base: &str, entry: &str, same_size: bool) {
     let (env, t2) = setup();
-    let app = env.install().join("bin/app");
+    let app = env.install().join(base);
     let mut bytes = fs::read(&app).unwrap();
     bytes[7] ^= 0xff;
     if !same_size {
@@ -130,7 +131,10 @@ fn edited_base_falls_back(same_size: bool) {
     let run = env.apply(&[]).success();
     let fallback = events(&run, "delta-fallback");
     assert_eq!(fallback.len(), 1, "{}", run.stdout);
-    assert_eq!(fallback[0]["base"], "bin/app");
+    assert_eq!(
+        (&fallback[0]["base"], &fallback[0]["path"]),
+        (&Value::from(base), &Value::from(entry))
+    );
     // A changed size is seen from metadata, before anything is fetched; the same size only
     // when the base is hashed while decoding, after the delta package was fetched.
     assert_eq!(
@@ -152,12 +156,19 @@ fn edited_base_falls_back(same_size: bool) {
 
 #[test]
 fn a_locally_edited_base_falls_back_to_the_plain_patch() {
-    edited_base_falls_back(false);
+    edited_base_falls_back("bin/app", "bin/app", false);
 }
 
 #[test]
 fn a_base_edited_at_the_same_size_falls_back_while_decoding() {
-    edited_base_falls_back(true);
+    edited_base_falls_back("bin/app", "bin/app", true);
+}
+
+#[test]
+fn a_renamed_file_whose_base_was_edited_falls_back_naming_both() {
+    let (old, new) = ("web/assets/main.3f9a2c1e.js", "web/assets/main.b81d07aa.js");
+    edited_base_falls_back(old, new, false);
+    edited_base_falls_back(old, new, true);
 }
 
 #[test]

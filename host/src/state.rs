@@ -297,20 +297,27 @@ fn create_private_dir_all(path: &Path) -> io::Result<()> {
         .create(path)
 }
 
+/// Parses the file streamed (at 66,000 files `state.json` is megabytes, which a whole-file
+/// buffer would hold beside the parsed state at the transaction's peak).
 fn load_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T, StateError> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(T::default()),
-        Err(source) => {
-            return Err(StateError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
-    serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+    let read_error = |source| StateError::Read {
         path: path.to_owned(),
         source,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(source) => return Err(read_error(source)),
+    };
+    serde_json::from_reader(io::BufReader::with_capacity(64 * 1024, file)).map_err(|e| {
+        if e.is_io() {
+            read_error(e.into())
+        } else {
+            StateError::Corrupt {
+                path: path.to_owned(),
+                source: e,
+            }
+        }
     })
 }
 

@@ -193,6 +193,8 @@ pub enum ExtractError {
     DeltaBase {
         package: PathBuf,
         entry: RelPath,
+        /// The installed file the entry decodes against.
+        base: RelPath,
         source: BaseReadError,
     },
     #[error("package {package}: delta-encoded entry {entry} {reason}")]
@@ -1025,6 +1027,7 @@ impl Stager<'_, '_> {
         let base_err = |source| ExtractError::DeltaBase {
             package: package.to_owned(),
             entry: path.clone(),
+            base: delta.base.clone(),
             source,
         };
         let mut out = HashingWriter::new(out);

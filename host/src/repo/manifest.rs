@@ -232,12 +232,19 @@ impl TryFrom<PatchFields> for Patch {
                 ),
             });
         }
+        let mut delta = p.chunked_delta.or(p.delta);
+        // Most deltas decode against the file at their own path: one copy of each path text.
+        for (path, file) in delta.iter_mut().flat_map(|d| d.files.iter_mut()) {
+            if file.base == *path {
+                file.base = path.clone();
+            }
+        }
         let patch = Patch {
             from: p.from,
             package: p.package,
             operations: p.operations,
             // A repository may offer both, for old clients and new ones: new ones take chunks.
-            delta: p.chunked_delta.or(p.delta),
+            delta,
         };
         patch.check_delta()?;
         Ok(patch)

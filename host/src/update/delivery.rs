@@ -16,31 +16,34 @@ use crate::repo::manifest::{DeltaPackage, Package};
 use crate::state::InstallState;
 use crate::strategy::Choice;
 
-/// The package to fetch, and the deltas it carries.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Delivery<'a> {
-    pub(crate) package: &'a Package,
-    pub(crate) delta: Option<&'a DeltaPackage>,
+/// The package to fetch, and the deltas it carries — owned, so the stage can let the delta
+/// table (megabytes at 40,000 deltas) go as soon as the package is extracted.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) package: Package,
+    pub(crate) delta: Option<DeltaPackage>,
 }
 
-/// Chooses the package for `choice` (which names one), reporting the choice as an event.
-pub(crate) fn delivery<'a>(
-    choice: &'a Choice,
+/// Chooses the package for `choice` (which names one), reporting the choice as an event. A
+/// patch's delta package moves out of `choice` into the delivery.
+pub(crate) fn delivery(
+    choice: &mut Choice,
     install_dir: &std::path::Path,
     state: &InstallState,
     out: &Output,
-) -> Option<Delivery<'a>> {
-    let plain = choice.package()?;
-    let Choice::Patch {
-        delta: Some(delta), ..
-    } = choice
-    else {
+) -> Option<Delivery> {
+    let delta = match choice {
+        Choice::Patch { delta, .. } => delta.take(),
+        _ => None,
+    };
+    let plain = choice.package()?.clone();
+    let Some(delta) = delta else {
         return Some(Delivery {
             package: plain,
             delta: None,
         });
     };
-    match Bases::new(install_dir, delta).check(&state.files) {
+    match Bases::new(install_dir, &delta).check(&state.files) {
         Ok(()) => {
             out.event(
                 "delta",
@@ -55,12 +58,12 @@ pub(crate) fn delivery<'a>(
                        "files": delta.files.len(), "plain_size": plain.size}),
             );
             Some(Delivery {
-                package: &delta.package,
+                package: delta.package.clone(),
                 delta: Some(delta),
             })
         }
         Err(mismatch) => {
-            fallback_event(&mismatch, plain, out);
+            fallback_event(&mismatch, &plain, out);
             Some(Delivery {
                 package: plain,
                 delta: None,
@@ -69,37 +72,34 @@ pub(crate) fn delivery<'a>(
     }
 }
 
-/// The plain package of a patch `delivery` brought by its deltas; `None` otherwise.
-pub(crate) fn plain<'a>(choice: &'a Choice, delivery: &Delivery<'_>) -> Option<Delivery<'a>> {
-    delivery.delta?;
+/// The plain package of a patch `delivery` brings by its deltas; `None` otherwise.
+pub(crate) fn plain(choice: &Choice, delivery: &Delivery) -> Option<Delivery> {
+    delivery.delta.as_ref()?;
     Some(Delivery {
-        package: choice.package()?,
+        package: choice.package()?.clone(),
         delta: None,
     })
 }
 
-/// Reports that a base of `delivery`'s deltas failed while decoding (`error`, an
+/// Reports that a base of the deltas failed while decoding (`error`, an
 /// [`ExtractError::DeltaBase`]) and `plain` is fetched instead: the same event as a base found
 /// modified before the fetch.
-pub(crate) fn report_fallback(
-    error: &ExtractError,
-    delivery: &Delivery<'_>,
-    plain: &Delivery<'_>,
-    out: &Output,
-) {
-    let (ExtractError::DeltaBase { entry, source, .. }, Some(delta)) = (error, delivery.delta)
+pub(crate) fn report_fallback(error: &ExtractError, plain: &Delivery, out: &Output) {
+    let ExtractError::DeltaBase {
+        entry,
+        base,
+        source,
+        ..
+    } = error
     else {
-        return;
-    };
-    let Some(file) = delta.files.get(entry) else {
         return;
     };
     let mismatch = BaseMismatch {
         path: entry.clone(),
-        base: file.base.clone(),
+        base: base.clone(),
         reason: source.reason.clone(),
     };
-    fallback_event(&mismatch, plain.package, out);
+    fallback_event(&mismatch, &plain.package, out);
 }
 
 fn fallback_event(mismatch: &BaseMismatch, plain: &Package, out: &Output) {

@@ -61,7 +61,7 @@ pub(crate) fn run(
     let downloads = install.state_dir.downloads_dir();
     let mut load_patch =
         |document: &_| manifest::fetch_patch_document(&source, document, &downloads);
-    let choice = choose(
+    let mut choice = choose(
         config,
         &prepared.strategy,
         (&verified.manifest, &mut load_patch),
@@ -77,23 +77,27 @@ pub(crate) fn run(
     );
     out.event("decision", &report.describe(&choice), &report.choice);
 
-    let Some(delivery) = delivery::delivery(&choice, &config.install_dir, &state, out) else {
+    let Some(delivery) = delivery::delivery(&mut choice, &config.install_dir, &state, out) else {
         if mode == Mode::Apply {
             verified.persist_serial(&install)?;
         }
         return Ok(report);
     };
     report.delivered(&delivery);
-    let fetch = |delivery: &delivery::Delivery<'_>| -> Result<_, Error> {
+    // The stage reads the state again once the package is extracted, and the transaction under
+    // the lock: this copy is not held through either (at 66,000 files it is megabytes).
+    drop(state);
+    let plain = delivery::plain(&choice, &delivery);
+    let fetch = |delivery: delivery::Delivery| -> Result<_, Error> {
         let downloads = install.state_dir.downloads_dir();
-        let package = source.fetch_verified(delivery.package, &downloads, &mut |done, total| {
-            out.progress("download", Unit::Bytes, done, total)
-        })?;
+        let package =
+            source.fetch_verified(&delivery.package, &downloads, &mut |done, total| {
+                out.progress("download", Unit::Bytes, done, total)
+            })?;
         out.clear_bar();
         let staged = stage::stage(
             config,
             &install,
-            &state,
             &choice,
             (&package, delivery.delta),
             request,
@@ -101,14 +105,13 @@ pub(crate) fn run(
         );
         Ok((package, staged))
     };
-    let (mut package, mut staged) = fetch(&delivery)?;
+    let (mut package, mut staged) = fetch(delivery)?;
     // A base edited without changing its size is only seen while decoding: give the deltas up.
-    if let (Err(Error::Extract(e @ ExtractError::DeltaBase { .. })), Some(plain)) =
-        (&staged, delivery::plain(&choice, &delivery))
+    if let (Err(Error::Extract(e @ ExtractError::DeltaBase { .. })), Some(plain)) = (&staged, plain)
     {
-        delivery::report_fallback(e, &delivery, &plain, out);
+        delivery::report_fallback(e, &plain, out);
         report.delivered(&plain);
-        (package, staged) = fetch(&plain)?;
+        (package, staged) = fetch(plain)?;
     }
     let staged = staged?;
     report.planned(staged.plan(), report_ownership(staged.plan(), out));
@@ -117,9 +120,8 @@ pub(crate) fn run(
         staged.discard();
         return Ok(report);
     }
-    // The transaction reads the state again under the lock: this copy is not held through the
-    // commit (at 66,000 files it is megabytes).
-    drop(state);
+    // The choice (a large patch's operations and delta table: megabytes) is planned now.
+    drop(choice);
     let committed = commit::commit(
         config,
         &prepared.validators,

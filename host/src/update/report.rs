@@ -114,9 +114,9 @@ impl UpdateReport {
     }
 
     /// The package file chosen to deliver the release: `bytes` is what is fetched.
-    pub(crate) fn delivered(&mut self, delivery: &super::delivery::Delivery<'_>) {
+    pub(crate) fn delivered(&mut self, delivery: &super::delivery::Delivery) {
         self.choice.bytes = delivery.package.size;
-        self.delta_files = delivery.delta.map(|d| d.files.len());
+        self.delta_files = delivery.delta.as_ref().map(|d| d.files.len());
         if let Some(PlanReport::Package { url, size, .. }) = &mut self.plan {
             *url = delivery.package.url.to_string();
             *size = delivery.package.size;

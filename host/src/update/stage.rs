@@ -19,30 +19,45 @@ use crate::strategy::{Choice, Request};
 use crate::tree::TreeListing;
 use crate::txn::{self, Plan, PlanContext, PlanError, Staged, plan_full, plan_patch};
 
-/// Stages `package` (what `choice` names) for `state`, reporting the `extract` event and, when
-/// the plan refuses, a `refused` event per entry molt does not own.
+/// Stages `package` (what `choice` names) for the install's state, reporting the `extract`
+/// event and, when the plan refuses, a `refused` event per entry molt does not own.
+///
+/// The state is read (under the install's lock, so as the choice saw it) only once the package
+/// is extracted, and the delta table is let go then: at 66,000 files each is megabytes, and
+/// extraction (holding a decoder's window and a delta's base) needs only the one, planning only
+/// the other.
 pub(crate) fn stage(
     config: &Config,
     install: &Install,
-    state: &InstallState,
     choice: &Choice,
-    (package, delta): (&VerifiedPackage, Option<&DeltaPackage>),
+    (package, delta): (&VerifiedPackage, Option<DeltaPackage>),
     request: &Request,
     out: &Output,
 ) -> Result<Staged, Error> {
     txn::stage(&install.state_dir, config.keep_backups, |stage_dir| {
-        let bases = delta.map(|d| Bases::new(&config.install_dir, d));
+        let bases = delta.as_ref().map(|d| Bases::new(&config.install_dir, d));
         let total = package.package.unpacked_size;
         let mut progress = |done| out.progress("extract", Unit::Bytes, done, total);
-        let extracted = extract_checked(choice, (package, bases), state, stage_dir, &mut progress);
+        let extracted = extract_reporting(
+            &package.path,
+            stage_dir,
+            &ExtractLimits::for_package(&package.package),
+            allowed(choice),
+            bases,
+            &mut progress,
+        )
+        .map_err(Error::from);
         out.clear_bar();
-        let staged = match extracted {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = std::fs::remove_file(&package.path);
-                return Err(e);
-            }
+        // Planning has no use for the delta table.
+        drop(delta);
+        // A package that does not stage is of no use to a retry: it goes with the stage.
+        let give_up = |e: Error| {
+            let _ = std::fs::remove_file(&package.path);
+            e
         };
+        let staged = extracted.map_err(give_up)?;
+        let state = install.state()?;
+        check_links(choice, package, &staged, &state).map_err(give_up)?;
         out.event(
             "extract",
             &format!(
@@ -54,7 +69,7 @@ pub(crate) fn stage(
         );
         let mut ctx = PlanContext::new(&install.state_dir, &config.preserve);
         ctx.adopt = request.adopt;
-        plan(&ctx, choice, stage_dir, staged, state).inspect_err(|e| {
+        plan(&ctx, choice, stage_dir, staged, &state).inspect_err(|e| {
             if let Error::Plan(PlanError::NotOwned { conflicts }) = e {
                 for c in conflicts {
                     out.event(
@@ -68,31 +83,25 @@ pub(crate) fn stage(
     })
 }
 
-/// Extracts the package and checks the stage against what the manifest signed.
-fn extract_checked(
-    choice: &Choice,
-    (package, bases): (&VerifiedPackage, Option<Bases<'_>>),
-    state: &InstallState,
-    stage_dir: &std::path::Path,
-    progress: &mut dyn FnMut(u64),
-) -> Result<TreeListing, Error> {
-    let limits = ExtractLimits::for_package(&package.package);
-    let allowed = match choice {
+/// What the package may hold: a patch's operations, or anything.
+fn allowed(choice: &Choice) -> Allowed<'_> {
+    match choice {
         Choice::Patch { operations, .. } => Allowed::Operations(operations),
         _ => Allowed::Any,
-    };
-    let staged = extract_reporting(&package.path, stage_dir, &limits, allowed, bases, progress)?;
-    // A patch's links must resolve inside the tree the install will have.
-    if let Choice::Patch { operations, .. } = choice {
-        check_patch_links(
-            &package.path,
-            &staged,
-            operations,
-            &state.files,
-            &state.dirs,
-        )?;
     }
-    Ok(staged)
+}
+
+/// A patch's links must resolve inside the tree the install will have.
+fn check_links(
+    choice: &Choice,
+    package: &VerifiedPackage,
+    staged: &TreeListing,
+    state: &InstallState,
+) -> Result<(), Error> {
+    if let Choice::Patch { operations, .. } = choice {
+        check_patch_links(&package.path, staged, operations, &state.files, &state.dirs)?;
+    }
+    Ok(())
 }
 
 fn plan(
