@@ -3,6 +3,7 @@
 //! The library holds the whole pipeline; `main.rs` only parses the command line. See
 //! `docs/ARCHITECTURE.md` for the map of modules and the flow of an update.
 
+mod bulk;
 pub mod cli;
 mod command_error;
 pub mod config;

@@ -405,10 +405,10 @@ pub struct InstallState {
     #[serde(default)]
     pub version: Option<Version>,
     /// Files molt installed (and may replace or delete), with their recorded hash, size and mode.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::bulk::map")]
     pub files: BTreeMap<RelPath, FileRecord>,
     /// Directories molt created or installed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::bulk::set")]
     pub dirs: BTreeSet<RelPath>,
     /// Transactions, oldest first (the newest [`HISTORY_LOG_LIMIT`] are kept).
     #[serde(default)]

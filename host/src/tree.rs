@@ -63,7 +63,9 @@ impl FileRecord {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeListing {
+    #[serde(deserialize_with = "crate::bulk::map")]
     pub files: BTreeMap<RelPath, FileRecord>,
+    #[serde(deserialize_with = "crate::bulk::set")]
     pub dirs: BTreeSet<RelPath>,
 }
 

@@ -217,6 +217,11 @@ impl<'a> Bases<'a> {
         self.delta.files.get(path)
     }
 
+    /// [`Bases::get`], with the table's own copy of the path, for a listing to share.
+    pub(crate) fn get_key_value(&self, path: &RelPath) -> Option<(&'a RelPath, &'a FileDelta)> {
+        self.delta.files.get_key_value(path)
+    }
+
     /// Checks that every base is a file molt owns (`owned`, the install's state) recorded with
     /// the signed hash, and is still a regular file of the recorded size — cheap, from metadata;
     /// the contents are hashed when they are decoded against ([`Bases::read`]). The first base

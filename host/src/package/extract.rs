@@ -816,9 +816,13 @@ impl Stager<'_, '_> {
             });
         }
         let size = entry.size();
-        let delta = match &self.extra {
-            Extra::Deltas(bases) => bases.get(&path),
-            _ => None,
+        // The listing shares the delta table's copy of the path (40,000 paths at a large patch).
+        let (path, delta) = match &self.extra {
+            Extra::Deltas(bases) => match bases.get_key_value(&path) {
+                Some((shared, delta)) => (shared.clone(), Some(delta)),
+                None => (path, None),
+            },
+            _ => (path, None),
         };
         if delta.is_some() && (is_dir || is_link) {
             return Err(ExtractError::DeltaMismatch {

@@ -293,6 +293,7 @@ pub struct DeltaPackage {
     /// [`MAX_DELTA_WINDOW_LOG`].
     pub window_log: u32,
     /// The delta-encoded files, by install path.
+    #[serde(deserialize_with = "crate::bulk::map")]
     pub files: BTreeMap<RelPath, FileDelta>,
 }
 
