@@ -583,7 +583,13 @@ fn main() -> Result<(), BenchError> {
     );
     time_row(
         &mut summary,
-        "publish full + patch vs tar czf",
+        "publish 1.1.0 (full + patch) vs tar czf",
+        publish_patch.wall,
+        czf.wall,
+    );
+    time_row(
+        &mut summary,
+        "publish 1.0.0 + 1.1.0 vs tar czf",
         publish_full.wall + publish_patch.wall,
         czf.wall,
     );

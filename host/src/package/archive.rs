@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -42,9 +42,15 @@ use crate::tree::{FileRecord, TreeListing};
 
 /// Buffer between the compressor and the package file.
 const OUTPUT_BUFFER: usize = 256 * 1024;
-/// zstd level of packages: high enough that a patch is small, low enough that publishing a
-/// large tree stays within a small multiple of `tar czf` (measured by the `apply` bench).
-pub(crate) const ZSTD_LEVEL: i32 = 12;
+/// zstd level of the packages clients fetch: full packages, delta packages, and patch packages
+/// no delta package stands beside. Above 9, zstd's match finder becomes bound by its tables'
+/// cache misses: on the toolchain bench's 1.4 GB tar (two threads, 16 MiB window) level 9 took
+/// 10.3 s for 219.7 MB and level 12 25.0 s for 212.1 MB, 2.4x the time for 3.5 % fewer bytes.
+pub(crate) const ZSTD_LEVEL: i32 = 9;
+/// zstd level of a patch package a delta package stands beside: only a client that cannot use
+/// the deltas fetches it (a base edited locally, or a client from before deltas), so it is
+/// written fast (the same tar: level 3 took 4.5 s for 244.6 MB).
+pub(crate) const FALLBACK_LEVEL: i32 = 3;
 /// log2 of the zstd window packages are written with (16 MiB): the decoder's buffer is one
 /// window, so this bounds what extracting a package costs in memory (with a 128 MiB window it
 /// was most of a 66,000-file apply's peak; the `apply` bench prints it).
@@ -94,8 +100,14 @@ enum Encoder {
 }
 
 impl Encoder {
-    /// `window_log` is that of a zstd encoder (long-distance matching over that window).
-    fn new(compression: Compression, output: Output, window_log: u32) -> io::Result<Self> {
+    /// `window_log` and `level` are those of a zstd encoder (long-distance matching over that
+    /// window); gzip is always written at its default level.
+    fn new(
+        compression: Compression,
+        output: Output,
+        window_log: u32,
+        level: i32,
+    ) -> io::Result<Self> {
         Ok(match compression {
             Compression::Gzip => Encoder::Gzip(
                 GzBuilder::new()
@@ -104,7 +116,7 @@ impl Encoder {
                     .write(output, flate2::Compression::default()),
             ),
             Compression::Zstd => {
-                let mut z = zstd::stream::write::Encoder::new(output, ZSTD_LEVEL)?;
+                let mut z = zstd::stream::write::Encoder::new(output, level)?;
                 // Multithreaded output does not depend on the number of workers (>= 1), so the
                 // same tree gives the same bytes on any machine.
                 let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -224,10 +236,28 @@ impl ArchiveError {
 /// One entry to archive: a directory, or a regular file with its listed record.
 type Selection<'a> = BTreeMap<&'a RelPath, Option<&'a FileRecord>>;
 
-/// Regular files whose package entry holds other bytes than the tree's file: the file at the
-/// `PathBuf` (a binary delta the publisher wrote), with that file's record (size, SHA-256)
-/// and the mode the installed file gets.
-pub(crate) type Substitutes = BTreeMap<RelPath, (PathBuf, FileRecord)>;
+/// Regular files whose package entry holds other bytes than the tree's file: binary deltas the
+/// publisher wrote one after another into one spool file (one file, not one each: creating and
+/// removing 40,000 scratch files cost a toolchain publish more CPU than encoding its small
+/// deltas). Each is at its offset in the spool, with its record: size and SHA-256 of the delta
+/// bytes, and the mode the installed file gets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Substitutes<'a> {
+    pub(crate) spool: &'a Path,
+    pub(crate) files: &'a BTreeMap<RelPath, (u64, FileRecord)>,
+}
+
+/// Where an entry's bytes are read from.
+enum Contents<'a> {
+    /// The tree's file at this path.
+    Tree(PathBuf),
+    /// `size` bytes at `offset` in the spool (see [`Substitutes`]).
+    Spool {
+        spool: &'a File,
+        path: &'a Path,
+        offset: u64,
+    },
+}
 
 /// Writes the package for `entries` of the tree at `root` (described by `listing`) to `out`
 /// (compressed as its name says, see [`Compression::for_path`]), atomically, and returns its
@@ -238,29 +268,40 @@ pub fn write_package(
     listing: &TreeListing,
     entries: PackageEntries<'_>,
 ) -> Result<PackageInfo, ArchiveError> {
-    write_package_substituted(out, root, listing, entries, &Substitutes::new())
+    write_package_with(out, root, listing, entries, ZSTD_LEVEL, None)
 }
 
-/// [`write_package`] with the regular files of `substitutes` taken from elsewhere, zstd over a
-/// [`DELTA_PACKAGE_WINDOW_LOG`] window when there are any (a delta package); the returned
-/// `unpacked_size` counts the substitutes' own sizes.
-pub(crate) fn write_package_substituted(
+/// [`write_package`] at zstd level `level`, with the regular files of `substitutes` taken from
+/// their spool, zstd over a [`DELTA_PACKAGE_WINDOW_LOG`] window when there are any (a delta
+/// package); the returned `unpacked_size` counts the substitutes' own sizes.
+pub(crate) fn write_package_with(
     out: &Path,
     root: &Path,
     listing: &TreeListing,
     entries: PackageEntries<'_>,
-    substitutes: &Substitutes,
+    level: i32,
+    substitutes: Option<Substitutes<'_>>,
 ) -> Result<PackageInfo, ArchiveError> {
-    let window_log = if substitutes.is_empty() {
-        ZSTD_WINDOW_LOG
-    } else {
-        DELTA_PACKAGE_WINDOW_LOG
-    };
-    let selection = select(listing, entries)?;
     let write_err = |source| ArchiveError::WritePackage {
         path: out.to_owned(),
         source,
     };
+    let spool = substitutes
+        .map(|s| {
+            fsutil::open_regular(s.spool)
+                .map(|file| (file, s))
+                .map_err(|source| ArchiveError::ReadTree {
+                    path: s.spool.to_owned(),
+                    source,
+                })
+        })
+        .transpose()?;
+    let window_log = if spool.is_some() {
+        DELTA_PACKAGE_WINDOW_LOG
+    } else {
+        ZSTD_WINDOW_LOG
+    };
+    let selection = select(listing, entries)?;
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -278,7 +319,7 @@ pub(crate) fn write_package_substituted(
         temp.as_file().try_clone().map_err(write_err)?,
     ));
     let encoder =
-        Encoder::new(Compression::for_path(out), output, window_log).map_err(write_err)?;
+        Encoder::new(Compression::for_path(out), output, window_log, level).map_err(write_err)?;
     let mut builder = tar::Builder::new(encoder);
 
     let mut unpacked_size = 0u64;
@@ -289,11 +330,21 @@ pub(crate) fn write_package_substituted(
                 link: Some(target), ..
             }) => append_link(&mut builder, root, path, target, out)?,
             Some(record) => {
-                let (full, record) = match substitutes.get(*path) {
-                    Some((file, substitute)) => (file.clone(), substitute),
-                    None => (path.under(root), *record),
+                let substitute = spool
+                    .as_ref()
+                    .and_then(|(file, s)| Some((file, s, s.files.get(*path)?)));
+                let (contents, record) = match substitute {
+                    Some((spool, s, (offset, substitute))) => (
+                        Contents::Spool {
+                            spool,
+                            path: s.spool,
+                            offset: *offset,
+                        },
+                        substitute,
+                    ),
+                    None => (Contents::Tree(path.under(root)), *record),
                 };
-                append_file(&mut builder, full, path, record, out)?;
+                append_file(&mut builder, contents, path, record, out)?;
                 unpacked_size += record.size;
             }
         }
@@ -509,70 +560,79 @@ fn append_link<W: Write>(
         .map_err(write_err)
 }
 
-/// Appends the file at `full` as the entry `path`, checking it against `record` as it goes.
+/// Appends `contents` as the entry `path`, checking them against `record` as it goes: a tree's
+/// file must still be a regular file of the listed size and SHA-256, and a spooled delta must
+/// still be the bytes its encoder hashed.
 fn append_file<W: Write>(
     builder: &mut tar::Builder<W>,
-    full: PathBuf,
+    contents: Contents<'_>,
     path: &RelPath,
     record: &FileRecord,
     out: &Path,
 ) -> Result<(), ArchiveError> {
+    let full = match &contents {
+        Contents::Tree(full) => full.clone(),
+        Contents::Spool { path, .. } => path.to_path_buf(),
+    };
     let read_err = |source| ArchiveError::ReadTree {
         path: full.clone(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&full)
-        .map_err(read_err)?;
-    let meta = file.metadata().map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(ArchiveError::NotARegularFile { path: full });
-    }
-    if meta.len() != record.size {
-        return Err(ArchiveError::FileChanged {
-            path: full,
-            expected: record.size,
-            found: format!("{} bytes", meta.len()),
-        });
-    }
+    let changed = |found: String| ArchiveError::FileChanged {
+        path: full.clone(),
+        expected: record.size,
+        found,
+    };
+    let from_tree = matches!(contents, Contents::Tree(_));
+    let opened;
+    let mut file: &File = match contents {
+        Contents::Tree(_) => {
+            opened = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&full)
+                .map_err(read_err)?;
+            let meta = opened.metadata().map_err(read_err)?;
+            if !meta.is_file() {
+                return Err(ArchiveError::NotARegularFile { path: full });
+            }
+            if meta.len() != record.size {
+                return Err(changed(format!("{} bytes", meta.len())));
+            }
+            &opened
+        }
+        Contents::Spool {
+            mut spool, offset, ..
+        } => {
+            spool.seek(SeekFrom::Start(offset)).map_err(read_err)?;
+            spool
+        }
+    };
     let mut header = fixed_header(EntryType::Regular, record.mode, record.size);
-    let mut contents = ExactReader {
-        inner: CappedHashReader::new((&file).take(record.size), record.size),
+    let mut reader = ExactReader {
+        inner: CappedHashReader::new(Read::take(file, record.size), record.size),
         remaining: record.size,
     };
-    if let Err(source) = builder.append_data(&mut header, path.as_str(), &mut contents) {
-        if contents.remaining > 0 && source.kind() == io::ErrorKind::UnexpectedEof {
-            return Err(ArchiveError::FileChanged {
-                path: full,
-                expected: record.size,
-                found: format!("{} bytes", record.size - contents.remaining),
-            });
+    if let Err(source) = builder.append_data(&mut header, path.as_str(), &mut reader) {
+        if reader.remaining > 0 && source.kind() == io::ErrorKind::UnexpectedEof {
+            return Err(changed(format!("{} bytes", record.size - reader.remaining)));
         }
         return Err(ArchiveError::WritePackage {
             path: out.to_owned(),
             source,
         });
     }
-    let (sha256, _) = contents.inner.finish();
+    let (sha256, _) = reader.inner.finish();
     if sha256 != record.sha256 {
-        return Err(ArchiveError::FileChanged {
-            path: full,
-            expected: record.size,
-            found: format!(
-                "other contents of that size (sha256 {sha256}, listed {})",
-                record.sha256
-            ),
-        });
+        return Err(changed(format!(
+            "other contents of that size (sha256 {sha256}, listed {})",
+            record.sha256
+        )));
     }
+    // A tree's file must also end there (a spooled delta is followed by the next one).
     let mut probe = [0u8; 1];
-    if (&file).read(&mut probe).map_err(read_err)? != 0 {
-        return Err(ArchiveError::FileChanged {
-            path: full,
-            expected: record.size,
-            found: "more bytes".to_owned(),
-        });
+    if from_tree && file.read(&mut probe).map_err(read_err)? != 0 {
+        return Err(changed("more bytes".to_owned()));
     }
     Ok(())
 }
@@ -740,22 +800,68 @@ mod tests {
         let listing = TreeListing::scan(tree.path(), &[]).unwrap();
         let out = tempfile::tempdir().unwrap();
         let delta_bytes = out.path().join("app.delta");
-        fs::write(&delta_bytes, b"delta bytes").unwrap();
+        // The spool holds deltas one after another: this one sits between two others.
+        fs::write(&delta_bytes, b"HEADdelta bytesTAIL").unwrap();
         let record = FileRecord::regular(
             Sha256Digest::parse(&crate::hashing::sha256_hex(b"delta bytes")).unwrap(),
             11,
             0o755,
         );
-        let substitutes = Substitutes::from([(rel("bin/app"), (delta_bytes, record))]);
+        let files = BTreeMap::from([(rel("bin/app"), (4, record))]);
+        let substitutes = Substitutes {
+            spool: &delta_bytes,
+            files: &files,
+        };
         let (plain, delta) = (out.path().join("p.tar.zst"), out.path().join("d.tar.zst"));
         write_package(&plain, tree.path(), &listing, PackageEntries::FullTree).unwrap();
         let entries = PackageEntries::FullTree;
-        write_package_substituted(&delta, tree.path(), &listing, entries, &substitutes).unwrap();
+        write_package_with(&delta, tree.path(), &listing, entries, 3, Some(substitutes)).unwrap();
         // A client's decoder buffers the window the frame declares, whatever the content size.
         let tar = decode_within(&delta, DELTA_PACKAGE_WINDOW_LOG).unwrap();
         assert!(tar.windows(11).any(|w| w == b"delta bytes"));
+        assert!(!tar.windows(4).any(|w| w == b"HEAD" || w == b"TAIL"));
         assert!(decode_within(&plain, DELTA_PACKAGE_WINDOW_LOG).is_err());
         decode_within(&plain, ZSTD_WINDOW_LOG).unwrap();
+    }
+
+    #[test]
+    fn a_spooled_delta_that_is_not_the_encoded_bytes_is_refused() {
+        let tree = sample_tree();
+        let listing = TreeListing::scan(tree.path(), &[]).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let spool = out.path().join("spool");
+        fs::write(&spool, b"delta bytez").unwrap();
+        let record = FileRecord::regular(Sha256Digest::of(b"delta bytes"), 11, 0o755);
+        let files = BTreeMap::from([(rel("bin/app"), (0, record))]);
+        let substitutes = Some(Substitutes {
+            spool: &spool,
+            files: &files,
+        });
+        let pkg = out.path().join("d.tar.zst");
+        let entries = PackageEntries::FullTree;
+        let err =
+            write_package_with(&pkg, tree.path(), &listing, entries, 3, substitutes).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::FileChanged { path, .. } if *path == spool),
+            "{err}"
+        );
+        // Nor is one the spool ends before.
+        let files = BTreeMap::from([(rel("bin/app"), (1, record_of(b"delta bytes")))]);
+        let substitutes = Some(Substitutes {
+            spool: &spool,
+            files: &files,
+        });
+        let err =
+            write_package_with(&pkg, tree.path(), &listing, entries, 3, substitutes).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::FileChanged { found, .. } if found == "10 bytes"),
+            "{err}"
+        );
+        assert!(!pkg.exists());
+    }
+
+    fn record_of(bytes: &[u8]) -> FileRecord {
+        FileRecord::regular(Sha256Digest::of(bytes), bytes.len() as u64, 0o755)
     }
 
     #[test]

@@ -23,17 +23,18 @@
 //! patches are rebuilt, from its tree on disk); each base is encoded against by a pool of
 //! threads while the stream goes on, so at most a few bases are in memory at a time.
 //!
-//! Deciding: the file is compressed on its own at the same level into a counter that gives up
+//! Deciding: the file is compressed on its own at [`ALONE_LEVEL`] into a counter that gives up
 //! as soon as it passes the delta's size, so a good delta costs little more than itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::fsutil;
-use crate::hashing::{HashingWriter, Sha256Digest};
-use crate::package::archive::ZSTD_LEVEL;
+use crate::hashing::Sha256Digest;
 use crate::package::delta::{CHUNKS, encode, encode_chunked, window_log_for, window_log_of};
 use crate::package::extract::{self, ExtractError, ExtractLimits};
 use crate::relpath::RelPath;
@@ -47,6 +48,12 @@ const SINGLE_FRAME_SPAN: u64 = 16 * 1024 * 1024;
 /// The largest base, and the largest file, a delta is made for (1 GiB): the publisher holds
 /// both in memory while it encodes. Larger files ship whole.
 pub(crate) const MAX_DELTA_FILE: u64 = 1 << 30;
+/// zstd level at which a file is compressed alone to decide whether its delta is worth
+/// shipping. The package compresses a file shipped whole somewhat better (its level, and the
+/// files before it), so a delta only just under this estimate may ship where the whole file
+/// would have been a little smaller. On the toolchain patch the check took 41 s of CPU at
+/// level 12 and 2.9 s at level 3 (mostly spent on large files whose delta is a tenth of them).
+const ALONE_LEVEL: i32 = crate::package::archive::FALLBACK_LEVEL;
 /// Files smaller than this ship whole: a delta could save only a few bytes.
 const MIN_DELTA_FILE: u64 = 256;
 
@@ -58,15 +65,22 @@ pub(crate) enum OldRelease<'a> {
     Tree(&'a Path),
 }
 
-/// The deltas worth shipping, each in a file of `dir`.
+/// The deltas worth shipping, one after another in one spool file.
 pub(crate) struct Encoded {
-    /// Keeps the delta files until the package is written.
-    _dir: tempfile::TempDir,
-    /// By install path: the delta file, its record (size and SHA-256 of the delta bytes, the
-    /// installed file's mode) and what the manifest says of it.
-    pub(crate) files: BTreeMap<RelPath, (PathBuf, FileRecord, FileDelta)>,
+    /// The deltas' bytes (removed when this is dropped).
+    spool: tempfile::NamedTempFile,
+    /// By install path: the delta's offset in the spool, its record (size and SHA-256 of the
+    /// delta bytes, the installed file's mode) and what the manifest says of it.
+    pub(crate) files: BTreeMap<RelPath, (u64, FileRecord, FileDelta)>,
     /// The largest window any delta needs.
     pub(crate) window_log: u32,
+}
+
+impl Encoded {
+    /// The spool file the offsets of [`Encoded::files`] point into.
+    pub(crate) fn spool(&self) -> &Path {
+        self.spool.path()
+    }
 }
 
 /// Why deltas could not be made.
@@ -110,9 +124,9 @@ pub(crate) fn make(
     if pairs.is_empty() {
         return Ok(None);
     }
-    let dir = tempfile::Builder::new()
+    let spool = tempfile::Builder::new()
         .prefix(".molt-deltas-")
-        .tempdir_in(scratch)
+        .tempfile_in(scratch)
         .map_err(|source| DeltaError::Write {
             dir: scratch.to_owned(),
             source,
@@ -139,7 +153,9 @@ pub(crate) fn make(
         new_root,
         new,
         old,
-        out_dir: dir.path(),
+        spool: spool.as_file(),
+        spool_path: spool.path(),
+        spooled: Mutex::new(0),
     };
     let fed = std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -187,13 +203,13 @@ pub(crate) fn make(
     }
     let window_log = files
         .values()
-        .map(|(_, _, d): &(PathBuf, FileRecord, FileDelta)| {
+        .map(|(_, _, d): &(u64, FileRecord, FileDelta)| {
             window_log_of(old.files[&d.base].size, d).expect("made to fit")
         })
         .max()
         .expect("not empty");
     Ok(Some(Encoded {
-        _dir: dir,
+        spool,
         files,
         window_log,
     }))
@@ -370,12 +386,15 @@ struct Worker<'a> {
     new_root: &'a Path,
     new: &'a TreeListing,
     old: &'a TreeListing,
-    out_dir: &'a Path,
+    spool: &'a File,
+    spool_path: &'a Path,
+    /// The spool's length: where the next delta goes.
+    spooled: Mutex<u64>,
 }
 
 impl Worker<'_> {
     /// Encodes one file against its base; `None` when the file compressed alone is no larger.
-    fn run(&self, job: &Job) -> Result<Option<(PathBuf, FileRecord, FileDelta)>, DeltaError> {
+    fn run(&self, job: &Job) -> Result<Option<(u64, FileRecord, FileDelta)>, DeltaError> {
         let record = &self.new.files[&job.target];
         let base_record = &self.old.files[&job.base_path];
         let path = job.target.under(self.new_root);
@@ -384,7 +403,7 @@ impl Worker<'_> {
             return Err(DeltaError::Changed { path });
         }
         let write_err = |source| DeltaError::Write {
-            dir: self.out_dir.to_owned(),
+            dir: self.spool_path.to_owned(),
             source,
         };
         let (delta, chunks) = if base_record.size + record.size <= SINGLE_FRAME_SPAN {
@@ -398,17 +417,16 @@ impl Worker<'_> {
         if !compresses_above(&target, delta.len() as u64).map_err(write_err)? {
             return Ok(None);
         }
-        let out = tempfile::Builder::new()
-            .prefix(".delta-")
-            .tempfile_in(self.out_dir)
-            .map_err(write_err)?;
-        let (file, out) = out.keep().map_err(|e| write_err(e.error))?;
-        let mut writer = HashingWriter::new(file);
-        writer.write_all(&delta).map_err(write_err)?;
-        let (_, delta_sha256, delta_size) = writer.finish();
+        let offset = {
+            let mut spooled = self.spooled.lock().expect("no panics while held");
+            let offset = *spooled;
+            *spooled += delta.len() as u64;
+            offset
+        };
+        self.spool.write_all_at(&delta, offset).map_err(write_err)?;
         Ok(Some((
-            out,
-            FileRecord::regular(delta_sha256, delta_size, record.mode),
+            offset,
+            FileRecord::regular(Sha256Digest::of(&delta), delta.len() as u64, record.mode),
             FileDelta {
                 base: job.base_path.clone(),
                 base_sha256: base_record.sha256.clone(),
@@ -440,7 +458,7 @@ fn compresses_above(data: &[u8], limit: u64) -> io::Result<bool> {
         }
     }
     let counter = Counter { written: 0, limit };
-    let mut encoder = zstd::stream::write::Encoder::new(counter, ZSTD_LEVEL)?;
+    let mut encoder = zstd::stream::write::Encoder::new(counter, ALONE_LEVEL)?;
     // Sized for this file: without the size zstd allocates and clears tables for any input,
     // which at 50,000 files costs more than the compression.
     encoder.set_pledged_src_size(Some(data.len() as u64))?;

@@ -34,6 +34,7 @@
 //! - An advisory lock (`.molt-publish.lock` in the repository) keeps two publishes apart.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -47,8 +48,8 @@ use crate::fsutil::{self, Existing};
 use crate::hashing::{Sha256Digest, sha256_hex};
 use crate::keys::{self, KeyError, key_id};
 use crate::package::archive::{
-    ArchiveError, Compression, PackageEntries, PackageInfo, Substitutes, write_package,
-    write_package_substituted,
+    ArchiveError, Compression, FALLBACK_LEVEL, PackageEntries, PackageInfo, Substitutes,
+    ZSTD_LEVEL, write_package_with,
 };
 use crate::package::extract::{self, Allowed, ExtractError, ExtractLimits};
 use crate::relpath::RelPath;
@@ -61,7 +62,7 @@ use crate::repo::manifest::{
 use crate::repo::signature::{self, SignatureFile};
 use crate::repo::trust::{TrustError, check_structure, verify_signatures};
 use crate::state::RESERVED_STATE_DIR;
-use crate::tree::{ScanError, TreeListing};
+use crate::tree::{FileRecord, ScanError, TreeListing};
 use crate::version::{Version, host_arch, normalize_arch};
 
 /// The manifest file name inside a repository.
@@ -388,35 +389,6 @@ fn build(
             path: req.repo.join("manifest.json"),
         });
     }
-    let listing = TreeListing::scan(&req.tree, &[]).map_err(PublishError::ScanTree)?;
-    if let Some(p) = listing
-        .files
-        .keys()
-        .chain(&listing.dirs)
-        .find(|p| p.starts_with(&RelPath::new(RESERVED_STATE_DIR).expect("valid name")))
-    {
-        return Err(PublishError::ReservedPath {
-            tree: req.tree.clone(),
-            path: p.clone(),
-        });
-    }
-
-    let full_name = format!(
-        "{}-{}-{}.{}",
-        req.product,
-        req.version,
-        settings.arch,
-        req.compression.extension()
-    );
-    let full = write(
-        settings,
-        &full_name,
-        &req.tree,
-        &listing,
-        PackageEntries::FullTree,
-    )?;
-    tracing::info!(package = %full.url, size = full.size, "wrote the full package");
-
     let mut manifest = previous.cloned().unwrap_or_else(|| Manifest {
         format: FORMAT,
         product: req.product.clone(),
@@ -425,8 +397,8 @@ fn build(
         releases: Vec::new(),
         extra: Default::default(),
     });
-
     let same_line = |r: &Release| r.channel == settings.channel;
+    // Patches from the newest earlier releases, oldest first.
     let mut earlier: Vec<(Version, Package)> = manifest
         .releases
         .iter()
@@ -438,9 +410,28 @@ fn build(
         .collect();
     earlier.sort_by(|a, b| b.0.cmp(&a.0));
     earlier.truncate(req.patches);
+    earlier.reverse();
+
+    // The earlier releases' file indexes come from their packages, decompressed and hashed on
+    // one core: read them while this tree is scanned (one core) and packed.
+    let (packed, old_listings) = std::thread::scope(|scope| {
+        let listings = scope.spawn(|| {
+            earlier
+                .iter()
+                .map(|(from, full)| listed_tree(&req.repo, from, full))
+                .collect::<Vec<_>>()
+        });
+        let packed = scan_and_pack(settings);
+        let listings = listings
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (packed, listings)
+    });
+    let (listing, full) = packed?;
+
     let mut patches_to_new = Vec::new();
-    for (from, from_full) in earlier.iter().rev() {
-        let old = listed_tree(&req.repo, from, from_full)?;
+    for ((from, from_full), old) in earlier.iter().zip(old_listings) {
+        let old = old?;
         let old_package = req.repo.join(&from_full.url);
         let old_files = OldRelease::Package(&old_package, ExtractLimits::for_package(from_full));
         patches_to_new.push(make_patch(
@@ -479,6 +470,40 @@ fn build(
     check_structure(&manifest, &req.repo.display().to_string())
         .map_err(|e| PublishError::InvalidResult(Box::new(e)))?;
     Ok((manifest, full, report_patches))
+}
+
+/// The listing of the tree being published and its full package.
+fn scan_and_pack(settings: &Settings<'_>) -> Result<(TreeListing, Package), PublishError> {
+    let req = settings.req;
+    let listing = TreeListing::scan(&req.tree, &[]).map_err(PublishError::ScanTree)?;
+    if let Some(p) = listing
+        .files
+        .keys()
+        .chain(&listing.dirs)
+        .find(|p| p.starts_with(&RelPath::new(RESERVED_STATE_DIR).expect("valid name")))
+    {
+        return Err(PublishError::ReservedPath {
+            tree: req.tree.clone(),
+            path: p.clone(),
+        });
+    }
+    let full_name = format!(
+        "{}-{}-{}.{}",
+        req.product,
+        req.version,
+        settings.arch,
+        req.compression.extension()
+    );
+    let full = write(
+        settings,
+        &full_name,
+        &req.tree,
+        &listing,
+        PackageEntries::FullTree,
+        ZSTD_LEVEL,
+    )?;
+    tracing::info!(package = %full.url, size = full.size, "wrote the full package");
+    Ok((listing, full))
 }
 
 fn settings(req: &PublishRequest) -> Result<Settings<'_>, PublishError> {
@@ -685,6 +710,7 @@ fn write(
     root: &Path,
     listing: &TreeListing,
     entries: PackageEntries<'_>,
+    level: i32,
 ) -> Result<Package, PublishError> {
     let url = PackageUrl::new(&format!("{}/{name}", settings.packages_dir)).map_err(|e| {
         PublishError::InvalidRequest {
@@ -698,7 +724,7 @@ fn write(
         size,
         sha256,
         unpacked_size,
-    } = write_package(&out, root, listing, entries).map_err(|source| {
+    } = write_package_with(&out, root, listing, entries, level, None).map_err(|source| {
         PublishError::WritePackage {
             package: out.clone(),
             source,
@@ -740,18 +766,33 @@ fn make_patch(
     new: &TreeListing,
 ) -> Result<WrittenPatch, PublishError> {
     let operations = diff_trees(old, new);
-    let name = format!(
-        "{}-{from}-to-{to}-{}.{}",
-        settings.req.product,
-        settings.arch,
-        settings.req.compression.extension()
-    );
+    let extension = settings.req.compression.extension();
+    let stem = format!("{}-{from}-to-{to}-{}", settings.req.product, settings.arch);
+    // Deltas first: the plain package's level depends on whether a delta package stands
+    // beside it.
+    let delta = match settings.req.compression {
+        Compression::Zstd => write_delta_package(
+            settings,
+            &format!("{stem}.delta.{extension}"),
+            (old, old_files),
+            new_root,
+            new,
+            &operations,
+        )?,
+        Compression::Gzip => None,
+    };
+    let level = if delta.is_some() {
+        FALLBACK_LEVEL
+    } else {
+        ZSTD_LEVEL
+    };
     let package = write(
         settings,
-        &name,
+        &format!("{stem}.{extension}"),
         new_root,
         new,
         PackageEntries::Replace(&operations.replace),
+        level,
     )?;
     tracing::info!(
         package = %package.url,
@@ -760,22 +801,17 @@ fn make_patch(
         delete = operations.delete.files.len() + operations.delete.directories.len(),
         "wrote a patch package"
     );
-    let delta = match settings.req.compression {
-        Compression::Zstd => {
-            let base_name = name.trim_end_matches(".tar.zst");
-            let delta_name = format!("{base_name}.delta.tar.zst");
-            make_delta_package(
-                settings,
-                &delta_name,
-                (old, old_files),
-                new_root,
-                new,
-                &operations,
-                &package,
-            )?
+    let delta = delta.and_then(|(mut delta, fresh)| {
+        if delta.package.size < package.size {
+            delta.package.unpacked_size = package.unpacked_size;
+            return Some(delta);
         }
-        Compression::Gzip => None,
-    };
+        tracing::info!(package = %delta.package.url, size = delta.package.size, plain = package.size, "the delta package is no smaller; not offering it");
+        if fresh {
+            let _ = fs::remove_file(settings.req.repo.join(&delta.package.url));
+        }
+        None
+    });
     Ok(WrittenPatch {
         from: from.clone(),
         to: to.clone(),
@@ -785,17 +821,16 @@ fn make_patch(
     })
 }
 
-/// Writes the delta package of a patch whose plain package is `plain`, if its deltas make it
-/// smaller (see `repo::delta`).
-fn make_delta_package(
+/// Writes the delta package of a patch if any file has a delta smaller than itself (see
+/// `repo::delta`); whether this publish made the file (false: the same bytes were there).
+fn write_delta_package(
     settings: &Settings<'_>,
     name: &str,
     (old, old_files): (&TreeListing, OldRelease<'_>),
     new_root: &Path,
     new: &TreeListing,
     operations: &Operations,
-    plain: &Package,
-) -> Result<Option<DeltaPackage>, PublishError> {
+) -> Result<Option<(DeltaPackage, bool)>, PublishError> {
     let Some(encoded) = delta::make(
         old,
         old_files,
@@ -807,10 +842,10 @@ fn make_delta_package(
     else {
         return Ok(None);
     };
-    let substitutes: Substitutes = encoded
+    let spooled: BTreeMap<RelPath, (u64, FileRecord)> = encoded
         .files
         .iter()
-        .map(|(path, (file, record, _))| (path.clone(), (file.clone(), record.clone())))
+        .map(|(path, (offset, record, _))| (path.clone(), (*offset, record.clone())))
         .collect();
     let url = PackageUrl::new(&format!("{}/{name}", settings.packages_dir)).map_err(|e| {
         PublishError::InvalidRequest {
@@ -818,49 +853,50 @@ fn make_delta_package(
         }
     })?;
     let out = settings.req.repo.join(&url);
-    let info = write_package_substituted(
+    let info = write_package_with(
         &out,
         new_root,
         new,
         PackageEntries::Replace(&operations.replace),
-        &substitutes,
+        ZSTD_LEVEL,
+        Some(Substitutes {
+            spool: encoded.spool(),
+            files: &spooled,
+        }),
     )
     .map_err(|source| PublishError::WritePackage {
         package: out.clone(),
         source,
     })?;
-    let url = placed_url(settings, &info.path)?;
-    if info.fresh && info.size < plain.size {
+    if info.fresh {
         settings.created(&info.path);
     }
-    if info.size >= plain.size {
-        tracing::info!(package = %url, size = info.size, plain = plain.size, "the delta package is no smaller; not offering it");
-        if info.fresh {
-            let _ = fs::remove_file(&info.path);
-        }
-        return Ok(None);
-    }
+    let url = placed_url(settings, &info.path)?;
     tracing::info!(
         package = %url,
         size = info.size,
-        plain = plain.size,
         deltas = encoded.files.len(),
         "wrote a delta package"
     );
-    Ok(Some(DeltaPackage {
-        package: Package {
-            url,
-            size: info.size,
-            sha256: info.sha256,
-            unpacked_size: plain.unpacked_size,
+    Ok(Some((
+        DeltaPackage {
+            package: Package {
+                url,
+                size: info.size,
+                sha256: info.sha256,
+                // A delta entry unpacks to the file it encodes: the plain package's unpacked
+                // size, set once that is written (`info` counted the deltas' own sizes).
+                unpacked_size: 0,
+            },
+            window_log: encoded.window_log,
+            files: encoded
+                .files
+                .into_iter()
+                .map(|(path, (_, _, delta))| (path, delta))
+                .collect(),
         },
-        window_log: encoded.window_log,
-        files: encoded
-            .files
-            .into_iter()
-            .map(|(path, (_, _, delta))| (path, delta))
-            .collect(),
-    }))
+        info.fresh,
+    )))
 }
 
 /// The file index of `version`: its full package read through every check of the extractor
@@ -1504,6 +1540,8 @@ mod tests {
         let deltas = f.repo.join(".molt-deltas-x1");
         fs::create_dir_all(deltas.join("bin")).unwrap();
         fs::write(deltas.join("bin/app.delta"), b"frames").unwrap();
+        // (a dir of delta files before molt spooled them into one file, which is scratch too)
+        fs::write(f.repo.join(".molt-deltas-x5"), b"frames").unwrap();
         let rebuilt = f.repo.join(".molt-publish-x2/tree/ro");
         fs::create_dir_all(&rebuilt).unwrap();
         fs::write(rebuilt.join("f"), b"x").unwrap();
