@@ -364,13 +364,41 @@ pub(crate) fn write_atomic_with(
     failpoint::step(&format!("write {}", path.display()))
 }
 
+/// Starts writing `file`'s data back to the disk without waiting (`sync_file_range(2)` with
+/// `SYNC_FILE_RANGE_WRITE`), so that its later fsync ([`SyncBatch::written`]) finds it on its
+/// way. A hint: where the filesystem or kernel does not support it, nothing happens. An I/O
+/// error it reports is returned, so the caller stops there rather than rely on a later fsync
+/// that may no longer see it.
+///
+/// Why not fsync each file as soon as it is written: on ext4 each such fsync commits the
+/// journal while the next files are created, and the writer waits on those commits. Measured
+/// with 52,000 files of 25 KB (1.3 GB) on journaled ext4 on the 2-core VM, write then fsync each
+/// on 12 threads took 5.7–9.0 s, starting writeback after each write and fsyncing all of them
+/// once every file was written 4.3–4.5 s (write and one `sync`: 3.1–7.8 s).
+pub(crate) fn start_writeback(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; the call reads no memory of ours.
+    let done =
+        unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if done == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::ESPIPE) => Ok(()),
+        _ => Err(e),
+    }
+}
+
 /// How many fsyncs a [`SyncBatch`] keeps in flight: enough to keep a disk's (or a FUSE or
 /// network filesystem's) queue busy, few enough not to matter on a small machine.
 pub(crate) const SYNC_WORKERS: usize = 12;
 
 /// One queued fsync.
 enum SyncJob {
-    File(File),
+    /// A regular file that was written and closed, reopened by its path (see
+    /// [`start_writeback`]).
+    Written,
     Dir,
     /// A directory that may have been removed since (its removal is durable through its
     /// parent, which is fsynced too).
@@ -379,11 +407,10 @@ enum SyncJob {
 
 type Failure = Arc<Mutex<Option<(PathBuf, io::Error)>>>;
 
-/// Fsyncs many files and directories in parallel, behind the caller: [`SyncBatch::file`] hands
-/// over an open file as soon as it is written, so its fsync overlaps with writing the next ones;
-/// [`SyncBatch::finish`] waits for all of them and reports the first failure with its path.
-/// Up to [`SYNC_WORKERS`] threads (started as work arrives) and a bounded queue, so open files
-/// never pile up.
+/// Fsyncs many files and directories in parallel, behind the caller; [`SyncBatch::finish`]
+/// waits for all of them and reports the first failure with its path. Up to [`SYNC_WORKERS`]
+/// threads (started as work arrives) and a bounded queue; each worker holds one descriptor at a
+/// time.
 pub(crate) struct SyncBatch {
     queue: Option<SyncSender<(PathBuf, SyncJob)>>,
     jobs: Arc<Mutex<Receiver<(PathBuf, SyncJob)>>>,
@@ -402,9 +429,13 @@ impl SyncBatch {
         }
     }
 
-    /// Queues the fsync of a written file (the batch closes it afterwards).
-    pub(crate) fn file(&mut self, path: PathBuf, file: File) {
-        self.submit(path, SyncJob::File(file));
+    /// Queues the fsync of the regular file at `path`, written and closed earlier: the worker
+    /// opens it again (`O_NOFOLLOW`), so no descriptor is held per file in between. An fsync
+    /// through any descriptor of a file makes all of the file's data durable, and reports a
+    /// writeback error that no one has seen yet (Linux's errseq: a descriptor opened after an
+    /// error nobody saw still sees it).
+    pub(crate) fn written(&mut self, path: PathBuf) {
+        self.submit(path, SyncJob::Written);
     }
 
     /// Queues the fsync of a directory's entries.
@@ -486,7 +517,11 @@ fn sync_worker(jobs: &Mutex<Receiver<(PathBuf, SyncJob)>>, failure: &Failure) {
         let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok((path, job)) = job else { return };
         let synced = match job {
-            SyncJob::File(f) => f.sync_all(),
+            SyncJob::Written => fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&path)
+                .and_then(|f| f.sync_all()),
             SyncJob::Dir => fsync_dir(&path),
             SyncJob::DirIfPresent => match fsync_dir(&path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -495,6 +530,190 @@ fn sync_worker(jobs: &Mutex<Receiver<(PathBuf, SyncJob)>>, failure: &Failure) {
         };
         if let Err(e) = synced {
             record(failure, path, e);
+        }
+    }
+}
+
+/// How many buffers a [`WriteBehind`] has in flight (each [`WRITE_BEHIND_BUFFER`] bytes).
+const WRITE_BEHIND_BUFFERS: usize = 8;
+/// Size of one [`WriteBehind`] buffer.
+const WRITE_BEHIND_BUFFER: usize = 256 * 1024;
+
+/// One step of a [`WriteBehind`]'s thread.
+enum WriteJob {
+    /// The next file to write, just created at the path.
+    Open(PathBuf, File),
+    /// Bytes of the open file, in order.
+    Data(Vec<u8>),
+    /// The open file is complete: set its mode, start its writeback ([`start_writeback`]) and
+    /// close it.
+    Close(u32),
+}
+
+/// Writes files on a thread of its own, so that the caller's thread only makes their bytes
+/// (decompressing and hashing a package): the `write` calls, which copy into the page cache and
+/// allocate blocks, were half of an extraction's single busy thread. The caller creates each
+/// file itself (so creation errors come at once, with their path), then streams its bytes
+/// through [`WriteBehind::file`] and [`Behind::close`]. A write, mode or writeback error of the
+/// thread is reported, with its path, by the next [`WriteBehind::file`] or by
+/// [`WriteBehind::finish`], which waits for every file to be written and closed. At most
+/// [`WRITE_BEHIND_BUFFERS`] buffers are in flight and one file is open on the thread.
+pub(crate) struct WriteBehind {
+    jobs: Option<SyncSender<WriteJob>>,
+    /// Buffers the thread is done with.
+    free: Receiver<Vec<u8>>,
+    /// Buffers made so far.
+    made: usize,
+    failure: Failure,
+    worker: Option<JoinHandle<()>>,
+}
+
+/// The file a [`WriteBehind`] is writing: its bytes go to the thread in order.
+pub(crate) struct Behind<'a> {
+    writer: &'a mut WriteBehind,
+}
+
+impl WriteBehind {
+    pub(crate) fn new() -> io::Result<WriteBehind> {
+        let (jobs, queue) = sync_channel::<WriteJob>(WRITE_BEHIND_BUFFERS);
+        let (recycle, free) = sync_channel::<Vec<u8>>(WRITE_BEHIND_BUFFERS);
+        let failure: Failure = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&failure);
+        let worker = std::thread::Builder::new()
+            .name("molt-write".into())
+            .spawn(move || write_worker(&queue, &recycle, &seen))?;
+        Ok(WriteBehind {
+            jobs: Some(jobs),
+            free,
+            made: 0,
+            failure,
+            worker: Some(worker),
+        })
+    }
+
+    /// Hands over `file`, just created at `path`; what is written to the returned handle goes
+    /// into it. Fails with the thread's first failure, if it had one.
+    pub(crate) fn file(
+        &mut self,
+        path: PathBuf,
+        file: File,
+    ) -> Result<Behind<'_>, (PathBuf, io::Error)> {
+        self.failed()?;
+        self.send(WriteJob::Open(path.clone(), file))
+            .map_err(|e| (path, e))?;
+        Ok(Behind { writer: self })
+    }
+
+    /// Waits until every file handed over is written, its mode set and its writeback started;
+    /// the first failure, with its path.
+    pub(crate) fn finish(mut self) -> Result<(), (PathBuf, io::Error)> {
+        self.join();
+        self.failed()
+    }
+
+    fn failed(&self) -> Result<(), (PathBuf, io::Error)> {
+        let failed = self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn send(&self, job: WriteJob) -> io::Result<()> {
+        self.jobs
+            .as_ref()
+            .and_then(|q| q.send(job).ok())
+            .ok_or_else(|| io::Error::other("the writing thread stopped"))
+    }
+
+    /// A buffer to fill: one the thread is done with, else a new one while fewer than
+    /// [`WRITE_BEHIND_BUFFERS`] exist, else the next one the thread gives back.
+    fn buffer(&mut self) -> io::Result<Vec<u8>> {
+        if let Ok(buffer) = self.free.try_recv() {
+            return Ok(buffer);
+        }
+        if self.made < WRITE_BEHIND_BUFFERS {
+            self.made += 1;
+            return Ok(Vec::with_capacity(WRITE_BEHIND_BUFFER));
+        }
+        self.free
+            .recv()
+            .map_err(|_| io::Error::other("the writing thread stopped"))
+    }
+
+    fn join(&mut self) {
+        self.jobs = None;
+        if let Some(worker) = self.worker.take()
+            && worker.join().is_err()
+        {
+            record(
+                &self.failure,
+                PathBuf::new(),
+                io::Error::other("the writing thread panicked"),
+            );
+        }
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+impl Behind<'_> {
+    /// The file is complete: the thread sets its permission bits to `mode`, starts its
+    /// writeback and closes it.
+    pub(crate) fn close(self, mode: u32) -> io::Result<()> {
+        self.writer.send(WriteJob::Close(mode))
+    }
+}
+
+impl Write for Behind<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut buffer = self.writer.buffer()?;
+        buffer.clear();
+        let n = bytes.len().min(WRITE_BEHIND_BUFFER);
+        buffer.extend_from_slice(&bytes[..n]);
+        self.writer.send(WriteJob::Data(buffer))?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_worker(jobs: &Receiver<WriteJob>, recycle: &SyncSender<Vec<u8>>, failure: &Failure) {
+    let failed = || failure.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+    let mut open: Option<(PathBuf, File)> = None;
+    for job in jobs {
+        match job {
+            WriteJob::Open(path, file) => open = Some((path, file)),
+            WriteJob::Data(buffer) => {
+                if let Some((path, file)) = &mut open
+                    && !failed()
+                    && let Err(e) = file.write_all(&buffer)
+                {
+                    record(failure, path.clone(), e);
+                }
+                // The caller makes a new buffer when none comes back.
+                let _ = recycle.try_send(buffer);
+            }
+            WriteJob::Close(mode) => {
+                if let Some((path, file)) = open.take()
+                    && !failed()
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let done = file
+                        .set_permissions(fs::Permissions::from_mode(mode))
+                        .and_then(|()| start_writeback(&file));
+                    if let Err(e) = done {
+                        record(failure, path, e);
+                    }
+                }
+            }
         }
     }
 }
@@ -549,6 +768,56 @@ mod tests {
         rename_noreplace(&a, &b).unwrap();
         assert_eq!(fs::read(&b).unwrap(), b"a");
         assert!(!exists(&a).unwrap());
+    }
+
+    #[test]
+    fn write_behind_writes_in_order_and_reports_a_failed_write_with_its_path() {
+        let d = tempfile::tempdir().unwrap();
+        let mut writer = WriteBehind::new().unwrap();
+        let big: Vec<u8> = (0..3 * WRITE_BEHIND_BUFFER + 17).map(|i| i as u8).collect();
+        for (name, bytes) in [("a", &big[..]), ("b", b"small"), ("c", b"")] {
+            let path = d.path().join(name);
+            let file = File::create_new(&path).unwrap();
+            let mut behind = writer.file(path, file).unwrap();
+            behind.write_all(bytes).unwrap();
+            behind.close(0o640).unwrap();
+        }
+        writer.finish().unwrap();
+        for (name, bytes) in [("a", &big[..]), ("b", b"small"), ("c", b"")] {
+            let path = d.path().join(name);
+            assert_eq!(fs::read(&path).unwrap(), bytes, "{name}");
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &fs::metadata(&path).unwrap().permissions(),
+            ) & 0o777;
+            assert_eq!(mode, 0o640, "{name}");
+        }
+
+        // A file the thread cannot write (opened read-only): the next file, and finish, say so.
+        let mut writer = WriteBehind::new().unwrap();
+        let bad = d.path().join("bad");
+        fs::write(&bad, b"").unwrap();
+        let mut behind = writer.file(bad.clone(), File::open(&bad).unwrap()).unwrap();
+        behind.write_all(b"bytes").unwrap();
+        behind.close(0o644).unwrap();
+        let next = d.path().join("next");
+        let mut failed = None;
+        for _ in 0..1000 {
+            match writer.file(next.clone(), File::create(&next).unwrap()) {
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+                Ok(behind) => behind.close(0o644).unwrap(),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let (path, _) = failed.expect("the failed write is reported");
+        assert_eq!(path, bad);
+        let mut writer = WriteBehind::new().unwrap();
+        let mut behind = writer.file(bad.clone(), File::open(&bad).unwrap()).unwrap();
+        behind.write_all(b"bytes").unwrap();
+        behind.close(0o644).unwrap();
+        assert_eq!(writer.finish().unwrap_err().0, bad);
     }
 
     #[test]

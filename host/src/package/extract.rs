@@ -28,11 +28,13 @@
 //! Directory modes are applied after the last entry, so a read-only directory in the package
 //! does not stop its own contents from being written.
 //!
-//! Durability: each file is handed to a [`SyncBatch`] as soon as it is written, so its fsync
-//! runs on a worker thread while the next entries are extracted; after the last entry the
-//! stage's directories are fsynced too, and extraction returns only when all of it is on disk.
-//! Per-file fsyncs, not one `syncfs(2)`: a FUSE or network filesystem only sees an fsync of the
-//! file itself, and `syncfs` would also wait for every other process's dirty data.
+//! Durability: each file's writeback starts as soon as it is written and closed
+//! ([`fsutil::start_writeback`]); after the last entry every staged file is fsynced, then every
+//! stage directory, in parallel ([`SyncBatch`]), and extraction returns only when all of it is on
+//! disk. Per-file fsyncs, not one `syncfs(2)`: a FUSE or network filesystem only sees an fsync of
+//! the file itself, and `syncfs` would also wait for every other process's dirty data. They
+//! come after the last entry rather than behind each file because on ext4 each fsync commits
+//! the journal while the next files are created (see `start_writeback` for the figures).
 //!
 //! On error the stage holds whatever was written so far; the caller discards the stage.
 
@@ -47,7 +49,7 @@ use std::rc::Rc;
 use tar::EntryType;
 
 use crate::error::ExitClass;
-use crate::fsutil::SyncBatch;
+use crate::fsutil::{SyncBatch, WriteBehind};
 use crate::hashing::{HashingWriter, Sha256Digest, VerifyingReader};
 use crate::package::archive::MAX_ZSTD_WINDOW_LOG;
 use crate::package::delta::{BaseReadError, Bases};
@@ -443,15 +445,22 @@ fn read_verified(
         entries: 0,
         remaining: limits.max_unpacked_bytes,
         buffer: vec![0u8; IO_BUFFER],
-        sync: SyncBatch::new(),
         extra,
         decoded: 0,
         progress,
     };
     let stream_err = |e| stream_error(package, e);
+    let written = |(path, source)| ExtractError::WriteStage { path, source };
+    let mut writer = match stage {
+        Some(stage) => Some(WriteBehind::new().map_err(|e| written((stage.to_owned(), e)))?),
+        None => None,
+    };
     for entry in archive.entries().map_err(stream_err)? {
         let entry = entry.map_err(stream_err)?;
-        stager.stage_entry(entry, &allowance)?;
+        stager.stage_entry(entry, &allowance, writer.as_mut())?;
+    }
+    if let Some(writer) = writer {
+        writer.finish().map_err(written)?;
     }
     allowance.set(allowance.get().saturating_add(TRAILER_ALLOWANCE));
     let mut rest = archive.into_inner();
@@ -471,7 +480,6 @@ fn read_verified(
         explicit_dirs,
         links,
         entries,
-        sync,
         extra,
         decoded,
         ..
@@ -521,12 +529,14 @@ fn read_verified(
         std::os::unix::fs::symlink(target, &full)
             .map_err(|source| ExtractError::WriteStage { path: full, source })?;
     }
+    // The files are opened again to be fsynced: before a directory may lose its search bit.
+    sync_stage(stage, &listing, Synced::Files)?;
     for (dir, mode) in &explicit_dirs {
         let full = dir.under(stage);
         fs::set_permissions(&full, fs::Permissions::from_mode(*mode))
             .map_err(|source| ExtractError::WriteStage { path: full, source })?;
     }
-    sync_stage(stage, &listing, sync)?;
+    sync_stage(stage, &listing, Synced::Dirs)?;
     tracing::debug!(
         package = %package.display(),
         entries,
@@ -619,19 +629,41 @@ fn check_complete(
     Ok(())
 }
 
-/// Waits for the files' fsyncs and fsyncs every stage directory (their entries and modes):
-/// a staged directory is later moved into the install whole, entries and all.
-fn sync_stage(
-    stage: &Path,
-    listing: &TreeListing,
-    mut sync: SyncBatch,
-) -> Result<(), ExtractError> {
-    for dir in &listing.dirs {
-        sync.dir(dir.under(stage));
+/// What [`sync_stage`] fsyncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Synced {
+    /// Every staged regular file, written and closed earlier.
+    Files,
+    /// Every stage directory (its entries and mode, links included): a staged directory is
+    /// later moved into the install whole, entries and all.
+    Dirs,
+}
+
+/// Fsyncs `what` of the stage in parallel.
+fn sync_stage(stage: &Path, listing: &TreeListing, what: Synced) -> Result<(), ExtractError> {
+    let mut sync = SyncBatch::new();
+    match what {
+        Synced::Files => {
+            for (path, record) in &listing.files {
+                if !record.is_link() {
+                    sync.written(path.under(stage));
+                }
+            }
+        }
+        Synced::Dirs => {
+            for dir in &listing.dirs {
+                sync.dir(dir.under(stage));
+            }
+            sync.dir(stage.to_owned());
+        }
     }
-    sync.dir(stage.to_owned());
     sync.finish()
-        .and_then(|()| crate::failpoint::step("fsync stage").map_err(|e| (stage.to_owned(), e)))
+        .and_then(|()| match what {
+            Synced::Files => Ok(()),
+            Synced::Dirs => {
+                crate::failpoint::step("fsync stage").map_err(|e| (stage.to_owned(), e))
+            }
+        })
         .map_err(|(path, source)| ExtractError::SyncStage {
             stage: path,
             source,
@@ -759,8 +791,6 @@ struct Stager<'a, 'e> {
     entries: u64,
     remaining: u64,
     buffer: Vec<u8>,
-    /// Fsyncs of the written files, running behind the extraction.
-    sync: SyncBatch,
     extra: Extra<'e>,
     /// Delta-encoded entries decoded so far.
     decoded: usize,
@@ -769,10 +799,13 @@ struct Stager<'a, 'e> {
 }
 
 impl Stager<'_, '_> {
+    /// Checks and stages one entry; a regular file's bytes go through `writer` (none when
+    /// only listing).
     fn stage_entry<R: Read>(
         &mut self,
         mut entry: tar::Entry<'_, R>,
         allowance: &Cell<u64>,
+        writer: Option<&mut WriteBehind>,
     ) -> Result<(), ExtractError> {
         let package = self.package;
         self.entries += 1;
@@ -881,7 +914,7 @@ impl Stager<'_, '_> {
             self.explicit_dirs.insert(path, mode);
             return Ok(());
         }
-        let record = self.write_file(&mut entry, &path, size, mode)?;
+        let record = self.write_file(&mut entry, &path, (size, mode), writer)?;
         self.remaining -= record.size;
         self.listing.files.insert(path, record);
         Ok(())
@@ -944,11 +977,11 @@ impl Stager<'_, '_> {
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         path: &RelPath,
-        size: u64,
-        mode: u32,
+        (size, mode): (u64, u32),
+        writer: Option<&mut WriteBehind>,
     ) -> Result<FileRecord, ExtractError> {
         let package = self.package;
-        let Some(stage) = self.stage else {
+        let (Some(stage), Some(writer)) = (self.stage, writer) else {
             let wanted = matches!(&self.extra, Extra::Read { wanted, .. } if wanted.contains(path));
             // Writing to memory or a sink cannot fail.
             let stream_err = move |source| stream_error(package, source);
@@ -982,6 +1015,9 @@ impl Stager<'_, '_> {
             Extra::Deltas(bases) => bases.get(path).map(|d| (*bases, d)),
             _ => None,
         };
+        let file = writer
+            .file(full.clone(), file)
+            .map_err(|(path, source)| ExtractError::WriteStage { path, source })?;
         let (file, sha256, written) = match delta {
             None => {
                 let copied = self.copy(entry, path, file, write_err)?;
@@ -990,9 +1026,7 @@ impl Stager<'_, '_> {
             }
             Some((bases, delta)) => self.decode(entry, path, bases, delta, file, write_err)?,
         };
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(write_err)?;
-        self.sync.file(full, file);
+        file.close(mode).map_err(write_err)?;
         Ok(FileRecord::regular(sha256, written, mode))
     }
 
