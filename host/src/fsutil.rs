@@ -1,12 +1,13 @@
 //! The few filesystem primitives a crash-safe transaction is built from: renames that never
 //! clobber, durable directory fsyncs, the one durable whole-file write, parallel fsyncs,
-//! kind-aware lookups, and an open that refuses anything but a regular file.
+//! writes on a thread of their own, kind-aware lookups, and an open that refuses anything but a
+//! regular file.
 //!
 //! Durable means fsynced, on any POSIX filesystem (FUSE and network ones included, where only an
 //! `fsync` of the file itself reaches the filesystem): a file's data is fsynced before it is
 //! renamed into place, and the directory is fsynced after the rename. Every file molt writes and
 //! later depends on goes through [`write_file`] or [`persist_temp`]; many files at once go through
-//! [`SyncBatch`].
+//! [`WriteBehind`] and [`SyncBatch`].
 //!
 //! Everything here reports plain `io::Error`s; the callers attach the operation and path.
 
