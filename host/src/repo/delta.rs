@@ -10,10 +10,13 @@
 //!    `libstd-0f3c…​.rlib` are both `libstd-*.rlib`; `foo-1.2.3/index.js` and
 //!    `foo-1.3.0/index.js` both `foo-*.*.*/index.js`), the one closest in size;
 //! 3. otherwise a file of the old release in the same directory whose name starts with the same
-//!    stem (up to the first `-`, `_`, `.` or `+`: `libLLVM.so.22.1-rust-1.95.0-stable` and
-//!    `libLLVM.so.22.1-rust-1.97.0-nightly` are both `libLLVM`), at most twice or half its size,
-//!    the one closest in size;
-//! 4. otherwise none: the file ships whole.
+//!    stem (past leading separators, up to the next `-`, `_`, `.` or `+`:
+//!    `libLLVM.so.22.1-rust-1.95.0-stable` and `libLLVM.so.22.1-rust-1.97.0-nightly` are both
+//!    `libLLVM`, `_tsc.js` and `tsc.js` both `tsc`), at most twice or half its size, the one
+//!    closest in size;
+//! 4. otherwise a file of the old release in the same directory with the same extension, at
+//!    most twice or half its size, the one closest in size;
+//! 5. otherwise none: the file ships whole.
 //!
 //! A file whose base and itself fit [`SINGLE_FRAME_SPAN`] is one frame against the whole base;
 //! a larger one (up to [`MAX_DELTA_FILE`], base and file each) is chunked
@@ -216,8 +219,8 @@ pub(crate) fn make(
 }
 
 /// The file → base pairs worth trying (see the module docs).
-fn choose_bases(
-    old: &TreeListing,
+fn choose_bases<'a>(
+    old: &'a TreeListing,
     new: &TreeListing,
     operations: &Operations,
 ) -> BTreeMap<RelPath, RelPath> {
@@ -232,12 +235,19 @@ fn choose_bases(
         }
     }
     let mut by_stem: HashMap<String, Vec<(&RelPath, u64)>> = HashMap::new();
+    let mut by_extension: HashMap<String, Vec<(&RelPath, u64)>> = HashMap::new();
     for (path, record) in &old.files {
         if regular(record) {
             by_stem
                 .entry(stem(path))
                 .or_default()
                 .push((path, record.size));
+            if let Some(key) = extension(path) {
+                by_extension
+                    .entry(key)
+                    .or_default()
+                    .push((path, record.size));
+            }
         }
     }
     let dirs: HashSet<&RelPath> = operations.replace.directories.iter().collect();
@@ -248,24 +258,24 @@ fn choose_bases(
         if !shipped || !regular(record) || record.size < MIN_DELTA_FILE {
             continue;
         }
+        // The candidate closest in size among those at most twice or half as large.
+        let near = |candidates: Option<&Vec<(&'a RelPath, u64)>>| {
+            let near: Vec<_> = candidates?
+                .iter()
+                .filter(|(_, size)| {
+                    *size <= record.size.saturating_mul(2) && record.size <= size.saturating_mul(2)
+                })
+                .copied()
+                .collect();
+            closest(&near, record.size)
+        };
         let base = match old.files.get(path) {
             Some(r) if regular(r) => Some((path, r.size)),
             _ => by_shape
                 .get(&shape(path.as_str()))
                 .and_then(|candidates| closest(candidates, record.size))
-                .or_else(|| {
-                    let similar = |&&(_, size): &&(&RelPath, u64)| {
-                        size <= record.size.saturating_mul(2)
-                            && record.size <= size.saturating_mul(2)
-                    };
-                    let near: Vec<_> = by_stem
-                        .get(&stem(path))?
-                        .iter()
-                        .filter(similar)
-                        .copied()
-                        .collect();
-                    closest(&near, record.size)
-                }),
+                .or_else(|| near(by_stem.get(&stem(path))))
+                .or_else(|| near(extension(path).and_then(|key| by_extension.get(&key)))),
         };
         let Some((base, base_size)) = base else {
             continue;
@@ -286,13 +296,27 @@ fn closest<'a>(candidates: &[(&'a RelPath, u64)], size: u64) -> Option<(&'a RelP
         .copied()
 }
 
-/// A path's directory and the stem of its name: the name up to its first `-`, `_`, `.` or `+`
-/// (`lib/libLLVM.so.22.1-rust-1.95.0-stable` → `lib/libLLVM`).
+/// Separators between the parts of a file name.
+const NAME_SEPARATORS: [char; 4] = ['-', '_', '.', '+'];
+
+/// A path's directory and the stem of its name: the name, past any leading separators, up to
+/// its next `-`, `_`, `.` or `+` (`lib/libLLVM.so.22.1-rust-1.95.0-stable` → `lib/libLLVM`,
+/// `lib/_tsc.js` → `lib/tsc`).
 fn stem(path: &RelPath) -> String {
     let path = path.as_str();
     let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-    let stem = name.split(['-', '_', '.', '+']).next().unwrap_or(name);
+    let name = name.trim_start_matches(NAME_SEPARATORS);
+    let stem = name.split(NAME_SEPARATORS).next().unwrap_or(name);
     format!("{dir}/{stem}")
+}
+
+/// A path's directory and the extension of its name (`lib/_tsc.js` → `lib/*.js`); none for a
+/// name without one.
+fn extension(path: &RelPath) -> Option<String> {
+    let path = path.as_str();
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let (rest, ext) = name.rsplit_once('.')?;
+    (!rest.is_empty() && !ext.is_empty()).then(|| format!("{dir}/*.{ext}"))
 }
 
 /// A path with the parts that change from release to release blanked: in each component, every
@@ -502,6 +526,18 @@ mod tests {
         );
         assert_ne!(stem_of("lib/libLLVM.so"), stem_of("bin/libLLVM.so"));
         assert_eq!(stem_of("app"), "/app");
+        // A leading separator is not the stem: `_tsc.js` (TypeScript 5.7) is based on `tsc.js`.
+        assert_eq!(stem_of("lib/_tsc.js"), stem_of("lib/tsc.js"));
+    }
+
+    #[test]
+    fn extensions_keep_the_directory() {
+        let ext_of = |p: &str| extension(&RelPath::new(p).unwrap());
+        assert_eq!(ext_of("lib/_tsc.js").as_deref(), Some("lib/*.js"));
+        assert_eq!(ext_of("lib/a.b.so").as_deref(), Some("lib/*.so"));
+        assert_eq!(ext_of("bin/tool"), None);
+        assert_eq!(ext_of(".bashrc"), None);
+        assert_eq!(ext_of("x."), None);
     }
 
     #[test]
