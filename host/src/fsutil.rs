@@ -250,11 +250,26 @@ pub(crate) fn remove_dir_if_empty(path: &Path) -> io::Result<bool> {
     }
 }
 
-/// Removes a directory tree; absent is fine.
+/// Removes a directory tree; absent is fine. A directory a release made read-only (a staged tree
+/// moved back by an undo keeps its release modes) is made writable for its owner and the removal
+/// tried again, so only a user without root needs it and nothing outside `path` is touched (links
+/// are not followed).
 pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            for entry in walkdir::WalkDir::new(path).follow_links(false) {
+                let Ok(entry) = entry else { continue };
+                if entry.file_type().is_dir() {
+                    let _ = set_mode(entry.path(), 0o700);
+                }
+            }
+            match fs::remove_dir_all(path) {
+                Err(again) if again.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        }
         Err(e) => Err(e),
     }
 }

@@ -793,7 +793,8 @@ impl<'a> Planner<'a> {
 /// Plans a full package: the install ends up with exactly the staged release's files, except
 /// preserved paths (skipped, reported) and entries molt never owned (kept; refused where the
 /// release puts its own). Owned files the release drops are deleted, owned directories left
-/// empty are removed.
+/// empty are removed. A directory of the release that the install lacks goes in as one rename
+/// of its staged tree.
 pub fn plan_full(
     ctx: &PlanContext,
     stage_dir: &Path,
@@ -810,10 +811,22 @@ pub fn plan_full(
     }
 
     let mut pl = Planner::new(ctx, old, Some(stage_dir), stage_dir);
+    // A directory of the release that is not in the install at all goes in as one rename of
+    // its staged tree (a fresh install is a handful of renames, not one per file); nothing can
+    // be lost there, and nothing below it needs a plan of its own.
+    let mut whole: BTreeSet<RelPath> = BTreeSet::new();
     for d in &new_dirs {
+        if d.ancestors().any(|a| whole.contains(&a)) {
+            continue;
+        }
         ctx.check_not_state(d)?;
         if ctx.is_preserved(d) {
             pl.skipped.insert(d.clone());
+            continue;
+        }
+        if !pl.holds_preserved(d) && pl.probe.kind(d)?.is_none() {
+            pl.wanted.puts.insert(d.clone(), true);
+            whole.insert(d.clone());
             continue;
         }
         pl.modes.insert(d.clone(), mode_of(&d.under(stage_dir))?);
@@ -832,7 +845,9 @@ pub fn plan_full(
         }
     }
     for f in staged.files.keys() {
-        pl.put_file(f)?;
+        if !f.ancestors().any(|a| whole.contains(&a)) {
+            pl.put_file(f)?;
+        }
     }
     let untouchable = |p: &RelPath| {
         ctx.is_preserved(p) || ctx.state_rel.as_ref().is_some_and(|s| p.starts_with(s))
@@ -1122,6 +1137,51 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, PlanError::NotOwned { .. }), "{err}");
+    }
+
+    #[test]
+    fn full_plan_moves_a_directory_missing_from_the_install_as_one_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let (install, stage) = (d.path().join("i"), d.path().join("s"));
+        for p in [
+            "lib/a/x.so",
+            "lib/a/b/y.so",
+            "lib/z.so",
+            "bin/tool",
+            "README",
+        ] {
+            write(&stage, p, p);
+        }
+        write(&install, "lib/operator.conf", "mine");
+        let staged = TreeListing::scan(&stage, &[]).unwrap();
+        let plan = plan_full(
+            &ctx(&install),
+            &stage,
+            staged.clone(),
+            &InstallState::default(),
+            v("1.0.0"),
+        )
+        .unwrap();
+        // `lib` exists (it holds an operator's file): its entries go in one by one; `lib/a`
+        // and `bin` do not: one rename each.
+        let ops: Vec<(&str, bool)> = plan
+            .ops
+            .iter()
+            .map(|o| (o.path.as_str(), o.is_dir))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("README", false),
+                ("bin", true),
+                ("lib/a", true),
+                ("lib/z.so", false)
+            ]
+        );
+        assert!(plan.created_dirs.is_empty(), "{:?}", plan.created_dirs);
+        assert_eq!(plan.owned_files.len(), 5);
+        let dirs: Vec<&str> = plan.owned_dirs.iter().map(RelPath::as_str).collect();
+        assert_eq!(dirs, ["bin", "lib", "lib/a", "lib/a/b"]);
     }
 
     #[test]
