@@ -187,6 +187,32 @@ fn rollback_keeps_files_added_after_the_update() {
 }
 
 #[test]
+fn rollback_of_a_full_update_keeps_files_added_in_the_directories_it_created() {
+    let env = Env::new();
+    let [t1, _] = installed_v1(&env, "");
+    // A full package puts a directory the install lacks (extras/) as one rename of its tree.
+    let r = env.apply(&["--force-full"]).success().result();
+    assert_eq!(r["kind"], "full");
+    let later: &[Spec] = &[
+        ("extras/mine.txt", "mine\n", 0o644),
+        ("web/after.txt", "written by the app after 1.1.0\n", 0o644),
+    ];
+    add(&env.install(), later);
+    env.molt(&["verify", "--config", "molt.toml"]).success();
+    env.molt(&["rollback", "--config", "molt.toml", "--json"])
+        .success();
+    let mut all: Vec<Spec> = OPERATOR.to_vec();
+    all.extend_from_slice(later);
+    assert_same_tree(
+        &snapshot(&env.install()),
+        &tree_plus(&t1, &all),
+        "after rolling back the full update",
+    );
+    assert_eq!(owned_files(&env), files_of(V1));
+    env.molt(&["verify", "--config", "molt.toml"]).success();
+}
+
+#[test]
 fn an_unowned_file_where_the_release_puts_one_is_refused_then_adopted() {
     let env = Env::new();
     installed_v1(&env, "[apply]\nkeep_backups = 0\n");
