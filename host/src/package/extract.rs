@@ -530,6 +530,10 @@ fn read_verified(
             .map_err(|source| ExtractError::WriteStage { path: full, source })?;
     }
     // The files are opened again to be fsynced: before a directory may lose its search bit.
+    tracing::debug!(
+        files = listing.files.len(),
+        "written; fsyncing the staged files"
+    );
     sync_stage(stage, &listing, Synced::Files)?;
     for (dir, mode) in &explicit_dirs {
         let full = dir.under(stage);
