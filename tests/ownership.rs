@@ -155,6 +155,23 @@ fn full_update_keeps_unowned_files_in_directories_it_drops() {
     assert_eq!(owned_files(&env), files_of(V2));
 }
 
+/// Adds `later` to the install (after an update), rolls back and checks that the install is
+/// release 1.0.0 plus the operator's files, `later` included; returns `rollback --json`'s result.
+fn roll_back_keeping(env: &Env, t1: &Path, later: &[Spec], what: &str) -> Value {
+    add(&env.install(), later);
+    env.molt(&["verify", "--config", "molt.toml"]).success();
+    let r = env
+        .molt(&["rollback", "--config", "molt.toml", "--json"])
+        .success()
+        .result();
+    let mut all: Vec<Spec> = OPERATOR.to_vec();
+    all.extend_from_slice(later);
+    assert_same_tree(&snapshot(&env.install()), &tree_plus(t1, &all), what);
+    assert_eq!(owned_files(env), files_of(V1));
+    env.molt(&["verify", "--config", "molt.toml"]).success();
+    r
+}
+
 #[test]
 fn rollback_keeps_files_added_after_the_update() {
     let env = Env::new();
@@ -165,25 +182,12 @@ fn rollback_keeps_files_added_after_the_update() {
         ("web/after.txt", "written by the app after 1.1.0\n", 0o644),
         ("extras/mine.txt", "mine\n", 0o644),
     ];
-    add(&env.install(), later);
-    let r = env
-        .molt(&["rollback", "--config", "molt.toml", "--json"])
-        .success()
-        .result();
+    let r = roll_back_keeping(&env, &t1, later, "after the rollback");
     assert_eq!(
         (r["from"].clone(), r["to"].clone()),
         (json!("1.1.0"), json!("1.0.0"))
     );
-    let mut all: Vec<Spec> = OPERATOR.to_vec();
-    all.extend_from_slice(later);
-    assert_same_tree(
-        &snapshot(&env.install()),
-        &tree_plus(&t1, &all),
-        "after the rollback",
-    );
-    assert_eq!(owned_files(&env), files_of(V1));
     assert_eq!(state(&env)["version"], "1.0.0");
-    env.molt(&["verify", "--config", "molt.toml"]).success();
 }
 
 #[test]
@@ -197,19 +201,7 @@ fn rollback_of_a_full_update_keeps_files_added_in_the_directories_it_created() {
         ("extras/mine.txt", "mine\n", 0o644),
         ("web/after.txt", "written by the app after 1.1.0\n", 0o644),
     ];
-    add(&env.install(), later);
-    env.molt(&["verify", "--config", "molt.toml"]).success();
-    env.molt(&["rollback", "--config", "molt.toml", "--json"])
-        .success();
-    let mut all: Vec<Spec> = OPERATOR.to_vec();
-    all.extend_from_slice(later);
-    assert_same_tree(
-        &snapshot(&env.install()),
-        &tree_plus(&t1, &all),
-        "after rolling back the full update",
-    );
-    assert_eq!(owned_files(&env), files_of(V1));
-    env.molt(&["verify", "--config", "molt.toml"]).success();
+    roll_back_keeping(&env, &t1, later, "after rolling back the full update");
 }
 
 #[test]

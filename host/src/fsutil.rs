@@ -250,27 +250,37 @@ pub(crate) fn remove_dir_if_empty(path: &Path) -> io::Result<bool> {
     }
 }
 
-/// Removes a directory tree; absent is fine. A directory a release made read-only (a staged tree
-/// moved back by an undo keeps its release modes) is made writable for its owner and the removal
-/// tried again, so only a user without root needs it and nothing outside `path` is touched (links
-/// are not followed).
+/// Removes a directory tree; absent is fine. A read-only directory inside (a release's mode, kept
+/// by a staged or rebuilt tree) makes the removal fail for a user without root: then every
+/// directory is made removable ([`make_removable`]) and the removal tried again.
 pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+    let removed = match fs::remove_dir_all(path) {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            for entry in walkdir::WalkDir::new(path).follow_links(false) {
-                let Ok(entry) = entry else { continue };
-                if entry.file_type().is_dir() {
-                    let _ = set_mode(entry.path(), 0o700);
-                }
-            }
-            match fs::remove_dir_all(path) {
-                Err(again) if again.kind() == io::ErrorKind::NotFound => Ok(()),
-                other => other,
+            make_removable(path);
+            fs::remove_dir_all(path)
+        }
+        other => other,
+    };
+    match removed {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Makes every directory under `root` (not following links) 0700, so that the tree can be
+/// removed. Each directory is opened only after its bits are set (a walker would open it first).
+pub(crate) fn make_removable(root: &Path) {
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let _ = set_mode(&dir, 0o700);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
             }
         }
-        Err(e) => Err(e),
     }
 }
 
@@ -487,12 +497,7 @@ impl SyncBatch {
     /// Waits for every queued fsync; the first failure, with the path it was for.
     pub(crate) fn finish(mut self) -> Result<(), (PathBuf, io::Error)> {
         self.join();
-        let failed = self
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        failed.map_or(Ok(()), Err)
+        take_failure(&self.failure)
     }
 
     fn join(&mut self) {
@@ -519,6 +524,12 @@ impl Drop for SyncBatch {
     fn drop(&mut self) {
         self.join();
     }
+}
+
+/// The first failure a worker recorded, taken out (later calls see none).
+fn take_failure(failure: &Failure) -> Result<(), (PathBuf, io::Error)> {
+    let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    failed.map_or(Ok(()), Err)
 }
 
 fn record(failure: &Failure, path: PathBuf, e: io::Error) {
@@ -628,12 +639,7 @@ impl WriteBehind {
     }
 
     fn failed(&self) -> Result<(), (PathBuf, io::Error)> {
-        let failed = self
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        failed.map_or(Ok(()), Err)
+        take_failure(&self.failure)
     }
 
     fn send(&self, job: WriteJob) -> io::Result<()> {

@@ -802,12 +802,7 @@ mod tests {
         let delta_bytes = out.path().join("app.delta");
         // The spool holds deltas one after another: this one sits between two others.
         fs::write(&delta_bytes, b"HEADdelta bytesTAIL").unwrap();
-        let record = FileRecord::regular(
-            Sha256Digest::parse(&crate::hashing::sha256_hex(b"delta bytes")).unwrap(),
-            11,
-            0o755,
-        );
-        let files = BTreeMap::from([(rel("bin/app"), (4, record))]);
+        let files = BTreeMap::from([(rel("bin/app"), (4, record_of(b"delta bytes")))]);
         let substitutes = Substitutes {
             spool: &delta_bytes,
             files: &files,
@@ -831,8 +826,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let spool = out.path().join("spool");
         fs::write(&spool, b"delta bytez").unwrap();
-        let record = FileRecord::regular(Sha256Digest::of(b"delta bytes"), 11, 0o755);
-        let files = BTreeMap::from([(rel("bin/app"), (0, record))]);
+        let files = BTreeMap::from([(rel("bin/app"), (0, record_of(b"delta bytes")))]);
         let substitutes = Some(Substitutes {
             spool: &spool,
             files: &files,

@@ -585,10 +585,7 @@ fn sweep_stale(repo: &Path, packages_dir: &Path) {
         .chain(scratch(packages_dir, &[PACKAGE_SCRATCH]));
     for path in stale {
         let removed = match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {
-                make_removable(&path);
-                fsutil::remove_tree(&path)
-            }
+            Ok(m) if m.is_dir() => fsutil::remove_tree(&path),
             Ok(_) => fs::remove_file(&path),
             Err(e) => Err(e),
         };
@@ -598,24 +595,6 @@ fn sweep_stale(repo: &Path, packages_dir: &Path) {
             }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove what an interrupted publish left")
-            }
-        }
-    }
-}
-
-/// Makes every directory under `root` (not following links) 0700: read-only directories in a
-/// rebuilt tree would stop it from being removed.
-fn make_removable(root: &Path) {
-    // Each directory is opened only after its bits are set (a walker would open it first).
-    let mut dirs = vec![root.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(e.path());
             }
         }
     }
@@ -962,7 +941,7 @@ fn with_rebuilt_tree<T>(
     )
     .map_err(|source| rebuild_error(&path, version, source))?;
     let result = work(&stage, &listing);
-    make_removable(&stage);
+    fsutil::make_removable(&stage);
     result
 }
 

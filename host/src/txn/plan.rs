@@ -1103,21 +1103,25 @@ mod tests {
         Version::parse(s).unwrap()
     }
 
+    /// Plans the full package staged at `stage` for an install molt owns nothing of.
+    fn plan_fresh(install: &Path, stage: &Path) -> Result<Plan, PlanError> {
+        let staged = TreeListing::scan(stage, &[]).unwrap();
+        plan_full(
+            &ctx(install),
+            stage,
+            staged,
+            &InstallState::default(),
+            v("1.0.0"),
+        )
+    }
+
     #[test]
     fn full_plan_refuses_a_file_over_an_unowned_directory() {
         let d = tempfile::tempdir().unwrap();
         let (install, stage) = (d.path().join("i"), d.path().join("s"));
         write(&install, "web/user.txt", "mine");
         write(&stage, "web", "file now");
-        let staged = TreeListing::scan(&stage, &[]).unwrap();
-        let err = plan_full(
-            &ctx(&install),
-            &stage,
-            staged.clone(),
-            &InstallState::default(),
-            v("1.0.0"),
-        )
-        .unwrap_err();
+        let err = plan_fresh(&install, &stage).unwrap_err();
         assert!(matches!(err, PlanError::NotOwned { .. }), "{err}");
     }
 
@@ -1127,15 +1131,7 @@ mod tests {
         let (install, stage) = (d.path().join("i"), d.path().join("s"));
         write(&install, "conf", "operator file");
         write(&stage, "conf/app.yml", "x");
-        let staged = TreeListing::scan(&stage, &[]).unwrap();
-        let err = plan_full(
-            &ctx(&install),
-            &stage,
-            staged.clone(),
-            &InstallState::default(),
-            v("1.0.0"),
-        )
-        .unwrap_err();
+        let err = plan_fresh(&install, &stage).unwrap_err();
         assert!(matches!(err, PlanError::NotOwned { .. }), "{err}");
     }
 
@@ -1153,15 +1149,7 @@ mod tests {
             write(&stage, p, p);
         }
         write(&install, "lib/operator.conf", "mine");
-        let staged = TreeListing::scan(&stage, &[]).unwrap();
-        let plan = plan_full(
-            &ctx(&install),
-            &stage,
-            staged.clone(),
-            &InstallState::default(),
-            v("1.0.0"),
-        )
-        .unwrap();
+        let plan = plan_fresh(&install, &stage).unwrap();
         // `lib` exists (it holds an operator's file): its entries go in one by one; `lib/a`
         // and `bin` do not: one rename each.
         let ops: Vec<(&str, bool)> = plan
@@ -1190,14 +1178,7 @@ mod tests {
         let (install, stage) = (d.path().join("i"), d.path().join("s"));
         write(&stage, ".molt/state.json", "{}");
         let staged = TreeListing::scan(&stage, &[]).unwrap();
-        let err = plan_full(
-            &ctx(&install),
-            &stage,
-            staged.clone(),
-            &InstallState::default(),
-            v("1.0.0"),
-        )
-        .unwrap_err();
+        let err = plan_fresh(&install, &stage).unwrap_err();
         assert!(matches!(err, PlanError::Reserved { .. }), "{err}");
         assert_eq!(err.exit_class(), ExitClass::Security);
         // `.molt` stays reserved when the state dir is elsewhere.
@@ -1219,15 +1200,7 @@ mod tests {
         write(&stage, "etc/x", "x");
         fs::create_dir_all(&install).unwrap();
         std::os::unix::fs::symlink("/tmp", install.join("etc")).unwrap();
-        let staged = TreeListing::scan(&stage, &[]).unwrap();
-        let err = plan_full(
-            &ctx(&install),
-            &stage,
-            staged.clone(),
-            &InstallState::default(),
-            v("1.0.0"),
-        )
-        .unwrap_err();
+        let err = plan_fresh(&install, &stage).unwrap_err();
         assert!(matches!(err, PlanError::SymlinkOnPath { .. }), "{err}");
     }
 
